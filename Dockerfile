@@ -1,0 +1,14 @@
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY api api
+COPY worker worker
+COPY provisioning provisioning
+COPY mailsink mailsink
+COPY templates templates
+RUN pip install --no-cache-dir -e . && useradd --system provisioner && mkdir -p var \
+    && chown provisioner var
+USER provisioner
+ENV PROVISIONING_VAR_DIR=/app/var
+EXPOSE 8000
+CMD ["gunicorn", "api.wsgi:app", "--bind", "0.0.0.0:8000"]

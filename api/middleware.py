@@ -1,0 +1,74 @@
+"""Cross-cutting request work: request ids, one DB session per request, authentication."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import falcon
+from sqlalchemy.exc import IntegrityError
+
+from api.errors import problem
+from provisioning.auth import authenticate
+from provisioning.db import new_session
+
+log = logging.getLogger(__name__)
+
+
+class RequestId:
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.request_id = req.get_header("X-Request-ID") or uuid.uuid4().hex
+        resp.set_header("X-Request-ID", req.context.request_id)
+
+
+class DatabaseSession:
+    """Opens a session for the request; commits if the request succeeded, else rolls back."""
+
+    def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
+        req.context.session = None
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         params: dict[str, Any]) -> None:
+        if getattr(resource, "uses_database", True):
+            req.context.session = new_session()
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        session = req.context.session
+        if session is None:
+            return
+        try:
+            if req_succeeded and resp.status_code < 400:
+                session.commit()
+            else:
+                session.rollback()
+        except IntegrityError:
+            session.rollback()
+            problem(resp, 409, title="Conflict", code="conflict",
+                    detail="Someone else changed this at the same moment; reload and try again.")
+        finally:
+            session.close()
+
+
+class Authentication:
+    """Resources are private unless they say ``auth = "none"`` or ``auth = "optional"``."""
+
+    def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         params: dict[str, Any]) -> None:
+        req.context.actor = None
+        mode = getattr(resource, "auth", "required")
+        if mode == "none" or resource is None:
+            return
+        bearer = _bearer(req)
+        if bearer is None and mode == "optional":
+            return
+        req.context.actor = authenticate(req.context.session, bearer)
+
+
+def _bearer(req: falcon.Request) -> str | None:
+    header = req.get_header("Authorization") or ""
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

@@ -1,0 +1,29 @@
+"""Falcon resources: parse, authorise, call one service, shape the answer."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+import falcon
+
+from provisioning.errors import FieldError, InvalidInput
+
+
+def body(req: falcon.Request) -> Any:
+    """The JSON body, or None when empty (services say which fields were missing)."""
+    return req.get_media(default_when_empty=None)
+
+
+def shaped(value: Any) -> Any:
+    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+
+
+def int_param(req: falcon.Request, name: str, default: int | None = None) -> int | None:
+    raw = req.get_param(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise InvalidInput([FieldError(name, "Must be a whole number.")]) from None

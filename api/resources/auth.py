@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import falcon
+
+from api.resources import body, shaped
+from provisioning import auth
+from provisioning.validation import Form
+
+
+class Login:
+    auth = "none"
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        form = Form(body(req))
+        email = form.text("email", required=True, max_length=320)
+        password = form.secret("password", required=True)
+        totp_code = form.text("totp_code", max_length=12)
+        form.finish()
+        assert email is not None and password is not None
+        issued = auth.login(req.context.session, email, password, totp_code)
+        resp.media = {"token": issued.token, "expires_at": issued.expires_at}
+
+
+class Logout:
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        auth.logout(req.context.session, req.context.actor)
+        resp.status = falcon.HTTP_204
+
+
+class Me:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        actor = req.context.actor
+        resp.media = {"id": actor.identity_id, "email": actor.email, "name": actor.name}
+
+
+class ApiKeys:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        form = Form(body(req) or {})
+        name = form.text("name", required=True, max_length=100) or ""
+        form.finish()
+        issued = auth.create_api_key(req.context.session, req.context.actor, account_id, name)
+        resp.status = falcon.HTTP_201
+        resp.media = {"name": name, **shaped(issued)}

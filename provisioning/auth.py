@@ -1,0 +1,184 @@
+"""Logging in, bearer tokens, API keys and who may administer an account (R1)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import pyotp
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from provisioning import audit
+from provisioning.config import settings
+from provisioning.errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from provisioning.models import (
+    Account,
+    ApiToken,
+    Identity,
+    Membership,
+    MemberStatus,
+    utcnow,
+)
+from provisioning.security import hash_secret, new_secret, verify_password
+from provisioning.validation import normalise_email
+
+ADMIN_ROLE = "admin"
+MANAGE_USERS = "users.manage"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is making a request: an identity, maybe restricted to one account (API keys)."""
+
+    identity_id: int
+    email: str
+    name: str
+    token_id: int
+    account_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.email
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    token: str
+    expires_at: datetime | None
+
+
+def login(session: Session, email: str, password: str, totp_code: str | None) -> IssuedToken:
+    """Check the credentials (and the TOTP code when 2FA is on) and open a session."""
+    refused = NotAuthenticated("Wrong email or password.", code="invalid_credentials")
+    try:
+        normalised = normalise_email(email)
+    except InvalidInput:
+        raise refused from None
+    identity = session.scalars(select(Identity).where(Identity.email == normalised)).first()
+    if identity is None or not verify_password(identity.password_hash, password):
+        raise refused
+    memberships = session.scalars(
+        select(Membership.status).where(Membership.identity_id == identity.id)
+    ).all()
+    if memberships and MemberStatus.ACTIVE.value not in memberships:
+        raise NotAuthenticated("This user is disabled.", code="user_inactive")
+    if identity.totp_enabled:
+        _check_totp(identity, totp_code)
+    ttl = timedelta(seconds=settings().session_ttl_seconds)
+    return _issue(session, identity, kind="session", expires_at=utcnow() + ttl)
+
+
+def _check_totp(identity: Identity, code: str | None) -> None:
+    if not code:
+        raise NotAuthenticated("Enter the code from your authenticator app.", code="totp_required")
+    totp = pyotp.TOTP(identity.totp_secret or "")
+    now = utcnow()
+    for offset in (-1, 0, 1):
+        step = totp.timecode(now) + offset
+        if totp.generate_otp(step) == code.strip() and step > (identity.totp_last_step or -1):
+            identity.totp_last_step = step  # a code works once
+            return
+    raise NotAuthenticated("That code is not valid.", code="totp_invalid")
+
+
+def _issue(
+    session: Session,
+    identity: Identity,
+    *,
+    kind: str,
+    expires_at: datetime | None,
+    account_id: int | None = None,
+    name: str = "",
+) -> IssuedToken:
+    secret = new_secret()
+    session.add(
+        ApiToken(
+            identity_id=identity.id,
+            account_id=account_id,
+            kind=kind,
+            name=name,
+            token_hash=hash_secret(secret),
+            expires_at=expires_at,
+        )
+    )
+    session.flush()
+    return IssuedToken(token=secret, expires_at=expires_at)
+
+
+def authenticate(session: Session, bearer: str | None) -> Actor:
+    """The actor behind a bearer token, or NotAuthenticated."""
+    if not bearer:
+        raise NotAuthenticated("Send a bearer token in the Authorization header.")
+    row = session.execute(
+        select(ApiToken, Identity)
+        .join(Identity, Identity.id == ApiToken.identity_id)
+        .where(ApiToken.token_hash == hash_secret(bearer))
+    ).first()
+    now = utcnow()
+    if row is None:
+        raise NotAuthenticated("The token is not valid.", code="invalid_token")
+    token, identity = row
+    if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
+        raise NotAuthenticated("The token has expired or was revoked.", code="invalid_token")
+    return Actor(
+        identity_id=identity.id,
+        email=identity.email,
+        name=identity.name,
+        token_id=token.id,
+        account_id=token.account_id,
+    )
+
+
+def logout(session: Session, actor: Actor) -> None:
+    session.execute(update(ApiToken).where(ApiToken.id == actor.token_id).values(revoked_at=utcnow()))
+
+
+def require_admin(session: Session, actor: Actor, account_id: int) -> Account:
+    """R1: the account, if ``actor`` administers it; another account's answers 404."""
+    if actor.account_id is not None and actor.account_id != account_id:
+        raise NotFound("No such account.")
+    row = session.execute(
+        select(Account, Membership)
+        .join(Membership, Membership.account_id == Account.id)
+        .where(Account.id == account_id, Membership.identity_id == actor.identity_id)
+    ).first()
+    if row is None:
+        raise NotFound("No such account.")
+    account, membership = row
+    if membership.status != MemberStatus.ACTIVE.value:
+        raise Forbidden("Your membership of this account is not active.")
+    role = membership.role
+    if role.name != ADMIN_ROLE and MANAGE_USERS not in (role.permissions or []):
+        raise Forbidden("Only administrators can manage users.", code="admin_required")
+    return account
+
+
+def create_api_key(session: Session, actor: Actor, account_id: int, name: str) -> IssuedToken:
+    """An API key for automation: acts as ``actor`` within this one account, until revoked."""
+    account = require_admin(session, actor, account_id)
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput([FieldError("name", "Give the key a name of 1 to 100 characters.")])
+    identity = session.get_one(Identity, actor.identity_id)
+    issued = _issue(
+        session, identity, kind="api_key", expires_at=None, account_id=account.id, name=name
+    )
+    audit.record(
+        session,
+        account_id=account.id,
+        actor_id=actor.identity_id,
+        actor_label=actor.label,
+        action="api_key.create",
+        target_type="api_key",
+        target_id=None,
+        after={"name": name},
+    )
+    return issued
+
+
+def issue_api_key(session: Session, identity: Identity, account_id: int, name: str) -> str:
+    """An API key issued by the system itself (account creation, demo)."""
+    return _issue(
+        session, identity, kind="api_key", expires_at=None, account_id=account_id, name=name
+    ).token

@@ -1,0 +1,105 @@
+"""All configuration, read from the environment in this one place.
+
+Defaults are the embedded set-up `make run` uses: a SQLite file and kombu's
+filesystem transport under ``var/``, the mailsink on 127.0.0.1:1025.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PREFIX = "PROVISIONING_"
+
+
+def _env(name: str, default: str) -> str:
+    return os.environ.get(PREFIX + name, default)
+
+
+def _env_int(name: str, default: int) -> int:
+    return int(_env(name, str(default)))
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(_env(name, str(default)))
+
+
+@dataclass(frozen=True)
+class Settings:
+    var_dir: Path
+    database_url: str
+    broker_url: str
+    smtp_host: str
+    smtp_port: int
+    smtp_timeout: float
+    public_url: str
+    secret_key: str
+    mail_from: str
+    mail_from_name: str
+    product_name: str
+    # Sessions and invitations
+    session_ttl_seconds: int
+    invitation_ttl_days: int
+    invitation_resend_interval_seconds: int
+    invitation_resends_per_day: int
+    # Outbox: how many emails one task sends over one connection, how long a claim
+    # lasts before another worker may take the row over, and the retry schedule.
+    outbox_batch_size: int
+    outbox_lease_seconds: int
+    outbox_max_attempts: int
+    outbox_retry_base_seconds: float
+    outbox_retry_max_seconds: float
+    outbox_sweep_seconds: float
+    invitation_expiry_sweep_seconds: float
+    # Redis redelivers an unacknowledged message after this long; every countdown
+    # stays below it so a delayed retry is never delivered twice by the broker.
+    broker_visibility_timeout: int
+    default_language: str
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    @property
+    def mail_domain(self) -> str:
+        return self.mail_from.rpartition("@")[2] or "provisioner.local"
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (no caching: tests change it)."""
+    var_dir = Path(_env("VAR_DIR", str(REPO_ROOT / "var"))).resolve()
+    return Settings(
+        var_dir=var_dir,
+        database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'provisioner.sqlite3'}"),
+        broker_url=_env("BROKER_URL", "filesystem://"),
+        smtp_host=_env("SMTP_HOST", "127.0.0.1"),
+        smtp_port=_env_int("SMTP_PORT", 1025),
+        smtp_timeout=_env_float("SMTP_TIMEOUT", 30.0),
+        public_url=_env("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
+        secret_key=_env("SECRET_KEY", "insecure-development-key-change-me"),
+        mail_from=_env("MAIL_FROM", "no-reply@provisioner.local"),
+        mail_from_name=_env("MAIL_FROM_NAME", "Provisioner"),
+        product_name=_env("PRODUCT_NAME", "Provisioner"),
+        session_ttl_seconds=_env_int("SESSION_TTL_SECONDS", 12 * 3600),
+        invitation_ttl_days=_env_int("INVITATION_TTL_DAYS", 7),
+        invitation_resend_interval_seconds=_env_int("INVITATION_RESEND_INTERVAL_SECONDS", 60),
+        invitation_resends_per_day=_env_int("INVITATION_RESENDS_PER_DAY", 5),
+        outbox_batch_size=_env_int("OUTBOX_BATCH_SIZE", 50),
+        outbox_lease_seconds=_env_int("OUTBOX_LEASE_SECONDS", 300),
+        outbox_max_attempts=_env_int("OUTBOX_MAX_ATTEMPTS", 12),
+        outbox_retry_base_seconds=_env_float("OUTBOX_RETRY_BASE_SECONDS", 5.0),
+        outbox_retry_max_seconds=_env_float("OUTBOX_RETRY_MAX_SECONDS", 1800.0),
+        outbox_sweep_seconds=_env_float("OUTBOX_SWEEP_SECONDS", 30.0),
+        invitation_expiry_sweep_seconds=_env_float("INVITATION_EXPIRY_SWEEP_SECONDS", 300.0),
+        broker_visibility_timeout=_env_int("BROKER_VISIBILITY_TIMEOUT", 3600),
+        default_language=_env("DEFAULT_LANGUAGE", "en"),
+    )
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()

@@ -1,0 +1,49 @@
+"""Passwords (argon2) and bearer secrets (random, stored as SHA-256)."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 256
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str | None, password: str) -> bool:
+    if not password_hash:
+        return False
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def new_secret() -> str:
+    """A 256-bit random secret, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def hash_secret(secret: str) -> str:
+    """The stored form of a bearer secret: a fast hash is right for 256 random bits."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def invitation_token(secret_key: str, nonce: str) -> str:
+    """The invitation token for ``nonce``.
+
+    The database keeps only the nonce and the token's hash; the token itself is
+    derived with the server's secret key, so the worker can put it in the email
+    and a copy of the database alone never reveals a working link.
+    """
+    digest = hmac.new(secret_key.encode(), f"invitation:{nonce}".encode(), hashlib.sha256)
+    return digest.hexdigest()

@@ -1,0 +1,120 @@
+"""Parsing what admins send into values the rules can trust. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+
+from provisioning.errors import FieldError, InvalidInput
+from provisioning.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+
+LANGUAGES = ("en", "es", "pt-BR", "id", "tr", "ru")
+_LANGUAGE_BY_KEY = {code.lower(): code for code in LANGUAGES} | {"pt_br": "pt-BR", "pt": "pt-BR"}
+USER_TYPES = ("full", "free", "seasonal")
+MAX_NAME_LENGTH = 200
+
+
+def normalise_email(value: Any, field: str = "email") -> str:
+    """R2: trimmed, validated, and lower-cased so comparisons ignore case."""
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput([FieldError(field, "An email address is required.", "required")])
+    try:
+        checked = validate_email(value.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidInput([FieldError(field, str(exc), "invalid_email")]) from None
+    return checked.normalized.lower()
+
+
+def normalise_language(value: Any, field: str = "language") -> str:
+    if isinstance(value, str) and value.strip().lower() in _LANGUAGE_BY_KEY:
+        return _LANGUAGE_BY_KEY[value.strip().lower()]
+    raise InvalidInput(
+        [FieldError(field, f"Use one of: {', '.join(LANGUAGES)}.", "invalid_language")]
+    )
+
+
+class Form:
+    """Reads fields out of a JSON object, collecting every problem before refusing."""
+
+    def __init__(self, body: Any) -> None:
+        if not isinstance(body, Mapping):
+            raise InvalidInput([FieldError("body", "Send a JSON object.", "invalid_body")])
+        self.body = body
+        self.errors: list[FieldError] = []
+
+    def text(
+        self, name: str, *, required: bool = False, max_length: int = MAX_NAME_LENGTH
+    ) -> str | None:
+        value = self.body.get(name)
+        if value is None or (isinstance(value, str) and not value.strip() and not required):
+            if required:
+                self.errors.append(FieldError(name, "This field is required.", "required"))
+            return None
+        if not isinstance(value, str):
+            self.errors.append(FieldError(name, "Must be a string.", "invalid_type"))
+            return None
+        value = value.strip()
+        if required and not value:
+            self.errors.append(FieldError(name, "This field is required.", "required"))
+            return None
+        if len(value) > max_length:
+            self.errors.append(
+                FieldError(name, f"At most {max_length} characters.", "too_long")
+            )
+            return None
+        return value
+
+    def secret(self, name: str, *, required: bool = False) -> str | None:
+        """Like text, but never trimmed: spaces are part of a password."""
+        value = self.body.get(name)
+        if value is None:
+            if required:
+                self.errors.append(FieldError(name, "This field is required.", "required"))
+            return None
+        if not isinstance(value, str):
+            self.errors.append(FieldError(name, "Must be a string.", "invalid_type"))
+            return None
+        return value
+
+    def email(self, name: str = "email") -> str | None:
+        return self._checked(name, normalise_email)
+
+    def language(self, name: str = "language") -> str | None:
+        if self.body.get(name) is None:
+            return None
+        return self._checked(name, normalise_language)
+
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.body.get(name, default)
+        if value is None:
+            return default
+        if value not in choices:
+            self.errors.append(FieldError(name, f"Use one of: {', '.join(choices)}.", "invalid"))
+            return default
+        return str(value)
+
+    def _checked(self, name: str, parse: Any) -> Any:
+        try:
+            return parse(self.body.get(name), name)
+        except InvalidInput as exc:
+            self.errors.extend(exc.errors)
+            return None
+
+    def finish(self) -> None:
+        """Refuse with every collected problem, naming each field."""
+        if self.errors:
+            raise InvalidInput(self.errors)
+
+
+def check_password(password: str | None, field: str = "password") -> list[FieldError]:
+    if password is None:
+        return [FieldError(field, "A password is required.", "required")]
+    if len(password) < MIN_PASSWORD_LENGTH:
+        return [
+            FieldError(field, f"Use at least {MIN_PASSWORD_LENGTH} characters.", "too_short")
+        ]
+    if len(password) > MAX_PASSWORD_LENGTH:
+        return [FieldError(field, f"At most {MAX_PASSWORD_LENGTH} characters.", "too_long")]
+    return []

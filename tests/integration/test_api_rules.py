@@ -1,0 +1,164 @@
+"""R1, R2, seats (R7/R8) and bad input over the real API and PostgreSQL: clear refusals, no 500."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from tests.conftest import AdminAccount, Stack
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any) -> Stack:
+    return make_stack(worker=False)  # nothing here needs an email delivered
+
+
+def fresh_email(prefix: str = "user") -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:10]}@example.com"
+
+
+def assert_problem(result: Any, status: int, field: str | None = None) -> dict[str, Any]:
+    assert result.status_code == status, result.text
+    assert result.headers["content-type"].startswith("application/problem+json")
+    problem = result.json
+    assert problem["status"] == status and problem["detail"]
+    assert "Traceback" not in result.text
+    if field is not None:
+        assert field in [error["field"] for error in problem["errors"]], problem
+    return problem
+
+
+def member_token(stack: Stack, admin: AdminAccount, *, role: str = "member") -> str:
+    email = fresh_email("member")
+    invited = stack.invite(admin, email=email, role=role, initial_password="member password")
+    assert invited.status_code == 201, invited.json
+    login = stack.api.simulate_post("/v1/auth/login",
+                                    json={"email": email, "password": "member password"})
+    # invited, not yet accepted: it has a password but no active membership yet
+    assert_problem(login, 401)
+    from provisioning.db import session_scope
+    from provisioning.models import Membership
+
+    with session_scope() as session:
+        session.get_one(Membership, invited.json["id"]).status = "active"
+    login = stack.api.simulate_post("/v1/auth/login",
+                                    json={"email": email, "password": "member password"})
+    assert login.status_code == 200, login.json
+    return str(login.json["token"])
+
+
+def test_r1_only_admins_manage_users_and_other_accounts_are_invisible(stack: Stack):
+    admin, other = stack.create_account(), stack.create_account()
+    token = member_token(stack, admin)
+    as_member = {"Authorization": f"Bearer {token}"}
+    users = f"/v1/accounts/{admin.id}/users"
+
+    assert_problem(stack.api.simulate_get(users, headers=as_member), 403)
+    assert_problem(stack.api.simulate_post(users, json={"email": fresh_email()},
+                                           headers=as_member), 403)
+    assert_problem(stack.api.simulate_get(f"/v1/accounts/{admin.id}/audit",
+                                          headers=as_member), 403)
+    # Another account's resources do not exist for this admin.
+    assert_problem(stack.api.simulate_get(f"/v1/accounts/{other.id}/users",
+                                          headers=admin.headers), 404)
+    listed = stack.api.simulate_get(users, headers=admin.headers).json["items"]
+    assert_problem(stack.api.simulate_get(f"/v1/accounts/{other.id}/users/{listed[0]['id']}",
+                                          headers=other.headers), 404)
+    assert_problem(stack.api.simulate_get("/v1/accounts/999999/users", headers=admin.headers),
+                   404)
+    # No token, a wrong token.
+    assert_problem(stack.api.simulate_get(users), 401)
+    assert_problem(stack.api.simulate_get(users, headers={"Authorization": "Bearer nope"}), 401)
+    assert_problem(stack.api.simulate_get(users, headers={"Authorization": "Basic abc"}), 401)
+
+
+def test_r2_an_email_holds_one_paid_membership_without_revealing_where(stack: Stack):
+    first, second = stack.create_account(), stack.create_account()
+    email = fresh_email("dup")
+    assert stack.invite(first, email=email).status_code == 201
+
+    again = assert_problem(stack.invite(first, email=f"  {email.upper()}  "), 409)
+    assert again["code"] == "already_invited"
+    elsewhere = assert_problem(stack.invite(second, email=email.title()), 409)
+    assert elsewhere["code"] == "email_taken"
+    assert str(first.id) not in elsewhere["detail"] and "Workspace" not in elsewhere["detail"]
+
+
+def test_bad_input_is_a_problem_naming_the_field(stack: Stack):
+    admin = stack.create_account()
+    users = f"/v1/accounts/{admin.id}/users"
+    headers = {**admin.headers, "Content-Type": "application/json"}
+
+    assert_problem(stack.api.simulate_post(users, body="{not json", headers=headers), 400,
+                   "body")
+    assert_problem(stack.api.simulate_post(users, body="", headers=headers), 422, "body")
+    assert_problem(stack.api.simulate_post(users, json=["a@b.c"], headers=admin.headers), 422,
+                   "body")
+    assert_problem(stack.invite(admin), 422, "email")
+    assert_problem(stack.invite(admin, email=""), 422, "email")
+    assert_problem(stack.invite(admin, email="not-an-email"), 422, "email")
+    assert_problem(stack.invite(admin, email=42), 422, "email")
+    assert_problem(stack.invite(admin, email=fresh_email(), language="xx"), 422, "language")
+    assert_problem(stack.invite(admin, email=fresh_email(), role="wizard"), 422, "role")
+    assert_problem(stack.invite(admin, email=fresh_email(), group="Nowhere"), 422, "group")
+    assert_problem(stack.invite(admin, email=fresh_email(), user_type="robot"), 422, "user_type")
+    assert_problem(stack.invite(admin, email=fresh_email(), name="x" * 500), 422, "name")
+    assert_problem(stack.invite(admin, email=fresh_email(), initial_password="short"), 422,
+                   "initial_password")
+    several = assert_problem(stack.invite(admin, email="bad", language="xx"), 422)
+    assert {e["field"] for e in several["errors"]} == {"email", "language"}
+    assert_problem(stack.api.simulate_get(users, params={"limit": "lots"},
+                                          headers=admin.headers), 422, "limit")
+    assert_problem(stack.api.simulate_get(users, params={"cursor": "garbage!"},
+                                          headers=admin.headers), 422, "cursor")
+    assert_problem(stack.api.simulate_post("/v1/auth/login", json={"email": "x"}), 422,
+                   "password")
+    assert_problem(stack.api.simulate_get("/v1/nowhere"), 404)
+    # Nothing half-written: the account still has only its admin.
+    listed = stack.api.simulate_get(users, headers=admin.headers).json
+    assert listed["total"] == 1
+
+
+def test_seats_trial_refuses_paid_plan_buys_one_more(stack: Stack):
+    trial = stack.create_account(plan="trial", seats=2)
+    assert stack.invite(trial, email=fresh_email()).status_code == 201
+    refused = assert_problem(stack.invite(trial, email=fresh_email()), 402)
+    assert refused["code"] == "seat_limit_trial" and "trial" in refused["detail"]
+    # Free users never take a seat (R7).
+    assert stack.invite(trial, email=fresh_email(), user_type="free").status_code == 201
+
+    paid = stack.create_account(plan="base", seats=1)
+    assert stack.invite(paid, email=fresh_email()).status_code == 201
+    from provisioning.db import session_scope
+    from provisioning.models import Subscription
+
+    with session_scope() as session:
+        subscription = session.query(Subscription).filter_by(account_id=paid.id).one()
+        assert subscription.seats_purchased == 2
+
+
+def test_members_list_filters_and_pages(stack: Stack):
+    admin = stack.create_account(seats=30)
+    emails = [fresh_email(f"page{i}") for i in range(7)]
+    for email in emails:
+        assert stack.invite(admin, email=email, group="Support").status_code == 201
+    users = f"/v1/accounts/{admin.id}/users"
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"status": "invited", "limit": "3", **({"cursor": cursor} if cursor else {})}
+        page = stack.api.simulate_get(users, params=params, headers=admin.headers).json
+        assert page["total"] == 7
+        seen += [item["email"] for item in page["items"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == emails
+    found = stack.api.simulate_get(users, params={"q": emails[3][:12]}, headers=admin.headers)
+    assert [m["email"] for m in found.json["items"]] == [emails[3]]
+    by_group = stack.api.simulate_get(users, params={"group": "Support"}, headers=admin.headers)
+    assert by_group.json["total"] == 7
+    assert_problem(stack.api.simulate_get(users, params={"status": "sleeping"},
+                                          headers=admin.headers), 422, "status")

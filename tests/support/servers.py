@@ -1,0 +1,174 @@
+"""Throwaway Redis, PostgreSQL, mailsink and Celery workers for the integration tests."""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+from tests.support.processes import (
+    VENV_BIN,
+    ManagedProcess,
+    free_port,
+    port_open,
+    wait_until,
+)
+
+
+def postgres_bindir() -> Path:
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(os.path.realpath(found)).parent
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not candidates:
+        raise RuntimeError("PostgreSQL is not installed: run `make test`, which installs it")
+    return Path(candidates[-1]).parent
+
+
+@dataclass
+class PostgresServer:
+    port: int
+    process: ManagedProcess
+    directory: Path
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            connection.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+    def stop(self) -> None:
+        self.process.stop()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def start_postgres(log_dir: Path) -> PostgresServer:
+    """A private cluster on a free port; as root it runs as the `postgres` user (initdb refuses root)."""
+    bindir = postgres_bindir()
+    directory = Path(tempfile.mkdtemp(prefix="provisioner-pg-"))
+    os.chmod(directory, 0o755)
+    user = None
+    if os.geteuid() == 0:
+        user = "postgres"
+        entry = pwd.getpwnam(user)
+        os.chown(directory, entry.pw_uid, entry.pw_gid)
+    data = directory / "data"
+    subprocess.run(
+        [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+         "-E", "UTF8", "--locale=C", "--no-sync"],
+        check=True, user=user, capture_output=True, cwd=directory,
+    )
+    port = free_port()
+    process = ManagedProcess(
+        "postgres",
+        [str(bindir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(directory),
+         "-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off",
+         "-c", "full_page_writes=off", "-c", "max_connections=300"],
+        log_dir=log_dir, user=user, cwd=directory, stop_signal="SIGINT",
+    ).start()
+    server = PostgresServer(port, process, directory)
+
+    def accepting() -> bool:
+        if not process.running():
+            raise RuntimeError(f"postgres exited:\n{process.log()[-3000:]}")
+        with psycopg.connect(f"host=127.0.0.1 port={port} user=postgres dbname=postgres",
+                             connect_timeout=1):
+            return True
+
+    wait_until(accepting, timeout=60, message="PostgreSQL to accept connections")
+    return server
+
+
+@dataclass
+class RedisServer:
+    port: int
+    process: ManagedProcess
+
+    def url(self, db: int = 0) -> str:
+        return f"redis://127.0.0.1:{self.port}/{db}"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+def start_redis(log_dir: Path, port: int | None = None) -> RedisServer:
+    port = port or free_port()
+    process = ManagedProcess(
+        "redis",
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(log_dir)],
+        log_dir=log_dir,
+    ).start()
+    wait_until(lambda: port_open(port), timeout=30, message="Redis to listen")
+    return RedisServer(port, process)
+
+
+@dataclass
+class MailSink:
+    """The real SMTP sink, and a small client for its JSON API."""
+
+    smtp_port: int
+    http_port: int
+    process: ManagedProcess
+    http: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.http = httpx.Client(base_url=f"http://127.0.0.1:{self.http_port}", timeout=30)
+
+    def messages(self, *, to: str | None = None, q: str | None = None) -> list[dict[str, Any]]:
+        """Every stored message matching the filters, all pages."""
+        items: list[dict[str, Any]] = []
+        cursor = None
+        while True:
+            params = {k: v for k, v in {"to": to, "q": q, "cursor": cursor,
+                                         "limit": 1000}.items() if v}
+            page = self.http.get("/api/messages", params=params).raise_for_status().json()
+            items += page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return items
+
+    def clear(self) -> None:
+        self.http.delete("/api/messages").raise_for_status()
+
+    def stop(self) -> None:
+        self.http.close()
+        self.process.stop()
+
+
+def start_mailsink(log_dir: Path, *, name: str = "mailsink", **faults: float) -> MailSink:
+    smtp_port, http_port = free_port(), free_port()
+    argv = [sys.executable, "-m", "mailsink", "--smtp-port", str(smtp_port),
+            "--http-port", str(http_port), "--db", str(log_dir / f"{name}.sqlite3")]
+    for option, value in faults.items():
+        argv += [f"--{option.replace('_', '-')}", str(value)]
+    process = ManagedProcess(name, argv, log_dir=log_dir).start()
+    process.wait_for_log("mailsink ready", timeout=30)
+    return MailSink(smtp_port, http_port, process)
+
+
+def start_worker(log_dir: Path, env: dict[str, str], *, name: str = "worker",
+                 concurrency: int = 2, beat: bool = True) -> ManagedProcess:
+    """A real Celery worker (prefork), with the beat schedule embedded when asked."""
+    argv = [str(VENV_BIN / "celery"), "-A", "worker", "worker", "--loglevel", "INFO",
+            "--concurrency", str(concurrency), "--pool", "prefork", "-n", f"{name}@%h",
+            "--without-mingle", "--without-gossip"]
+    if beat:
+        argv += ["-B", "--schedule", str(Path(env["PROVISIONING_VAR_DIR"]) / f"{name}-beat")]
+    process = ManagedProcess(name, argv, log_dir=log_dir, env=env).start()
+    process.wait_for_log(" ready.", timeout=90)
+    return process

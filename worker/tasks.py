@@ -1,0 +1,65 @@
+"""Task bodies: a few lines each, calling one service in provisioning."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Task
+from celery.signals import worker_process_shutdown, worker_ready
+
+from provisioning import invitations, outbox
+from provisioning.config import settings
+from provisioning.db import session_scope
+from provisioning.mail.sender import SmtpSender
+from worker.celery_app import app
+
+log = logging.getLogger(__name__)
+
+_sender: SmtpSender | None = None
+
+
+def smtp_sender() -> SmtpSender:
+    """This process's SMTP connection, opened once and reused by every send task."""
+    global _sender
+    if _sender is None:
+        config = settings()
+        _sender = SmtpSender(config.smtp_host, config.smtp_port, config.smtp_timeout)
+    return _sender
+
+
+@worker_process_shutdown.connect
+def _close_smtp(**_: Any) -> None:
+    if _sender is not None:
+        _sender.close()
+
+
+@worker_ready.connect
+def _recover_on_start(**_: Any) -> None:
+    """A worker that starts picks up what a dead one left behind."""
+    try:
+        outbox.sweep()
+    except Exception:
+        log.exception("start-up sweep failed; beat will retry")
+
+
+@app.task(name=outbox.SEND_TASK, bind=True, acks_late=True, max_retries=None)
+def send_emails(self: Task, ids: list[int]) -> dict[str, int]:
+    report = outbox.deliver(ids, smtp_sender())
+    if report.deferred:
+        # Stay under the broker's visibility timeout; the sweeper covers longer waits.
+        countdown = min(report.retry_in, settings().broker_visibility_timeout / 2)
+        self.apply_async(args=[report.deferred], countdown=countdown)
+    return {"sent": len(report.sent), "failed": len(report.failed),
+            "deferred": len(report.deferred)}
+
+
+@app.task(name="provisioning.sweep_outbox")
+def sweep_outbox() -> int:
+    return outbox.sweep()
+
+
+@app.task(name="provisioning.expire_invitations")
+def expire_invitations() -> int:
+    with session_scope() as session:
+        return invitations.expire_invitations(session)
