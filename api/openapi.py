@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from provisioning.validation import LANGUAGES
+
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 
 
@@ -77,7 +79,7 @@ def document() -> dict[str, Any]:
                     "email": {"type": "string", "format": "email"}, "name": {"type": "string"},
                     "role": {"type": "string", "default": "member"}, "group": {"type": "string"},
                     "user_type": {"enum": ["full", "free", "seasonal"], "default": "full"},
-                    "language": {"enum": ["en", "es", "pt-BR", "id", "tr", "ru"]},
+                    "language": {"enum": list(LANGUAGES)},
                     "initial_password": {"type": "string"},
                     "seasonal_start": {"type": "string", "format": "date"},
                     "seasonal_end": {"type": "string", "format": "date"}}},

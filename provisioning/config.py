@@ -53,6 +53,7 @@ class Settings:
     outbox_retry_base_seconds: float
     outbox_retry_max_seconds: float
     outbox_sweep_seconds: float
+    outbox_dispatch_window_seconds: float
     invitation_expiry_sweep_seconds: float
     # Redis redelivers an unacknowledged message after this long; every countdown
     # stays below it so a delayed retry is never delivered twice by the broker.
@@ -93,6 +94,7 @@ def load_settings() -> Settings:
         outbox_retry_base_seconds=_env_float("OUTBOX_RETRY_BASE_SECONDS", 5.0),
         outbox_retry_max_seconds=_env_float("OUTBOX_RETRY_MAX_SECONDS", 1800.0),
         outbox_sweep_seconds=_env_float("OUTBOX_SWEEP_SECONDS", 30.0),
+        outbox_dispatch_window_seconds=_env_float("OUTBOX_DISPATCH_WINDOW_SECONDS", 0.05),
         invitation_expiry_sweep_seconds=_env_float("INVITATION_EXPIRY_SWEEP_SECONDS", 300.0),
         broker_visibility_timeout=_env_int("BROKER_VISIBILITY_TIMEOUT", 3600),
         default_language=_env("DEFAULT_LANGUAGE", "en"),

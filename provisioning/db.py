@@ -35,7 +35,9 @@ def make_engine(url: str) -> Engine:
         # BEGIN IMMEDIATE serialises writers up front (seat checks rely on it).
         event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # No pre-ping: it costs a round trip per request; a dropped connection is
+    # recycled and the request that met it answers 503 (retry).
+    return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

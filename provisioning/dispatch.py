@@ -8,6 +8,8 @@ them up, so a failed dispatch is logged and never fails the request.
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -37,3 +39,38 @@ def send_task(name: str, *args: Any, **options: Any) -> None:
         _sender(name, list(args), options)
     except Exception:
         log.warning("could not enqueue %s; the sweeper will retry", name, exc_info=True)
+
+
+class Debounced:
+    """Sends a wake-up task at most once per ``window`` seconds per process.
+
+    A call inside the window schedules one trailing send at the window's end, so
+    every caller is followed by a send that happens after its call: work committed
+    before the call is always seen by a task. Turns a thousand invitations a
+    second into a few dozen broker messages.
+    """
+
+    def __init__(self, name: str, window: float) -> None:
+        self.name = name
+        self.window = window
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._trailing: threading.Timer | None = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            wait = self._last + self.window - time.monotonic()
+            if self._trailing is not None:
+                return  # a send after this call is already scheduled
+            if wait > 0:
+                self._trailing = threading.Timer(wait, self._send_trailing)
+                self._trailing.start()
+                return
+            self._last = time.monotonic()
+        send_task(self.name, [])
+
+    def _send_trailing(self) -> None:
+        with self._lock:
+            self._trailing = None
+            self._last = time.monotonic()
+        send_task(self.name, [])

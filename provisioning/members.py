@@ -27,7 +27,7 @@ from provisioning.models import (
     UserType,
     utcnow,
 )
-from provisioning.seats import consumes_seat, reserve_seats
+from provisioning.seats import consumes_seat, settle_seats
 from provisioning.security import hash_password, hash_secret, invitation_token, new_secret
 from provisioning.validation import USER_TYPES, Form, check_password
 
@@ -187,18 +187,13 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         identity.password_hash = hash_password(request.initial_password)
     if request.name and not identity.name:
         identity.name = request.name
-    session.flush()
 
     now = utcnow()
-    if consumes_seat(request.user_type, MemberStatus.INVITED.value, request.seasonal_start,
-                     request.seasonal_end, now.date()):
-        reserve_seats(session, account.id, 1, now.date(), actor_id=actor.identity_id,
-                      actor_label=actor.label)
     membership = Membership(
         account_id=account.id,
-        identity_id=identity.id,
-        role_id=role.id,
-        group_id=group.id if group else None,
+        identity=identity,
+        role=role,
+        group=group,
         user_type=request.user_type,
         status=MemberStatus.INVITED.value,
         language=request.language or account.default_language,
@@ -230,6 +225,10 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         after={"email": identity.email, "role": role.name, "group": group.name if group else None,
                "user_type": request.user_type, "language": membership.language},
     )
+    if consumes_seat(request.user_type, MemberStatus.INVITED.value, request.seasonal_start,
+                     request.seasonal_end, now.date()):
+        settle_seats(session, account.id, now.date(), actor_id=actor.identity_id,
+                     actor_label=actor.label)
     return member_view(membership, invitation, EmailStatus.QUEUED.value, now)
 
 
@@ -251,8 +250,6 @@ def send_invitation(
     invitation.expired_at = None
     invitation.sends = (invitation.sends or 0) + 1
     invitation.last_sent_at = now
-    if invitation.id is None:
-        session.add(invitation)
     email = outbox.queue_email(
         session,
         account_id=account.id,
@@ -270,7 +267,8 @@ def send_invitation(
         },
     )
     invitation.last_email_id = email.id
-    session.flush()
+    if invitation.id is None:
+        session.add(invitation)  # inserted with the email's id already set: no extra UPDATE
 
 
 def _resolve_role_and_group(

@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 SEND_TASK = "provisioning.send_emails"
 INVITATION_NONCE = "invitation_nonce"  # context key: the link is derived at send time
 
+# One wake-up per window however many emails are queued; the task claims whatever is due.
+wake_sender = dispatch.Debounced(SEND_TASK, settings().outbox_dispatch_window_seconds)
+
 
 def queue_email(
     session: Session,
@@ -58,8 +61,7 @@ def queue_email(
     )
     session.add(row)
     session.flush()
-    email_id = row.id
-    after_commit(session, lambda: dispatch.send_task(SEND_TASK, [email_id]))
+    after_commit(session, wake_sender)
     return row
 
 
@@ -166,6 +168,9 @@ def deliver(ids: Sequence[int], sender: MailSender, *, extra: int | None = None)
     batch = config.outbox_batch_size if extra is None else extra
     with session_scope() as session:
         rows = claim(session, ids, extra=max(batch - len(ids), 0))
+    if batch and len(rows) >= batch:
+        # More may be waiting: let another worker process start on the next batch now.
+        dispatch.send_task(SEND_TASK, [])
     report = DeliveryReport()
     for row in rows:
         try:

@@ -50,19 +50,19 @@ def seats_in_use(session: Session, account_id: int, today: date) -> int:
     ) or 0
 
 
-def reserve_seats(
-    session: Session, account_id: int, count: int, today: date, *, actor_id: int | None,
-    actor_label: str,
+def settle_seats(
+    session: Session, account_id: int, today: date, *, actor_id: int | None, actor_label: str,
 ) -> None:
-    """R8: make room for ``count`` more seat-consuming members, or refuse.
+    """R8, once the new members are in the transaction: make room for them, or refuse.
 
-    Locks the subscription row so two admins inviting at once cannot both take
-    the last seat.
+    Called last, just before commit: it locks the subscription row so two admins
+    adding members at once cannot both take the last seat, and the lock is held
+    only for the count and the commit.
     """
     subscription = session.scalars(
         select(Subscription).where(Subscription.account_id == account_id).with_for_update()
     ).one()
-    needed = seats_in_use(session, account_id, today) + count
+    needed = seats_in_use(session, account_id, today)
     if needed <= subscription.seats_purchased:
         return
     plan = plan_named(subscription.plan)

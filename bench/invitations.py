@@ -1,0 +1,159 @@
+"""Benchmark: invitations from API call to message stored in the sink.
+
+Starts throwaway PostgreSQL and Redis, the real mailsink, gunicorn serving the API
+and one Celery worker process of concurrency 2. Sends N invitations through the
+HTTP API and times until the sink holds all N. The floor, measured in the same
+run against the same sink: smtplib sending the same number of rendered messages
+over one reused connection.
+
+    python bench/invitations.py [--invitations 10000] [--clients 8]
+
+Last line: {"bench": "invitations", "invitations_per_s": …, "floor_per_s": …, "ratio": …}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import smtplib
+import sys
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import httpx  # noqa: E402
+
+from tests.support.processes import VENV_BIN, ManagedProcess, free_port, wait_until  # noqa: E402
+from tests.support.servers import (  # noqa: E402
+    MailSink,
+    start_mailsink,
+    start_postgres,
+    start_redis,
+    start_worker,
+)
+
+
+def sink_total(sink: MailSink) -> int:
+    page = sink.http.get("/api/messages", params={"limit": 1}).raise_for_status().json()
+    return int(page["total"])
+
+
+def measure_floor(sink: MailSink, count: int) -> float:
+    """Raw SMTP: the same kind of rendered invitation, one reused connection."""
+    from provisioning.mail.message import build_message, make_message_id
+    from provisioning.mail.templates import render_email
+
+    expires = datetime.now(UTC) + timedelta(days=7)
+    messages = []
+    for i in range(count):
+        email = f"floor{i}@bench.example.com"
+        rendered = render_email("invite_new", "en", {
+            "account_name": "Bench Workspace", "inviter_name": "Bench Admin",
+            "invitee_name": None, "email": email, "expires_at": expires,
+            "link": f"http://127.0.0.1/invitations/{uuid.uuid4().hex}{uuid.uuid4().hex}",
+            "product_name": "Provisioner"})
+        messages.append((email, build_message(
+            message_id=make_message_id(uuid.uuid4().hex, "bench.example.com"),
+            sender="no-reply@bench.example.com", recipient=email, subject=rendered.subject,
+            text=rendered.text, html=rendered.html)))
+    sink.clear()
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", sink.smtp_port) as connection:
+        for email, message in messages:
+            connection.sendmail("no-reply@bench.example.com", [email], message)
+    elapsed = time.perf_counter() - started
+    assert sink_total(sink) == count
+    sink.clear()
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--invitations", type=int, default=10_000)
+    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    parser.add_argument("--web-workers", type=int, default=2)
+    args = parser.parse_args()
+    count = args.invitations
+
+    work = Path(os.environ.get("BENCH_DIR", f"/tmp/provisioner-bench-{os.getpid()}"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o755)
+    postgres = start_postgres(work)
+    redis = start_redis(work)
+    sink = start_mailsink(work)
+    started: list[ManagedProcess] = []
+    try:
+        database_url = postgres.create_database("bench_invitations")
+        api_port = free_port()
+        env = {
+            "PROVISIONING_DATABASE_URL": database_url,
+            "PROVISIONING_BROKER_URL": redis.url(0),
+            "PROVISIONING_SMTP_PORT": str(sink.smtp_port),
+            "PROVISIONING_VAR_DIR": str(work / "var"),
+            "PROVISIONING_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
+        }
+        os.environ.update(env)
+        from provisioning.accounts import create_account
+        from provisioning.db import session_scope
+        from provisioning.migrate import upgrade
+
+        upgrade()
+        with session_scope() as session:
+            account = create_account(session, name="Bench", admin_email="admin@bench.example.com",
+                                     admin_password="bench password", plan="base",
+                                     seats=count + 1)
+        floor = measure_floor(sink, min(count, 5000))
+        print(f"floor: raw smtplib, one connection: {floor:,.0f} msgs/s")
+
+        worker = start_worker(work, {**os.environ, **env}, concurrency=2, beat=False)
+        started.append(worker)
+        web = ManagedProcess("gunicorn", [
+            str(VENV_BIN / "gunicorn"), "api.wsgi:app", "--bind", f"127.0.0.1:{api_port}",
+            "--workers", str(args.web_workers), "--log-level", "warning"],
+            log_dir=work, env={**os.environ, **env}).start()
+        started.append(web)
+        api = f"http://127.0.0.1:{api_port}"
+        wait_until(lambda: httpx.get(f"{api}/healthz").status_code == 200, timeout=60,
+                   message="gunicorn")
+
+        headers = {"Authorization": f"Bearer {account.admin_token}"}
+        url = f"{api}/v1/accounts/{account.account_id}/users"
+        clients = [httpx.Client(headers=headers, timeout=60) for _ in range(args.clients)]
+
+        def invite(i: int) -> int:
+            return clients[i % len(clients)].post(
+                url, json={"email": f"invitee{i}@bench.example.com"}).status_code
+
+        begin = time.perf_counter()
+        with ThreadPoolExecutor(args.clients) as pool:
+            statuses = list(pool.map(invite, range(count)))
+        api_done = time.perf_counter() - begin
+        assert statuses.count(201) == count, {s: statuses.count(s) for s in set(statuses)}
+        print(f"API: {count} invitations accepted in {api_done:.1f}s "
+              f"({count / api_done:,.0f}/s)")
+        wait_until(lambda: sink_total(sink) >= count, timeout=max(600, count / 10),
+                   interval=0.2, message="every invitation in the sink")
+        elapsed = time.perf_counter() - begin
+        rate = count / elapsed
+        print(f"product: {count} invitations, API call to stored in the sink, in {elapsed:.1f}s: "
+              f"{rate:,.0f} invitations/s")
+        ratio = rate / floor
+        print(f"ratio to floor: {ratio:.2f}")
+        print(json.dumps({"bench": "invitations", "invitations_per_s": round(rate, 1),
+                          "floor_per_s": round(floor, 1), "ratio": round(ratio, 3)}))
+    finally:
+        for process in reversed(started):
+            process.stop()
+        sink.stop()
+        redis.stop()
+        postgres.stop()
+
+
+if __name__ == "__main__":
+    main()

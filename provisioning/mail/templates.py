@@ -1,0 +1,135 @@
+"""Render the email templates in ``templates/email/<name>/`` in a member's language.
+
+Each email is a folder of ``subject.txt``, ``body.txt`` and ``body.html``; the
+strings are English in the templates and translated by the gettext catalogs in
+``templates/locale/<locale>/LC_MESSAGES/messages.po``, read once per language.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from io import BytesIO
+from pathlib import Path
+
+from babel import Locale
+from babel.dates import format_datetime, get_datetime_format
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from babel.support import NullTranslations, Translations
+from jinja2 import (
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    select_autoescape,
+)
+
+from provisioning.validation import LANGUAGES
+
+SOURCE_LANGUAGE = "en"
+PARTS = ("subject.txt", "body.txt", "body.html")
+DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+
+
+@dataclass(frozen=True)
+class RenderedEmail:
+    """One email in one language, ready for the MIME builder."""
+
+    subject: str
+    text: str
+    html: str
+
+
+def render_email(
+    template: str,
+    language: str,
+    context: Mapping[str, object],
+    *,
+    templates_dir: Path | None = None,
+) -> RenderedEmail:
+    """Render the subject, text and HTML parts of ``template`` in ``language``.
+
+    ``templates_dir`` replaces the repository's ``templates/`` folder (for tests).
+    Raises ValueError for a language outside LANGUAGES and LookupError for an
+    email with no template folder; a missing context value raises
+    ``jinja2.UndefinedError``.
+    """
+    if language not in LANGUAGES:
+        raise ValueError(f"unsupported language {language!r}; expected one of {LANGUAGES}")
+    directory = templates_dir or DEFAULT_TEMPLATES_DIR
+    environment = _environment(language, directory)
+    try:
+        subject_template, text_template, html_template = (
+            environment.get_template(f"email/{template}/{part}") for part in PARTS
+        )
+    except TemplateNotFound as missing:
+        raise LookupError(
+            f"no email template {template!r}: {missing.name} is missing from {directory}"
+        ) from missing
+    # Headers are one line; this also drops any line break smuggled in through a name.
+    subject = " ".join(subject_template.render(context).split())
+    return RenderedEmail(
+        subject=subject,
+        text=text_template.render(context),
+        html=html_template.render(context, subject=subject),
+    )
+
+
+@cache
+def _environment(language: str, templates_dir: Path) -> Environment:
+    """One Jinja2 environment per language: it keeps its compiled templates."""
+    environment = Environment(
+        loader=FileSystemLoader(templates_dir),
+        autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
+        undefined=StrictUndefined,
+        extensions=("jinja2.ext.i18n",),
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        # Templates ship with the code; checking their mtime on every render is wasted work.
+        auto_reload=False,
+    )
+    # Whitespace inside {% trans %} collapses, as pybabel extracts it (trimmed = true in babel.cfg).
+    environment.policies["ext.i18n.trimmed"] = True
+    environment.install_gettext_translations(  # type: ignore[attr-defined]
+        _translations(language, templates_dir), newstyle=True
+    )
+    environment.globals["language"] = language
+    environment.filters["format_datetime"] = _datetime_formatter(language)
+    return environment
+
+
+def _translations(language: str, templates_dir: Path) -> NullTranslations:
+    """The language's catalog, compiled in memory from its .po file (no .mo in git)."""
+    if language == SOURCE_LANGUAGE:
+        return NullTranslations()
+    folder = language.replace("-", "_")
+    path = templates_dir / "locale" / folder / "LC_MESSAGES" / "messages.po"
+    with path.open("rb") as po_file:
+        catalog = read_po(po_file, locale=folder)
+    compiled = BytesIO()
+    write_mo(compiled, catalog)
+    compiled.seek(0)
+    return Translations(fp=compiled)
+
+
+def _datetime_formatter(language: str) -> Callable[[datetime | str], str]:
+    """Format a moment as the language writes it: long date, short time, time zone."""
+    locale = Locale.parse(language, sep="-")
+    # CLDR glues a date and a time with a per-language pattern ("{1}, {0}", "{1} {0}").
+    pattern = (
+        str(get_datetime_format("long", locale=locale))
+        .replace("{1}", locale.date_formats["long"].pattern)
+        .replace("{0}", locale.time_formats["short"].pattern + " z")
+    )
+
+    def format_moment(moment: datetime | str) -> str:
+        # The outbox keeps its context as JSON, so the moment may arrive as ISO 8601 text.
+        if isinstance(moment, str):
+            moment = datetime.fromisoformat(moment)
+        return format_datetime(moment, pattern, locale=locale)
+
+    return format_moment

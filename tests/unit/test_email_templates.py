@@ -1,0 +1,247 @@
+"""The two invitation emails (R3) in every language (R11)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+
+import pytest
+from babel.messages.pofile import read_po
+from jinja2 import Environment, UndefinedError, meta
+
+from provisioning.mail.templates import DEFAULT_TEMPLATES_DIR, LANGUAGES, render_email
+
+TEMPLATES = ("invite_new", "invite_existing")
+TRANSLATED = tuple(language for language in LANGUAGES if language != "en")
+LINK = "https://app.example.test/invitations/9f3c1e7a"
+LOGIN = "bruno.lima@example.test"
+EXPIRES_AT = datetime(2027, 1, 7, 12, 0, tzinfo=UTC)
+
+# How each language greets, by name and without one.
+GREETING = {
+    "en": ("Hi Bruno Lima,", "Hello,"),
+    "es": ("Hola, Bruno Lima:", "Hola:"),
+    "pt-BR": ("Olá, Bruno Lima!", "Olá!"),
+    "id": ("Halo Bruno Lima,", "Halo,"),
+    "tr": ("Merhaba Bruno Lima,", "Merhaba,"),
+    "ru": ("Здравствуйте, Bruno Lima!", "Здравствуйте!"),
+}
+# "invitation" in each translation (a stem where the word declines).
+INVITATION_WORD = {
+    "es": "invitación", "pt-BR": "convite", "id": "undangan", "tr": "davet", "ru": "приглаш",
+}
+# "Your login and password stay unchanged", as each translation says it.
+UNCHANGED = {
+    "en": "login and password stay unchanged",
+    "es": "no cambian",
+    "pt-BR": "continuam os mesmos",
+    "id": "tetap sama",
+    "tr": "aynı kalıyor",
+    "ru": "остаются прежними",
+}
+# The word for password, and the verb for setting (creating) one.
+PASSWORD_WORD = {
+    "en": "password", "es": "contraseña", "pt-BR": "senha", "id": "kata sandi", "tr": "şifre",
+    "ru": "парол",
+}
+SET_WORD = {
+    "en": "set", "es": "crear", "pt-BR": "criar", "id": "buat", "tr": "belirle", "ru": "задать",
+}
+LONG_DATE = {
+    "en": "January 7, 2027", "es": "7 de enero de 2027", "pt-BR": "7 de janeiro de 2027",
+    "id": "7 Januari 2027", "tr": "7 Ocak 2027", "ru": "7 января 2027",
+}
+
+
+def invitation(**changes: object) -> dict[str, object]:
+    context: dict[str, object] = {
+        "account_name": "Acme Logistics",
+        "inviter_name": "Ana Souza",
+        "invitee_name": "Bruno Lima",
+        "email": LOGIN,
+        "link": LINK,
+        "expires_at": EXPIRES_AT,
+        "product_name": "Provisioner",
+    }
+    context.update(changes)
+    return context
+
+
+def visible_lines(html: str) -> list[str]:
+    """The HTML part's text as a reader sees it, one paragraph per line."""
+    body = html.split("<body", 1)[1]
+    return [" ".join(line.split()) for line in re.sub(r"<[^>]+>", " ", body).splitlines()]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_language_renders_both_emails(template: str, language: str) -> None:
+    email = render_email(template, language, invitation())
+
+    assert email.subject and "\n" not in email.subject and email.subject == email.subject.strip()
+    assert f'<html lang="{language}"' in email.html
+    assert f"<title>{email.subject}</title>" in email.html
+    for part in (email.text, email.html):
+        assert LINK in part
+        assert LOGIN in part
+        assert "Ana Souza" in part
+        assert "Acme Logistics" in part
+        assert LONG_DATE[language] in part
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("language", TRANSLATED)
+def test_translations_differ_from_english_and_are_in_the_language(
+    template: str, language: str
+) -> None:
+    english = render_email(template, "en", invitation())
+    translated = render_email(template, language, invitation())
+
+    assert translated.subject != english.subject
+    assert translated.text != english.text
+    assert translated.html != english.html
+    assert INVITATION_WORD[language] in translated.text.casefold()
+    assert INVITATION_WORD[language] in translated.html.casefold()
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_invitee_is_greeted_by_name_when_given(template: str, language: str) -> None:
+    by_name, generic = GREETING[language]
+
+    named = render_email(template, language, invitation())
+    assert named.text.splitlines()[0] == by_name
+    assert f">{by_name}</p>" in named.html
+
+    for unnamed in (None, ""):
+        email = render_email(template, language, invitation(invitee_name=unnamed))
+        assert email.text.splitlines()[0] == generic
+        assert f">{generic}</p>" in email.html
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_existing_identity_keeps_its_login_and_password(language: str) -> None:
+    existing = render_email("invite_existing", language, invitation())
+    new = render_email("invite_new", language, invitation())
+
+    assert UNCHANGED[language] in existing.text
+    assert UNCHANGED[language] in existing.html
+    assert UNCHANGED[language] not in new.text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_new_identity_mentions_a_password_only_to_set_one(language: str) -> None:
+    email = render_email("invite_new", language, invitation())
+
+    mentions = [
+        line.casefold()
+        for line in email.text.splitlines() + visible_lines(email.html)
+        if PASSWORD_WORD[language] in line.casefold()
+    ]
+    assert len(mentions) >= 2, "the text link and the HTML button both say what they are for"
+    assert all(SET_WORD[language] in line for line in mentions)
+
+
+def test_no_template_asks_for_a_password() -> None:
+    parser = Environment(extensions=["jinja2.ext.i18n"])
+    parser.filters["format_datetime"] = str
+    sources = sorted((DEFAULT_TEMPLATES_DIR / "email").rglob("*.*"))
+    names: set[str] = set()
+    for source in sources:
+        if source.suffix in (".txt", ".html"):
+            names |= meta.find_undeclared_variables(parser.parse(source.read_text("utf-8")))
+
+    assert {"account_name", "inviter_name", "invitee_name", "email", "link"} <= names
+    assert not [name for name in names if "password" in name.lower()]
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+def test_markup_in_names_is_escaped_in_html(template: str) -> None:
+    email = render_email(
+        template,
+        "en",
+        invitation(
+            inviter_name="<script>alert(1)</script>",
+            invitee_name='<img src=x onerror="alert(2)">',
+            account_name="R&D <Team>",
+        ),
+    )
+
+    assert "<script>" not in email.html and "<img" not in email.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in email.html
+    assert "R&amp;D &lt;Team&gt;" in email.html
+    # The text part is not HTML: it shows the name as typed.
+    assert "<script>alert(1)</script>" in email.text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_subject_stays_one_line_whatever_the_names(language: str) -> None:
+    email = render_email(
+        "invite_new", language, invitation(inviter_name="Ana\r\nBcc: all@example.test")
+    )
+
+    assert "\r" not in email.subject and "\n" not in email.subject
+    assert "Ana Bcc: all@example.test" in email.subject
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_an_inviter_without_a_name_still_reads_well(template: str, language: str) -> None:
+    named = render_email(template, language, invitation())
+    anonymous = render_email(template, language, invitation(inviter_name=""))
+
+    assert anonymous.subject != named.subject
+    assert "Acme Logistics" in anonymous.subject
+    assert not anonymous.subject.startswith(" ")
+    assert "  " not in anonymous.text
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_expiry_is_written_the_way_the_language_writes_dates(language: str) -> None:
+    from_datetime = render_email("invite_new", language, invitation())
+    # The outbox keeps its context as JSON, so the expiry may arrive as ISO 8601 text.
+    from_text = render_email("invite_new", language, invitation(expires_at=EXPIRES_AT.isoformat()))
+
+    assert LONG_DATE[language] in from_datetime.text
+    assert "UTC" in from_datetime.text
+    assert from_text == from_datetime
+
+
+def test_unknown_language_is_refused() -> None:
+    with pytest.raises(ValueError, match="language"):
+        render_email("invite_new", "fr", invitation())
+    with pytest.raises(ValueError):
+        render_email("invite_new", "pt_BR", invitation())
+
+
+def test_unknown_template_is_a_clear_error() -> None:
+    with pytest.raises(LookupError, match="no email template 'invite_nobody'"):
+        render_email("invite_nobody", "en", invitation())
+    with pytest.raises(LookupError):
+        render_email("_layout", "en", invitation())
+
+
+def test_a_missing_context_value_is_an_error_not_a_blank() -> None:
+    context = invitation()
+    del context["link"]
+
+    with pytest.raises(UndefinedError, match="link"):
+        render_email("invite_new", "es", context)
+
+
+@pytest.mark.parametrize("language", TRANSLATED)
+def test_catalog_translates_every_message_with_the_same_placeholders(language: str) -> None:
+    folder = language.replace("-", "_")
+    path = DEFAULT_TEMPLATES_DIR / "locale" / folder / "LC_MESSAGES" / "messages.po"
+    with path.open("rb") as po_file:
+        catalog = read_po(po_file)
+    with (DEFAULT_TEMPLATES_DIR / "locale" / "messages.pot").open("rb") as pot_file:
+        template_ids = {message.id for message in read_po(pot_file) if message.id}
+
+    messages = [message for message in catalog if message.id]
+    assert {message.id for message in messages} == template_ids
+    for message in messages:
+        assert message.string, f"{language}: {message.id!r} is not translated"
+        assert not message.fuzzy, f"{language}: {message.id!r} is fuzzy"
+        placeholders = re.findall(r"%\(\w+\)s", str(message.id))
+        assert sorted(re.findall(r"%\(\w+\)s", str(message.string))) == sorted(placeholders)
