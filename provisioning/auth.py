@@ -18,6 +18,7 @@ from provisioning.models import (
     Identity,
     Membership,
     MemberStatus,
+    Role,
     utcnow,
 )
 from provisioning.security import hash_secret, new_secret, verify_password
@@ -111,23 +112,18 @@ def authenticate(session: Session, bearer: str | None) -> Actor:
     if not bearer:
         raise NotAuthenticated("Send a bearer token in the Authorization header.")
     row = session.execute(
-        select(ApiToken, Identity)
+        select(ApiToken.id, ApiToken.account_id, ApiToken.revoked_at, ApiToken.expires_at,
+               Identity.id, Identity.email, Identity.name)
         .join(Identity, Identity.id == ApiToken.identity_id)
         .where(ApiToken.token_hash == hash_secret(bearer))
     ).first()
-    now = utcnow()
     if row is None:
         raise NotAuthenticated("The token is not valid.", code="invalid_token")
-    token, identity = row
-    if token.revoked_at is not None or (token.expires_at is not None and token.expires_at <= now):
+    token_id, account_id, revoked_at, expires_at, identity_id, email, name = row
+    if revoked_at is not None or (expires_at is not None and expires_at <= utcnow()):
         raise NotAuthenticated("The token has expired or was revoked.", code="invalid_token")
-    return Actor(
-        identity_id=identity.id,
-        email=identity.email,
-        name=identity.name,
-        token_id=token.id,
-        account_id=token.account_id,
-    )
+    return Actor(identity_id=identity_id, email=email, name=name, token_id=token_id,
+                 account_id=account_id)
 
 
 def logout(session: Session, actor: Actor) -> None:
@@ -139,17 +135,17 @@ def require_admin(session: Session, actor: Actor, account_id: int) -> Account:
     if actor.account_id is not None and actor.account_id != account_id:
         raise NotFound("No such account.")
     row = session.execute(
-        select(Account, Membership)
+        select(Account, Membership.status, Role.name, Role.permissions)
         .join(Membership, Membership.account_id == Account.id)
+        .join(Role, Role.id == Membership.role_id)
         .where(Account.id == account_id, Membership.identity_id == actor.identity_id)
     ).first()
     if row is None:
         raise NotFound("No such account.")
-    account, membership = row
-    if membership.status != MemberStatus.ACTIVE.value:
+    account, status, role_name, permissions = row
+    if status != MemberStatus.ACTIVE.value:
         raise Forbidden("Your membership of this account is not active.")
-    role = membership.role
-    if role.name != ADMIN_ROLE and MANAGE_USERS not in (role.permissions or []):
+    if role_name != ADMIN_ROLE and MANAGE_USERS not in (permissions or []):
         raise Forbidden("Only administrators can manage users.", code="admin_required")
     return account
 

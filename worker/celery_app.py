@@ -18,13 +18,14 @@ def broker_options(config: Settings) -> dict[str, object]:
     if config.broker_url.startswith("filesystem://"):
         # kombu's filesystem transport: one folder is both inbox and outbox.
         folder = config.var_dir / "broker"
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         return {
             "data_folder_in": str(folder / "queue"),
             "data_folder_out": str(folder / "queue"),
             "processed_folder": str(folder / "processed"),
             "store_processed": False,
+            "control_folder": str(folder / "control"),
         }
     return {"visibility_timeout": config.broker_visibility_timeout}
 
