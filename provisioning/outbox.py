@@ -163,54 +163,59 @@ class DeliveryReport:
 
 
 def deliver(ids: Sequence[int], sender: MailSender, *, extra: int | None = None) -> DeliveryReport:
-    """Send the due rows among ``ids`` (and a batch of other due rows) over one connection."""
+    """Send the due rows among ``ids`` (and a batch of other due rows) over one connection.
+
+    Each row is marked in its own short commit right after the server took it, so
+    a crash can repeat at most the one message in flight.
+    """
     config = settings()
     batch = config.outbox_batch_size if extra is None else extra
+    report = DeliveryReport()
     with session_scope() as session:
         rows = claim(session, ids, extra=max(batch - len(ids), 0))
-    if batch and len(rows) >= batch:
-        # More may be waiting: let another worker process start on the next batch now.
-        dispatch.send_task(SEND_TASK, [])
-    report = DeliveryReport()
-    for row in rows:
-        try:
-            message = render(row, config)
-            response = sender.send(config.mail_from, row.recipient, message)
-        except DeliveryError as exc:
-            _record_failure(row, exc, config, report)
-        except Exception as exc:  # a template or data fault: retrying will not fix it
-            log.exception("email %s could not be built", row.id)
-            _record_failure(row, DeliveryError(f"cannot build message: {exc}", permanent=True),
-                            config, report)
-        else:
-            _mark(row, status=EmailStatus.SENT, sent_at=utcnow(), provider_response=response,
-                  last_error=None)
-            report.sent.append(row.id)
+        session.commit()
+        if batch and len(rows) >= batch:
+            # More may be waiting: let another worker process start on the next batch now.
+            dispatch.send_task(SEND_TASK, [])
+        for row in rows:
+            try:
+                message = render(row, config)
+                response = sender.send(config.mail_from, row.recipient, message)
+            except DeliveryError as exc:
+                _record_failure(session, row, exc, config, report)
+            except Exception as exc:  # a template or data fault: retrying will not fix it
+                log.exception("email %s could not be built", row.id)
+                failure = DeliveryError(f"cannot build message: {exc}", permanent=True)
+                _record_failure(session, row, failure, config, report)
+            else:
+                _mark(session, row, status=EmailStatus.SENT, sent_at=utcnow(),
+                      provider_response=response, last_error=None)
+                report.sent.append(row.id)
     return report
 
 
-def _record_failure(row: OutboxEmail, error: DeliveryError, config: Settings,
+def _record_failure(session: Session, row: OutboxEmail, error: DeliveryError, config: Settings,
                     report: DeliveryReport) -> None:
     if error.permanent or row.attempts >= config.outbox_max_attempts:
-        _mark(row, status=EmailStatus.FAILED, last_error=str(error))
+        _mark(session, row, status=EmailStatus.FAILED, last_error=str(error))
         report.failed.append(row.id)
         return
     delay = retry_delay(row.attempts, config)
-    _mark(row, status=EmailStatus.DEFERRED, last_error=str(error),
+    _mark(session, row, status=EmailStatus.DEFERRED, last_error=str(error),
           next_attempt_at=utcnow() + timedelta(seconds=delay))
     report.deferred.append(row.id)
     report.retry_in = max(report.retry_in, delay)
 
 
-def _mark(row: OutboxEmail, *, status: EmailStatus, **values: Any) -> None:
+def _mark(session: Session, row: OutboxEmail, *, status: EmailStatus, **values: Any) -> None:
     # Only the holder of the claim may record the outcome.
-    with session_scope() as session:
-        session.execute(
-            update(OutboxEmail)
-            .where(OutboxEmail.id == row.id, OutboxEmail.claim_token == row.claim_token)
-            .values(status=status.value, **values)
-            .execution_options(synchronize_session=False)
-        )
+    session.execute(
+        update(OutboxEmail)
+        .where(OutboxEmail.id == row.id, OutboxEmail.claim_token == row.claim_token)
+        .values(status=status.value, **values)
+        .execution_options(synchronize_session=False)
+    )
+    session.commit()
 
 
 def stranded_ids(session: Session, *, grace_seconds: float = 10.0, limit: int = 10_000) -> list[int]:

@@ -34,31 +34,40 @@ class SmtpSender:
 
     def send(self, sender: str, recipient: str, message: bytes) -> str:
         with self._lock:
-            try:
-                return self._send_once(sender, recipient, message)
-            except (smtplib.SMTPServerDisconnected, ConnectionError):
-                # An idle connection the server closed: one fresh try.
-                self.close()
+            for attempt in (1, 2):
                 try:
-                    return self._send_once(sender, recipient, message)
-                except (smtplib.SMTPServerDisconnected, OSError) as exc:
+                    connection = self._connect()
+                except OSError as exc:
                     self.close()
-                    raise DeliveryError(f"SMTP connection lost: {exc}", permanent=False) from exc
-            except OSError as exc:
-                self.close()
-                raise DeliveryError(f"SMTP server unreachable: {exc}", permanent=False) from exc
+                    raise DeliveryError(f"SMTP server unreachable: {exc}",
+                                        permanent=False) from exc
+                try:
+                    return self._send_once(connection, sender, recipient, message)
+                except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
+                    self.close()  # an idle connection the server dropped: one fresh try
+                    if attempt == 2:
+                        raise DeliveryError(f"SMTP connection lost: {exc}",
+                                            permanent=False) from exc
+                except OSError as exc:
+                    self.close()
+                    raise DeliveryError(f"SMTP connection failed: {exc}",
+                                        permanent=False) from exc
+            raise AssertionError("unreachable")
 
-    def _send_once(self, sender: str, recipient: str, message: bytes) -> str:
-        connection = self._connect()
-        try:
-            connection.sendmail(sender, [recipient], message)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, reply = exc.recipients.get(recipient, (450, b"recipient refused"))
-            raise DeliveryError(_reply(code, reply), permanent=code >= 500) from exc
-        except smtplib.SMTPResponseException as exc:
-            raise DeliveryError(_reply(exc.smtp_code, exc.smtp_error),
-                                permanent=exc.smtp_code >= 500) from exc
-        return "250 accepted"
+    def _send_once(self, connection: smtplib.SMTP, sender: str, recipient: str,
+                   message: bytes) -> str:
+        # MAIL, RCPT, DATA by hand (what sendmail does) to keep the server's final
+        # reply: it carries the provider's id for the message.
+        for command, argument in (("mail", sender), ("rcpt", recipient)):
+            code, reply = getattr(connection, command)(argument)
+            if code != 250 and not (command == "rcpt" and code == 251):
+                connection.rset()
+                raise DeliveryError(_reply(code, reply), permanent=code >= 500)
+        code, reply = connection.data(message)
+        if code != 250:
+            connection.rset()
+            raise DeliveryError(_reply(code, reply), permanent=code >= 500)
+        return _reply(code, reply)
 
     def _connect(self) -> smtplib.SMTP:
         if self._connection is None:

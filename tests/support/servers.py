@@ -142,11 +142,16 @@ class MailSink:
             if not cursor:
                 return items
 
+    def restart(self) -> None:
+        """Start the sink again on the same ports and store (after ``stop``)."""
+        self.process.start()
+        wait_until(lambda: port_open(self.smtp_port) and port_open(self.http_port), timeout=30,
+                   message="the mailsink to listen again")
+
     def clear(self) -> None:
         self.http.delete("/api/messages").raise_for_status()
 
     def stop(self) -> None:
-        self.http.close()
         self.process.stop()
 
 
