@@ -26,7 +26,7 @@ run: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
 
 ## make test: the whole suite against real Redis, PostgreSQL, Celery and the SMTP sink
-test: install
+test: install lint
 	scripts/system-packages
 	$(BIN)/pytest
 

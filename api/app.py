@@ -21,10 +21,12 @@ def _json_default(value: Any) -> Any:
 
 
 def create_app() -> falcon.App:
-    app = falcon.App(
-        middleware=[middleware.RequestId(), middleware.DatabaseSession(),
-                    middleware.Authentication()],
-    )
+    chain: list[Any] = [
+        middleware.RequestId(),
+        middleware.DatabaseSession(),  # before Authentication, which needs the session
+        middleware.Authentication(),
+    ]
+    app = falcon.App(middleware=chain)
     json_handler = falcon.media.JSONHandler(dumps=partial(json.dumps, default=_json_default,
                                                           ensure_ascii=False))
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
@@ -43,6 +45,7 @@ def create_app() -> falcon.App:
         ("/v1/auth/logout", auth.Logout()),
         ("/v1/me", auth.Me()),
         (account + "/api-keys", auth.ApiKeys()),
+        (account + "/api-keys/{key_id:int}", auth.ApiKey()),
         (account + "/users", members.Members()),
         (member, members.Member()),
         (member + "/invitation", members.MemberInvitation()),

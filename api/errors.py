@@ -72,8 +72,8 @@ def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError
     status = falcon.http_status_to_code(ex.status)
     problem(resp, status, title=ex.title or "Error", detail=ex.description or ex.title or "",
             code=code, field_errors=field_errors)
-    for name, value in (ex.headers or {}).items():
-        resp.set_header(name, value)
+    if ex.headers:
+        resp.set_headers(ex.headers)
 
 
 def _integrity_error(req: falcon.Request, resp: falcon.Response, ex: IntegrityError,

@@ -42,7 +42,9 @@ def document() -> dict[str, Any]:
             "/v1/auth/login": {"post": _op("Log in", body="Login", auth=False)},
             "/v1/auth/logout": {"post": _op("Log out", status="204")},
             "/v1/me": {"get": _op("The caller")},
-            account + "/api-keys": {"post": _op("Create an API key", status="201")},
+            account + "/api-keys": {"get": _op("List API keys"),
+                                    "post": _op("Create an API key", status="201")},
+            account + "/api-keys/{key_id}": {"delete": _op("Revoke an API key", status="204")},
             account + "/users": {
                 "get": _op("List members", params=["status", "q", "group", "role", "user_type",
                                                     "two_factor", "cursor", "limit"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -144,7 +145,7 @@ def list_groups(session: Session, actor: Actor, account_id: int) -> list[dict[st
 
 
 def list_audit(session: Session, actor: Actor, account_id: int, cursor: int | None,
-               limit: int) -> tuple[list[dict[str, object]], int | None]:
+               limit: int) -> tuple[list[dict[str, Any]], int | None]:
     """Newest first; the cursor is the last id seen."""
     require_admin(session, actor, account_id)
     query = select(AuditEntry).where(AuditEntry.account_id == account_id)

@@ -45,6 +45,7 @@ class Actor:
 
 @dataclass(frozen=True)
 class IssuedToken:
+    id: int
     token: str
     expires_at: datetime | None
 
@@ -93,18 +94,17 @@ def _issue(
     name: str = "",
 ) -> IssuedToken:
     secret = new_secret()
-    session.add(
-        ApiToken(
-            identity_id=identity.id,
-            account_id=account_id,
-            kind=kind,
-            name=name,
-            token_hash=hash_secret(secret),
-            expires_at=expires_at,
-        )
+    row = ApiToken(
+        identity_id=identity.id,
+        account_id=account_id,
+        kind=kind,
+        name=name,
+        token_hash=hash_secret(secret),
+        expires_at=expires_at,
     )
+    session.add(row)
     session.flush()
-    return IssuedToken(token=secret, expires_at=expires_at)
+    return IssuedToken(id=row.id, token=secret, expires_at=expires_at)
 
 
 def authenticate(session: Session, bearer: str | None) -> Actor:
@@ -127,7 +127,9 @@ def authenticate(session: Session, bearer: str | None) -> Actor:
 
 
 def logout(session: Session, actor: Actor) -> None:
-    session.execute(update(ApiToken).where(ApiToken.id == actor.token_id).values(revoked_at=utcnow()))
+    session.execute(
+        update(ApiToken).where(ApiToken.id == actor.token_id).values(revoked_at=utcnow())
+    )
 
 
 def require_admin(session: Session, actor: Actor, account_id: int) -> Account:
@@ -178,3 +180,32 @@ def issue_api_key(session: Session, identity: Identity, account_id: int, name: s
     return _issue(
         session, identity, kind="api_key", expires_at=None, account_id=account_id, name=name
     ).token
+
+
+def list_api_keys(session: Session, actor: Actor, account_id: int) -> list[dict[str, object]]:
+    """The account's live API keys (never their secrets)."""
+    require_admin(session, actor, account_id)
+    keys = session.execute(
+        select(ApiToken.id, ApiToken.name, ApiToken.created_at, Identity.email)
+        .join(Identity, Identity.id == ApiToken.identity_id)
+        .where(ApiToken.account_id == account_id, ApiToken.kind == "api_key",
+               ApiToken.revoked_at.is_(None))
+        .order_by(ApiToken.id)
+    ).all()
+    return [{"id": key_id, "name": name, "created_at": created_at, "created_by": email}
+            for key_id, name, created_at, email in keys]
+
+
+def revoke_api_key(session: Session, actor: Actor, account_id: int, key_id: int) -> None:
+    require_admin(session, actor, account_id)
+    revoked = session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == key_id, ApiToken.account_id == account_id,
+               ApiToken.kind == "api_key", ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    if not revoked.rowcount:  # type: ignore[attr-defined]
+        raise NotFound("No such API key.")
+    audit.record(session, account_id=account_id, actor_id=actor.identity_id,
+                 actor_label=actor.label, action="api_key.revoke", target_type="api_key",
+                 target_id=key_id)

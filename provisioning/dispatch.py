@@ -21,7 +21,9 @@ Sender = Callable[[str, list[Any], dict[str, Any]], None]
 def _celery_sender(name: str, args: list[Any], options: dict[str, Any]) -> None:
     from worker.celery_app import client_app  # the API only needs the sending side
 
-    client_app().send_task(name, args=args, **options)
+    # No publish retries: a request must not hang on a broker that is down; the
+    # sweeper re-enqueues whatever a failed publish left behind.
+    client_app().send_task(name, args=args, retry=False, **options)
 
 
 _sender: Sender = _celery_sender

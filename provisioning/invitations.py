@@ -1,4 +1,7 @@
-"""The invitee's side and the invitation's life: preview, accept, resend, revoke, expire (R4, R5)."""
+"""The invitee's side and the invitation's life: preview, accept, resend, revoke, expire.
+
+R4 (tokens) and R5 (statuses).
+"""
 
 from __future__ import annotations
 

@@ -349,7 +349,7 @@ def member_view(
     )
 
 
-def _members_query(account_id: int) -> Select[Any]:
+def _members_query(account_id: int) -> Select[Membership, Invitation, str]:
     return (
         select(Membership, Invitation, OutboxEmail.status)
         .join(Identity, Identity.id == Membership.identity_id)

@@ -74,7 +74,8 @@ def _claimable(config: Settings) -> Any:
             OutboxEmail.next_attempt_at <= now,
         ),
         # a worker that died mid-send left its claim behind
-        and_(OutboxEmail.status == EmailStatus.SENDING.value, OutboxEmail.claimed_at < lease_expired),
+        and_(OutboxEmail.status == EmailStatus.SENDING.value,
+             OutboxEmail.claimed_at < lease_expired),
     )
 
 
@@ -218,7 +219,8 @@ def _mark(session: Session, row: OutboxEmail, *, status: EmailStatus, **values: 
     session.commit()
 
 
-def stranded_ids(session: Session, *, grace_seconds: float = 10.0, limit: int = 10_000) -> list[int]:
+def stranded_ids(session: Session, *, grace_seconds: float = 10.0,
+                 limit: int = 10_000) -> list[int]:
     """Rows whose task was lost: due but untouched for a while, or claimed by a dead worker."""
     config = settings()
     settled = utcnow() - timedelta(seconds=grace_seconds)

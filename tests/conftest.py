@@ -147,7 +147,7 @@ def make_stack(postgres: PostgresServer, redis_server: RedisServer, log_dir: Pat
     started: list[tuple[Stack, dict[str, str | None]]] = []
 
     def build(*, worker: bool = True, sink_faults: dict[str, float] | None = None,
-              **overrides: str) -> Stack:
+              broker_url: str | None = None, **overrides: str) -> Stack:
         from provisioning.migrate import upgrade
 
         name = request.module.__name__.rsplit(".", 1)[-1]
@@ -155,8 +155,9 @@ def make_stack(postgres: PostgresServer, redis_server: RedisServer, log_dir: Pat
         var_dir.mkdir(exist_ok=True)
         sink = start_mailsink(var_dir, name=f"{name}-mailsink", **(sink_faults or {}))
         database_url = postgres.create_database(f"t_{name}_{uuid.uuid4().hex[:6]}")
-        env = stack_env(database_url=database_url, broker_url=redis_server.url(next(_redis_databases)),
-                       sink=sink, var_dir=var_dir, **overrides)
+        broker_url = broker_url or redis_server.url(next(_redis_databases))
+        env = stack_env(database_url=database_url, broker_url=broker_url, sink=sink,
+                        var_dir=var_dir, **overrides)
         previous = activate(env)
         upgrade()
         stack = Stack(env=env, sink=sink, log_dir=var_dir, name=name)

@@ -34,6 +34,10 @@ class Me:
 
 
 class ApiKeys:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        resp.media = {"items": auth.list_api_keys(req.context.session, req.context.actor,
+                                                  account_id), "next_cursor": None}
+
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         form = Form(body(req) or {})
         name = form.text("name", required=True, max_length=100) or ""
@@ -41,3 +45,10 @@ class ApiKeys:
         issued = auth.create_api_key(req.context.session, req.context.actor, account_id, name)
         resp.status = falcon.HTTP_201
         resp.media = {"name": name, **shaped(issued)}
+
+
+class ApiKey:
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                  key_id: int) -> None:
+        auth.revoke_api_key(req.context.session, req.context.actor, account_id, key_id)
+        resp.status = falcon.HTTP_204

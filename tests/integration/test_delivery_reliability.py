@@ -1,4 +1,4 @@
-"""Reliability: a flaky SMTP server and a worker killed mid-send lose nothing, send nothing twice."""
+"""Reliability: a flaky SMTP server loses nothing and sends nothing twice."""
 
 from __future__ import annotations
 

@@ -57,7 +57,7 @@ class PostgresServer:
 
 
 def start_postgres(log_dir: Path) -> PostgresServer:
-    """A private cluster on a free port; as root it runs as the `postgres` user (initdb refuses root)."""
+    """A private cluster on a free port; as root it runs as `postgres` (initdb refuses root)."""
     bindir = postgres_bindir()
     directory = Path(tempfile.mkdtemp(prefix="provisioner-pg-"))
     os.chmod(directory, 0o755)
