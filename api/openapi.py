@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from provisioning.validation import LANGUAGES
@@ -28,6 +29,18 @@ def _op(summary: str, *, status: str = "200", body: str | None = None, auth: boo
     return operation
 
 
+def _with_path_parameters(paths: dict[str, Any]) -> dict[str, Any]:
+    """Declare every {name} in a path: ids are integers, tokens strings."""
+    for path, operations in paths.items():
+        names = re.findall(r"{(\w+)}", path)
+        parameters = [{"name": name, "in": "path", "required": True,
+                       "schema": {"type": "integer", "minimum": 1} if name.endswith("_id")
+                       else {"type": "string"}} for name in names]
+        if parameters:
+            operations["parameters"] = parameters
+    return paths
+
+
 def document() -> dict[str, Any]:
     account = "/v1/accounts/{account_id}"
     member = account + "/users/{member_id}"
@@ -36,7 +49,7 @@ def document() -> dict[str, Any]:
         "info": {"title": "Provisioner", "version": "0.1.0",
                  "description": "User management back end for SaaS workspaces."},
         "security": [{"bearer": []}],
-        "paths": {
+        "paths": _with_path_parameters({
             "/healthz": {"get": _op("Liveness", auth=False)},
             "/readyz": {"get": _op("Database and broker reachable", auth=False)},
             "/v1/auth/login": {"post": _op("Log in", body="Login", auth=False)},
@@ -61,7 +74,7 @@ def document() -> dict[str, Any]:
             "/v1/invitations/{token}/accept": {"post": _op("Accept", body="Accept", auth=False)},
             "/v1/invitations/{token}/renew": {
                 "post": _op("Ask for a fresh link", status="202", auth=False)},
-        },
+        }),
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
             "responses": {"Problem": {"description": "RFC 9457 problem",

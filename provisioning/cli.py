@@ -7,12 +7,17 @@ import json
 import secrets
 import sys
 from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import select
 
 from provisioning import migrate
 from provisioning.accounts import CreatedAccount, create_account
+from provisioning.auth import authenticate, issue_api_key
 from provisioning.config import settings
 from provisioning.db import session_scope
-from provisioning.errors import ProvisioningError
+from provisioning.errors import NotAuthenticated, ProvisioningError
+from provisioning.models import Identity
 
 DEMO_EMAIL = "admin@demo.example.com"
 
@@ -49,6 +54,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     saved = config.var_dir / "demo.json"
     if saved.exists():
         demo = json.loads(saved.read_text())
+        demo["token"] = _working_token(demo)
+        saved.write_text(json.dumps(demo))
     else:
         password = secrets.token_urlsafe(12)
         created = _create(argparse.Namespace(
@@ -64,6 +71,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"api: {config.public_url}/v1  (OpenAPI: {config.public_url}/openapi.json)")
     print(f"mail: http://127.0.0.1:8025/  (SMTP sink on {config.smtp_host}:{config.smtp_port})")
     return 0
+
+
+def _working_token(demo: dict[str, Any]) -> str:
+    """The saved demo API key, or a new one if it was revoked since."""
+    with session_scope() as session:
+        try:
+            authenticate(session, demo["token"])
+            return str(demo["token"])
+        except NotAuthenticated:
+            login = select(Identity).where(Identity.email == demo["login"])
+            identity = session.scalars(login).one()
+            return issue_api_key(session, identity, int(demo["account"]), "demo")
 
 
 def parser() -> argparse.ArgumentParser:
