@@ -59,17 +59,12 @@ def settle_seats(
     adding members at once cannot both take the last seat, and the lock is held
     only for the count and the commit.
     """
-    in_use = (
-        select(func.count())
-        .select_from(Membership)
-        .where(Membership.account_id == account_id, seat_consuming(today))
-        .scalar_subquery()
-    )
-    subscription, needed = session.execute(
-        select(Subscription, in_use)
-        .where(Subscription.account_id == account_id)
-        .with_for_update(of=Subscription)
+    subscription = session.scalars(
+        select(Subscription).where(Subscription.account_id == account_id).with_for_update()
     ).one()
+    # A separate statement: under READ COMMITTED it takes a fresh snapshot after the
+    # lock wait, so it counts the members of the transaction that held the lock.
+    needed = seats_in_use(session, account_id, today)
     if needed <= subscription.seats_purchased:
         return
     plan = plan_named(subscription.plan)

@@ -162,3 +162,43 @@ def test_members_list_filters_and_pages(stack: Stack):
     assert by_group.json["total"] == 7
     assert_problem(stack.api.simulate_get(users, params={"status": "sleeping"},
                                           headers=admin.headers), 422, "status")
+
+
+def _race(stack: Stack, admin: AdminAccount, emails: list[str]) -> list[Any]:
+    """Send the invitations at the same moment from separate threads."""
+    import threading
+
+    barrier = threading.Barrier(len(emails))
+    answers: list[Any] = [None] * len(emails)
+
+    def invite(index: int) -> None:
+        barrier.wait()
+        answers[index] = stack.invite(admin, email=emails[index])
+
+    threads = [threading.Thread(target=invite, args=(i,)) for i in range(len(emails))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return answers
+
+
+def test_two_admins_racing_for_the_last_trial_seat_get_one_seat(stack: Stack):
+    trial = stack.create_account(plan="trial", seats=3)
+    assert stack.invite(trial, email=fresh_email()).status_code == 201  # 2 of 3 used
+    answers = _race(stack, trial, [fresh_email("race") for _ in range(6)])
+    assert sorted(a.status_code for a in answers) == [201, 402, 402, 402, 402, 402]
+    listed = stack.api.simulate_get(f"/v1/accounts/{trial.id}/users", headers=trial.headers)
+    assert listed.json["total"] == 3
+
+
+def test_the_same_email_invited_twice_at_once_gives_one_member(stack: Stack):
+    admin = stack.create_account(seats=20)
+    email = fresh_email("twice")
+    answers = _race(stack, admin, [email, email.upper(), f" {email} "])
+    assert sorted(a.status_code for a in answers) == [201, 409, 409]
+    assert all(a.headers["content-type"].startswith("application/problem+json")
+               for a in answers if a.status_code == 409)
+    listed = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users", params={"q": email},
+                                    headers=admin.headers)
+    assert listed.json["total"] == 1
