@@ -1,0 +1,65 @@
+"""The `provision` command's contract, and migrations that match the models on both databases."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+from alembic import command
+
+from provisioning.migrate import alembic_config, upgrade
+from tests.support.processes import VENV_BIN
+from tests.support.servers import PostgresServer
+
+
+def provision(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROVISIONING_DATABASE_URL": database_url}
+    return subprocess.run([str(VENV_BIN / "provision"), *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_migrations_match_the_models_on_postgresql_and_sqlite(postgres: PostgresServer,
+                                                               tmp_path: Path):
+    for url in (postgres.create_database(f"schema_{uuid.uuid4().hex[:6]}"),
+                f"sqlite:///{tmp_path / 'schema.sqlite3'}"):
+        upgrade(url)
+        command.check(alembic_config(url))  # raises if a model change lacks a migration
+
+
+def test_create_account_prints_the_account_and_a_working_admin_token(postgres: PostgresServer):
+    url = postgres.create_database(f"cli_{uuid.uuid4().hex[:6]}")
+    assert provision("migrate", database_url=url).returncode == 0
+    made = provision("create-account", "--name", "Acme", "--admin-email", "Boss@Acme.example.com",
+                     "--admin-password", "a long password", "--plan", "base", "--seats", "10",
+                     database_url=url)
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+    assert set(created) == {"account_id", "admin_token"}
+
+    from falcon.testing import TestClient
+
+    from tests.conftest import activate, deactivate
+
+    previous = activate({"PROVISIONING_DATABASE_URL": url})
+    try:
+        from api.app import create_app
+
+        api = TestClient(create_app())
+        users = api.simulate_get(f"/v1/accounts/{created['account_id']}/users",
+                                 headers={"Authorization": f"Bearer {created['admin_token']}"})
+        assert users.status_code == 200
+        assert [m["email"] for m in users.json["items"]] == ["boss@acme.example.com"]
+        assert users.json["items"][0]["role"] == "admin"
+    finally:
+        deactivate(previous)
+
+    refused = provision("create-account", "--name", "Again", "--admin-email",
+                        "boss@acme.example.com", "--admin-password", "a long password",
+                        database_url=url)
+    assert refused.returncode == 2 and "another account" in refused.stderr
+    bad = provision("create-account", "--name", "X", "--admin-email", "nope",
+                    "--admin-password", "short", database_url=url)
+    assert bad.returncode == 2 and "admin_password" in bad.stderr
