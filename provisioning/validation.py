@@ -44,30 +44,8 @@ class Form:
         self.body = body
         self.errors: list[FieldError] = []
 
-    def text(
-        self, name: str, *, required: bool = False, max_length: int = MAX_NAME_LENGTH
-    ) -> str | None:
-        value = self.body.get(name)
-        if value is None or (isinstance(value, str) and not value.strip() and not required):
-            if required:
-                self.errors.append(FieldError(name, "This field is required.", "required"))
-            return None
-        if not isinstance(value, str):
-            self.errors.append(FieldError(name, "Must be a string.", "invalid_type"))
-            return None
-        value = value.strip()
-        if required and not value:
-            self.errors.append(FieldError(name, "This field is required.", "required"))
-            return None
-        if len(value) > max_length:
-            self.errors.append(
-                FieldError(name, f"At most {max_length} characters.", "too_long")
-            )
-            return None
-        return value
-
-    def secret(self, name: str, *, required: bool = False) -> str | None:
-        """Like text, but never trimmed: spaces are part of a password."""
+    def _string(self, name: str, required: bool) -> str | None:
+        """The raw string, or None (noting a problem if it was required or not a string)."""
         value = self.body.get(name)
         if value is None:
             if required:
@@ -77,6 +55,27 @@ class Form:
             self.errors.append(FieldError(name, "Must be a string.", "invalid_type"))
             return None
         return value
+
+    def text(
+        self, name: str, *, required: bool = False, max_length: int = MAX_NAME_LENGTH
+    ) -> str | None:
+        """A trimmed string; blank counts as absent."""
+        value = self._string(name, required)
+        if value is None:
+            return None
+        value = value.strip()
+        if not value:
+            if required:
+                self.errors.append(FieldError(name, "This field is required.", "required"))
+            return None
+        if len(value) > max_length:
+            self.errors.append(FieldError(name, f"At most {max_length} characters.", "too_long"))
+            return None
+        return value
+
+    def secret(self, name: str, *, required: bool = False) -> str | None:
+        """Like text, but never trimmed: spaces are part of a password."""
+        return self._string(name, required)
 
     def email(self, name: str = "email") -> str | None:
         return self._checked(name, normalise_email)
