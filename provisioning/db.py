@@ -86,7 +86,9 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 
     Used to enqueue Celery tasks only for rows that really exist.
     """
-    session.info.setdefault(AFTER_COMMIT, []).append(callback)
+    callbacks = session.info.setdefault(AFTER_COMMIT, [])
+    if callback not in callbacks:  # a thousand queued emails need one wake-up
+        callbacks.append(callback)
 
 
 @event.listens_for(Session, "after_commit")
