@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from provisioning.config import settings
@@ -33,11 +33,16 @@ def make_engine(url: str) -> Engine:
         event.listen(engine, "connect", _sqlite_pragmas)
         # pysqlite's deferred BEGIN lets two writers read, then one fails on write;
         # BEGIN IMMEDIATE serialises writers up front (seat checks rely on it).
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
+        event.listen(engine, "begin", _begin_immediate)
         return engine
     # No pre-ping: it costs a round trip per request; a dropped connection is
     # recycled and the request that met it answers 503 (retry).
     return create_engine(url, pool_size=10, max_overflow=20, pool_recycle=1800)
+
+
+def _begin_immediate(connection: Any) -> None:
+    if connection.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -65,6 +70,11 @@ def _session_factory(url: str) -> sessionmaker[Session]:
 
 def new_session() -> Session:
     return _session_factory(settings().database_url)()
+
+
+def autocommit_connection() -> Connection:
+    """A connection where each statement commits by itself: one round trip per write."""
+    return engine().connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 @contextmanager

@@ -16,12 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Connection, and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisioning import dispatch
 from provisioning.config import Settings, settings
-from provisioning.db import after_commit, session_scope
+from provisioning.db import after_commit, autocommit_connection, session_scope
 from provisioning.mail.message import build_message, make_message_id
 from provisioning.mail.sender import DeliveryError, MailSender
 from provisioning.mail.templates import render_email
@@ -166,57 +166,55 @@ class DeliveryReport:
 def deliver(ids: Sequence[int], sender: MailSender, *, extra: int | None = None) -> DeliveryReport:
     """Send the due rows among ``ids`` (and a batch of other due rows) over one connection.
 
-    Each row is marked in its own short commit right after the server took it, so
-    a crash can repeat at most the one message in flight.
+    Each row is marked, in its own commit, right after the server took it, so a
+    crash can repeat at most the one message in flight.
     """
     config = settings()
     batch = config.outbox_batch_size if extra is None else extra
     report = DeliveryReport()
     with session_scope() as session:
         rows = claim(session, ids, extra=max(batch - len(ids), 0))
-        session.commit()
-        if batch and len(rows) >= batch:
-            # More may be waiting: let another worker process start on the next batch now.
-            dispatch.send_task(SEND_TASK, [])
+    if batch and len(rows) >= batch:
+        # More may be waiting: let another worker process start on the next batch now.
+        dispatch.send_task(SEND_TASK, [])
+    with autocommit_connection() as marks:
         for row in rows:
             try:
                 message = render(row, config)
                 response = sender.send(config.mail_from, row.recipient, message)
             except DeliveryError as exc:
-                _record_failure(session, row, exc, config, report)
+                _record_failure(marks, row, exc, config, report)
             except Exception as exc:  # a template or data fault: retrying will not fix it
                 log.exception("email %s could not be built", row.id)
                 failure = DeliveryError(f"cannot build message: {exc}", permanent=True)
-                _record_failure(session, row, failure, config, report)
+                _record_failure(marks, row, failure, config, report)
             else:
-                _mark(session, row, status=EmailStatus.SENT, sent_at=utcnow(),
+                _mark(marks, row, status=EmailStatus.SENT, sent_at=utcnow(),
                       provider_response=response, last_error=None)
                 report.sent.append(row.id)
     return report
 
 
-def _record_failure(session: Session, row: OutboxEmail, error: DeliveryError, config: Settings,
-                    report: DeliveryReport) -> None:
+def _record_failure(marks: Connection, row: OutboxEmail, error: DeliveryError,
+                    config: Settings, report: DeliveryReport) -> None:
     if error.permanent or row.attempts >= config.outbox_max_attempts:
-        _mark(session, row, status=EmailStatus.FAILED, last_error=str(error))
+        _mark(marks, row, status=EmailStatus.FAILED, last_error=str(error))
         report.failed.append(row.id)
         return
     delay = retry_delay(row.attempts, config)
-    _mark(session, row, status=EmailStatus.DEFERRED, last_error=str(error),
+    _mark(marks, row, status=EmailStatus.DEFERRED, last_error=str(error),
           next_attempt_at=utcnow() + timedelta(seconds=delay))
     report.deferred.append(row.id)
     report.retry_in = max(report.retry_in, delay)
 
 
-def _mark(session: Session, row: OutboxEmail, *, status: EmailStatus, **values: Any) -> None:
-    # Only the holder of the claim may record the outcome.
-    session.execute(
+def _mark(marks: Connection, row: OutboxEmail, *, status: EmailStatus, **values: Any) -> None:
+    """Record one outcome at once (its own commit); only the claim's holder may."""
+    marks.execute(
         update(OutboxEmail)
         .where(OutboxEmail.id == row.id, OutboxEmail.claim_token == row.claim_token)
         .values(status=status.value, **values)
-        .execution_options(synchronize_session=False)
     )
-    session.commit()
 
 
 def stranded_ids(session: Session, *, grace_seconds: float = 10.0,
