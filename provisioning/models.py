@@ -146,6 +146,9 @@ class Membership(Base):
     __table_args__ = (
         UniqueConstraint("account_id", "identity_id"),
         Index("ix_memberships_identity", "identity_id"),
+        # The seat count (R7) on every new member reads only this index.
+        Index("ix_memberships_seats", "account_id", "user_type", "status", "seasonal_start",
+              "seasonal_end"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
