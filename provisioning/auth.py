@@ -64,6 +64,9 @@ def login(session: Session, email: str, password: str, totp_code: str | None) ->
         select(Membership.status).where(Membership.identity_id == identity.id)
     ).all()
     if memberships and MemberStatus.ACTIVE.value not in memberships:
+        if MemberStatus.INVITED.value in memberships:
+            raise NotAuthenticated("Accept your invitation first: follow the link in its email.",
+                                   code="invitation_pending")
         raise NotAuthenticated("This user is disabled.", code="user_inactive")
     if identity.totp_enabled:
         _check_totp(identity, totp_code)

@@ -37,7 +37,7 @@ def member_token(stack: Stack, admin: AdminAccount, *, role: str = "member") -> 
     login = stack.api.simulate_post("/v1/auth/login",
                                     json={"email": email, "password": "member password"})
     # invited, not yet accepted: it has a password but no active membership yet
-    assert_problem(login, 401)
+    assert assert_problem(login, 401)["code"] == "invitation_pending"
     from provisioning.db import session_scope
     from provisioning.models import Membership
 
