@@ -203,16 +203,13 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
     )
     session.add(membership)
     session.flush()
-    invitation = Invitation(
+    invitation = Invitation(  # token and expiry are set by send_invitation
         account_id=account.id,
         membership_id=membership.id,
         email=identity.email,
         invited_by_id=actor.identity_id,
-        token_nonce="",
-        token_hash="",
-        expires_at=now,
+        existing_identity=has_login,
     )
-    invitation.existing_identity = has_login
     send_invitation(session, account, invitation, membership, identity, actor.name or actor.email)
     audit.record(
         session,
