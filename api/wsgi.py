@@ -3,6 +3,12 @@
 import logging
 
 from api.app import create_app
+from provisioning.config import settings
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+if settings().uses_development_key and not settings().is_sqlite:
+    logging.getLogger("api").warning(
+        "PROVISIONING_SECRET_KEY is the development default: invitation links are guessable "
+        "by anyone who reads the database. Set a secret key in production."
+    )
 app = create_app()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "PROVISIONING_"
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-change-me"
 
 
 def _env(name: str, default: str) -> str:
@@ -65,6 +66,10 @@ class Settings:
         return self.database_url.startswith("sqlite")
 
     @property
+    def uses_development_key(self) -> bool:
+        return self.secret_key == DEVELOPMENT_SECRET_KEY
+
+    @property
     def mail_domain(self) -> str:
         return self.mail_from.rpartition("@")[2] or "provisioner.local"
 
@@ -80,7 +85,7 @@ def load_settings() -> Settings:
         smtp_port=_env_int("SMTP_PORT", 1025),
         smtp_timeout=_env_float("SMTP_TIMEOUT", 30.0),
         public_url=_env("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
-        secret_key=_env("SECRET_KEY", "insecure-development-key-change-me"),
+        secret_key=_env("SECRET_KEY", DEVELOPMENT_SECRET_KEY),
         mail_from=_env("MAIL_FROM", "no-reply@provisioner.local"),
         mail_from_name=_env("MAIL_FROM_NAME", "Provisioner"),
         product_name=_env("PRODUCT_NAME", "Provisioner"),
