@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from provisioning.accounts import PERMISSIONS
 from provisioning.validation import LANGUAGES
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
@@ -66,7 +67,8 @@ def document() -> dict[str, Any]:
             member: {"get": _op("One member")},
             member + "/invitation": {"delete": _op("Revoke the invitation")},
             member + "/invitation/resend": {"post": _op("Resend the invitation")},
-            account + "/roles": {"get": _op("Roles")},
+            account + "/roles": {"get": _op("Roles"),
+                                 "post": _op("Create a custom role", status="201", body="Role")},
             account + "/groups": {"get": _op("Groups")},
             account + "/audit": {"get": _op("Audit log", params=["cursor", "limit"])},
             "/v1/jobs/{job_id}": {"get": _op("A job's status and progress")},
@@ -98,6 +100,9 @@ def document() -> dict[str, Any]:
                     "initial_password": {"type": "string"},
                     "seasonal_start": {"type": "string", "format": "date"},
                     "seasonal_end": {"type": "string", "format": "date"}}},
+                "Role": {"type": "object", "required": ["name", "permissions"], "properties": {
+                    "name": {"type": "string"},
+                    "permissions": {"type": "array", "items": {"enum": list(PERMISSIONS)}}}},
                 "Accept": {"type": "object", "properties": {
                     "password": {"type": "string"}, "name": {"type": "string"}}},
             },

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from provisioning import audit
 from provisioning.auth import ADMIN_ROLE, Actor, issue_api_key, require_admin
-from provisioning.errors import FieldError, InvalidInput
+from provisioning.errors import Conflict, FieldError, InvalidInput
 from provisioning.members import EmailTaken, holds_paid_membership
 from provisioning.models import (
     Account,
@@ -27,11 +27,16 @@ from provisioning.models import (
 )
 from provisioning.plans import CATALOG, plan_named
 from provisioning.security import hash_password
-from provisioning.validation import check_password, normalise_email, normalise_language
+from provisioning.validation import Form, check_password, normalise_email, normalise_language
 
 MEMBER_ROLE = "member"
 FREE_USERS_GROUP = "Free users"
 DEFAULT_GROUPS = ("Sales", "Marketing", "Support", FREE_USERS_GROUP)
+PERMISSIONS = (
+    "leads.view", "leads.edit", "leads.delete", "contacts.view", "contacts.edit",
+    "customers.view", "customers.edit", "tasks.view", "tasks.edit", "pipelines.view",
+    "pipelines.edit", "integrations.edit", "users.manage", "billing.view",
+)
 MEMBER_PERMISSIONS = ["leads.view", "leads.edit", "contacts.view", "contacts.edit",
                       "pipelines.view", "tasks.view", "tasks.edit"]
 PERIOD_DAYS = {"monthly": 30, "annual": 365}
@@ -136,6 +141,31 @@ def list_roles(session: Session, actor: Actor, account_id: int) -> list[dict[str
     roles = session.scalars(select(Role).where(Role.account_id == account_id).order_by(Role.id))
     return [{"id": r.id, "name": r.name, "permissions": r.permissions, "builtin": r.is_builtin}
             for r in roles]
+
+
+def create_role(session: Session, actor: Actor, account_id: int, body: Any) -> dict[str, object]:
+    """A custom role: a named set of permissions from the catalog."""
+    require_admin(session, actor, account_id)
+    form = Form(body)
+    name = form.text("name", required=True, max_length=100)
+    permissions = form.body.get("permissions")
+    if not isinstance(permissions, list) or not all(isinstance(p, str) for p in permissions):
+        form.errors.append(FieldError("permissions", "Send a list of permission names."))
+    elif unknown := sorted(set(permissions) - set(PERMISSIONS)):
+        form.errors.append(FieldError("permissions", f"Unknown: {', '.join(unknown)}. "
+                                                     f"Known: {', '.join(PERMISSIONS)}."))
+    form.finish()
+    assert name is not None and isinstance(permissions, list)
+    if session.scalars(select(Role.id).where(Role.account_id == account_id,
+                                             Role.name == name)).first():
+        raise Conflict(f"A role named {name!r} already exists.", code="role_exists")
+    role = Role(account_id=account_id, name=name, permissions=sorted(set(permissions)))
+    session.add(role)
+    session.flush()
+    audit.record(session, account_id=account_id, actor_id=actor.identity_id,
+                 actor_label=actor.label, action="role.create", target_type="role",
+                 target_id=role.id, after={"name": name, "permissions": role.permissions})
+    return {"id": role.id, "name": role.name, "permissions": role.permissions, "builtin": False}
 
 
 def list_groups(session: Session, actor: Actor, account_id: int) -> list[dict[str, object]]:

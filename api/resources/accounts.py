@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import falcon
 
-from api.resources import int_param
+from api.resources import body, int_param
 from provisioning import accounts, jobs
 
 
@@ -10,6 +10,11 @@ class Roles:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         resp.media = {"items": accounts.list_roles(req.context.session, req.context.actor,
                                                    account_id), "next_cursor": None}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        resp.status = falcon.HTTP_201
+        resp.media = accounts.create_role(req.context.session, req.context.actor, account_id,
+                                          body(req))
 
 
 class Groups:

@@ -202,3 +202,25 @@ def test_the_same_email_invited_twice_at_once_gives_one_member(stack: Stack):
     listed = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users", params={"q": email},
                                     headers=admin.headers)
     assert listed.json["total"] == 1
+
+
+def test_a_custom_role_with_users_manage_may_invite_and_one_without_may_not(stack: Stack):
+    admin = stack.create_account(seats=10)
+    roles = f"/v1/accounts/{admin.id}/roles"
+    for name, permissions in (("Team lead", ["users.manage", "leads.view"]),
+                              ("Viewer", ["leads.view"])):
+        made = stack.api.simulate_post(roles, json={"name": name, "permissions": permissions},
+                                       headers=admin.headers)
+        assert made.status_code == 201, made.json
+    assert_problem(stack.api.simulate_post(roles, json={"name": "Viewer", "permissions": []},
+                                           headers=admin.headers), 409)
+    assert_problem(stack.api.simulate_post(roles, json={"name": "X", "permissions": ["fly"]},
+                                           headers=admin.headers), 422, "permissions")
+    lead = member_token(stack, admin, role="Team lead")
+    viewer = member_token(stack, admin, role="Viewer")
+    users = f"/v1/accounts/{admin.id}/users"
+    invited = stack.api.simulate_post(users, json={"email": fresh_email()},
+                                      headers={"Authorization": f"Bearer {lead}"})
+    assert invited.status_code == 201
+    assert_problem(stack.api.simulate_post(users, json={"email": fresh_email()},
+                                           headers={"Authorization": f"Bearer {viewer}"}), 403)
