@@ -308,8 +308,14 @@ def _refuse_second_membership(
     ).first()
     if existing is not None:
         if existing.status == MemberStatus.INVITED.value:
-            raise Conflict(f"{identity.email} is already invited (member {existing.id}).",
-                           code="already_invited")
+            row = session.execute(
+                select(Invitation, OutboxEmail.status)
+                .outerjoin(OutboxEmail, OutboxEmail.id == Invitation.last_email_id)
+                .where(Invitation.membership_id == existing.id)
+            ).first()
+            state = invitation_state(row[0], row[1], utcnow()) if row else "queued"
+            raise Conflict(f"{identity.email} is already invited (member {existing.id}, "
+                           f"invitation {state}); resend it instead.", code="already_invited")
         raise Conflict(f"{identity.email} is already a member (member {existing.id}).",
                        code="already_member")
     if request.user_type != UserType.FREE.value and holds_paid_membership(
