@@ -76,11 +76,15 @@ def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError
         resp.set_headers(ex.headers)
 
 
-def _integrity_error(req: falcon.Request, resp: falcon.Response, ex: IntegrityError,
-                     _params: Any) -> None:
-    # Two requests raced for the same unique value; the loser is told to look again.
+def raced(resp: falcon.Response) -> None:
+    """Two requests raced for the same unique value; the loser is told to look again."""
     problem(resp, 409, title="Conflict", code="conflict",
             detail="Someone else changed this at the same moment; reload and try again.")
+
+
+def _integrity_error(req: falcon.Request, resp: falcon.Response, ex: IntegrityError,
+                     _params: Any) -> None:
+    raced(resp)
 
 
 def _unavailable(req: falcon.Request, resp: falcon.Response, ex: OperationalError,

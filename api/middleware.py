@@ -9,7 +9,7 @@ from typing import Any
 import falcon
 from sqlalchemy.exc import IntegrityError
 
-from api.errors import problem
+from api.errors import raced
 from provisioning.auth import authenticate
 from provisioning.db import new_session
 
@@ -43,10 +43,9 @@ class DatabaseSession:
                 session.commit()
             else:
                 session.rollback()
-        except IntegrityError:
+        except IntegrityError:  # the commit itself met a racing request
             session.rollback()
-            problem(resp, 409, title="Conflict", code="conflict",
-                    detail="Someone else changed this at the same moment; reload and try again.")
+            raced(resp)
         finally:
             session.close()
 

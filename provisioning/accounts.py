@@ -25,6 +25,7 @@ from provisioning.models import (
     UserType,
     utcnow,
 )
+from provisioning.pages import decode_cursor, encode_cursor, page_size
 from provisioning.plans import CATALOG, plan_named
 from provisioning.security import hash_password
 from provisioning.validation import Form, check_password, normalise_email, normalise_language
@@ -174,17 +175,19 @@ def list_groups(session: Session, actor: Actor, account_id: int) -> list[dict[st
     return [{"id": g.id, "name": g.name, "builtin": g.is_builtin} for g in groups]
 
 
-def list_audit(session: Session, actor: Actor, account_id: int, cursor: int | None,
-               limit: int) -> tuple[list[dict[str, Any]], int | None]:
-    """Newest first; the cursor is the last id seen."""
+def list_audit(session: Session, actor: Actor, account_id: int, cursor: str | None,
+               limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first, a page at a time."""
     require_admin(session, actor, account_id)
+    limit = page_size(limit)
     query = select(AuditEntry).where(AuditEntry.account_id == account_id)
-    if cursor is not None:
-        query = query.where(AuditEntry.id < cursor)
+    before = decode_cursor(cursor)
+    if before is not None:
+        query = query.where(AuditEntry.id < before)
     entries = session.scalars(query.order_by(AuditEntry.id.desc()).limit(limit + 1)).all()
     items = [
         {"id": e.id, "actor": e.actor_label, "action": e.action, "target_type": e.target_type,
          "target_id": e.target_id, "before": e.before, "after": e.after, "at": e.created_at}
         for e in entries[:limit]
     ]
-    return items, (entries[limit - 1].id if len(entries) > limit else None)
+    return items, (encode_cursor(entries[limit - 1].id) if len(entries) > limit else None)

@@ -23,7 +23,7 @@ from provisioning.errors import (
     NotFound,
     RateLimited,
 )
-from provisioning.members import MemberView, member_view, send_invitation
+from provisioning.members import MemberView, invitation_state, member_view, send_invitation
 from provisioning.models import (
     Account,
     EmailStatus,
@@ -60,13 +60,9 @@ def _by_token(session: Session, token: str) -> Invitation:
 
 
 def _state(invitation: Invitation, now: datetime) -> str:
-    if invitation.accepted_at is not None:
-        return "accepted"
-    if invitation.revoked_at is not None or invitation.membership_id is None:
-        return "revoked"
-    if invitation.expires_at <= now:
-        return "expired"
-    return "valid"
+    """The invitee's view: valid, or why not (accepted, revoked, expired)."""
+    state = invitation_state(invitation, None, now)
+    return state if state in ("accepted", "revoked", "expired") else "valid"
 
 
 def preview_invitation(session: Session, token: str) -> InvitationPreview:

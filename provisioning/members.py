@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -27,13 +26,12 @@ from provisioning.models import (
     UserType,
     utcnow,
 )
+from provisioning.pages import decode_cursor, encode_cursor, page_size
 from provisioning.seats import consumes_seat, settle_seats
 from provisioning.security import hash_password, hash_secret, invitation_token, new_secret
 from provisioning.validation import USER_TYPES, Form, check_password
 
 FREE_USERS_GROUP = "Free users"
-MAX_PAGE = 1000
-DEFAULT_PAGE = 50
 
 _EMAIL_STATE = {
     EmailStatus.QUEUED.value: "queued",
@@ -87,7 +85,7 @@ def invitation_state(invitation: Invitation, email_status: str | None, now: date
     """What the admin sees of an invitation, so nobody invites the same person twice."""
     if invitation.accepted_at is not None:
         return "accepted"
-    if invitation.revoked_at is not None:
+    if invitation.revoked_at is not None or invitation.membership_id is None:
         return "revoked"
     if invitation.expires_at <= now:
         return "expired"
@@ -376,7 +374,7 @@ def list_members(
 ) -> Page:
     """Members in creation order, filtered, a page at a time (cursor = last id seen)."""
     require_admin(session, actor, account_id)
-    size = _page_size(limit)
+    size = page_size(limit)
     query = _members_query(account_id)
     status = filters.get("status")
     if status:
@@ -406,28 +404,3 @@ def list_members(
     items = [member_view(row[0], row[1], row[2], now) for row in rows[:size]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > size else None
     return Page(items=items, next_cursor=next_cursor, total=total)
-
-
-def _page_size(limit: int | None) -> int:
-    if limit is None:
-        return DEFAULT_PAGE
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput([FieldError("limit", f"Use a limit from 1 to {MAX_PAGE}.")])
-    return limit
-
-
-def encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{last_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str | None) -> int | None:
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        if prefix != "id":
-            raise ValueError(raw)
-        return int(value)
-    except ValueError:
-        raise InvalidInput([FieldError("cursor", "This cursor is not valid.")]) from None

@@ -25,10 +25,10 @@ class Groups:
 
 class Audit:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        limit = min(max(int_param(req, "limit", 100) or 100, 1), 1000)
-        items, last = accounts.list_audit(req.context.session, req.context.actor, account_id,
-                                          int_param(req, "cursor"), limit)
-        resp.media = {"items": items, "next_cursor": None if last is None else str(last)}
+        items, next_cursor = accounts.list_audit(req.context.session, req.context.actor,
+                                                 account_id, req.get_param("cursor"),
+                                                 int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}
 
 
 class Job:

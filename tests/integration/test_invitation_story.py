@@ -198,4 +198,9 @@ def test_resend_replaces_the_token_and_is_rate_limited(stack: Stack):
     assert state["sends"] == 2 and state["state"] == "sent"
     audit = stack.api.simulate_get(f"/v1/accounts/{admin.id}/audit", headers=admin.headers)
     actions = [entry["action"] for entry in audit.json["items"]]
-    assert "member.invite" in actions and "member.invitation_resend" in actions
+    assert actions[:2] == ["member.invitation_resend", "member.invite"]  # newest first
+    first = stack.api.simulate_get(f"/v1/accounts/{admin.id}/audit", params={"limit": "1"},
+                                   headers=admin.headers).json
+    rest = stack.api.simulate_get(f"/v1/accounts/{admin.id}/audit", headers=admin.headers,
+                                  params={"limit": "1", "cursor": first["next_cursor"]}).json
+    assert [first["items"][0]["action"], rest["items"][0]["action"]] == actions[:2]

@@ -13,8 +13,9 @@ import pytest
 from provisioning import dispatch
 from provisioning.config import load_settings
 from provisioning.errors import InvalidInput
-from provisioning.members import InviteRequest, decode_cursor, encode_cursor, invitation_state
+from provisioning.members import InviteRequest, invitation_state
 from provisioning.outbox import retry_delay
+from provisioning.pages import decode_cursor, encode_cursor
 from provisioning.seats import consumes_seat
 from provisioning.security import hash_secret, invitation_token
 from provisioning.validation import normalise_email, normalise_language
@@ -42,7 +43,7 @@ def test_r7_who_consumes_a_seat(user_type: str, status: str, window: Any, expect
 
 
 def _invitation(**values: Any) -> Any:
-    base = {"accepted_at": None, "revoked_at": None,
+    base = {"accepted_at": None, "revoked_at": None, "membership_id": 7,
             "expires_at": datetime(2026, 11, 30, tzinfo=UTC)}
     return SimpleNamespace(**{**base, **values})
 
@@ -56,6 +57,7 @@ def test_invitation_state_follows_the_email_until_accepted_revoked_or_expired():
     assert invitation_state(_invitation(), "failed", now) == "failed"
     assert invitation_state(_invitation(expires_at=now), "sent", now) == "expired"
     assert invitation_state(_invitation(revoked_at=now), "sent", now) == "revoked"
+    assert invitation_state(_invitation(membership_id=None), "sent", now) == "revoked"
     assert invitation_state(_invitation(accepted_at=now, expires_at=now), "sent", now) == \
         "accepted"
 
