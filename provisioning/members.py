@@ -130,16 +130,14 @@ class InviteRequest:
         start = _date(form, "seasonal_start")
         end = _date(form, "seasonal_end")
         if user_type == UserType.SEASONAL.value:
-            if start is None or end is None:
-                for field, value in (("seasonal_start", start), ("seasonal_end", end)):
-                    if value is None and not any(e.field == field for e in form.errors):
-                        form.errors.append(
-                            FieldError(field, "Seasonal users need a window.", "required")
-                        )
-            elif end < start:
-                form.errors.append(
-                    FieldError("seasonal_end", "The window ends before it starts.", "invalid")
-                )
+            named = {error.field for error in form.errors}
+            for field, value in (("seasonal_start", start), ("seasonal_end", end)):
+                if value is None and field not in named:
+                    form.errors.append(FieldError(field, "Seasonal users need a window.",
+                                                  "required"))
+            if start is not None and end is not None and end < start:
+                form.errors.append(FieldError("seasonal_end", "The window ends before it starts.",
+                                              "invalid"))
         form.finish()
         assert email is not None
         return cls(email, name, role, group, user_type, language, password, start, end)

@@ -43,7 +43,7 @@ def _recover_on_start(**_: Any) -> None:
         log.exception("start-up sweep failed; beat will retry")
 
 
-@app.task(name=outbox.SEND_TASK, bind=True, acks_late=True, max_retries=None)
+@app.task(name=outbox.SEND_TASK, bind=True, acks_late=True)
 def send_emails(self: Task, ids: list[int]) -> dict[str, int]:
     report = outbox.deliver(ids, smtp_sender())
     if report.deferred:
