@@ -11,7 +11,7 @@ import falcon
 import falcon.media
 
 from api import errors, middleware
-from api.resources import accounts, auth, invitations, members, pages, system
+from api.resources import accounts, auth, invitations, jobs, members, pages, system
 
 
 def _json_default(value: Any) -> Any:
@@ -53,7 +53,12 @@ def create_app() -> falcon.App:
         (account + "/roles", accounts.Roles()),
         (account + "/groups", accounts.Groups()),
         (account + "/audit", accounts.Audit()),
-        ("/v1/jobs/{job_id:int}", accounts.Job()),
+        (account + "/imports", jobs.Imports()),
+        ("/v1/jobs/{job_id:int}", jobs.Job()),
+        ("/v1/jobs/{job_id:int}/errors.csv", jobs.JobErrors()),
+        ("/v1/jobs/{job_id:int}/rows.csv", jobs.JobRows()),
+        ("/v1/jobs/{job_id:int}/commit", jobs.JobCommit()),
+        ("/v1/jobs/{job_id:int}/cancel", jobs.JobCancel()),
         ("/v1/invitations/{token}", invitations.InvitationPreview()),
         ("/v1/invitations/{token}/accept", invitations.InvitationAccept()),
         ("/v1/invitations/{token}/renew", invitations.InvitationRenew()),

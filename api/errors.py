@@ -23,6 +23,8 @@ STATUS = {
     errors.Gone: 410,
     errors.SeatLimitReached: 402,
     errors.RateLimited: 429,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
 }
 
 

@@ -60,6 +60,16 @@ class Settings:
     # stays below it so a delayed retry is never delivered twice by the broker.
     broker_visibility_timeout: int
     default_language: str
+    # Bulk import: upload limits, rows written per transaction (one checkpoint each),
+    # how long one task works on a job before it yields the worker to other jobs,
+    # and how long a silent running job keeps its claim before a sweeper resumes it.
+    import_max_bytes: int
+    import_max_rows: int
+    import_chunk_rows: int
+    job_slice_seconds: float
+    job_lease_seconds: float
+    job_sweep_seconds: float
+    job_retention_days: int
 
     @property
     def is_sqlite(self) -> bool:
@@ -103,6 +113,13 @@ def load_settings() -> Settings:
         invitation_expiry_sweep_seconds=_env_float("INVITATION_EXPIRY_SWEEP_SECONDS", 300.0),
         broker_visibility_timeout=_env_int("BROKER_VISIBILITY_TIMEOUT", 3600),
         default_language=_env("DEFAULT_LANGUAGE", "en"),
+        import_max_bytes=_env_int("IMPORT_MAX_BYTES", 50 * 1024 * 1024),
+        import_max_rows=_env_int("IMPORT_MAX_ROWS", 1_000_000),
+        import_chunk_rows=_env_int("IMPORT_CHUNK_ROWS", 5000),
+        job_slice_seconds=_env_float("JOB_SLICE_SECONDS", 10.0),
+        job_lease_seconds=_env_float("JOB_LEASE_SECONDS", 60.0),
+        job_sweep_seconds=_env_float("JOB_SWEEP_SECONDS", 30.0),
+        job_retention_days=_env_int("JOB_RETENTION_DAYS", 30),
     )
 
 

@@ -79,3 +79,13 @@ class SeatLimitReached(ProvisioningError):
 class RateLimited(ProvisioningError):
     code = "rate_limited"
     title = "Too many requests"
+
+
+class PayloadTooLarge(ProvisioningError):
+    code = "too_large"
+    title = "Too large"
+
+
+class UnsupportedMediaType(ProvisioningError):
+    code = "unsupported_media_type"
+    title = "Unsupported media type"

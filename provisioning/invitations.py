@@ -33,7 +33,13 @@ from provisioning.models import (
     MemberStatus,
     utcnow,
 )
-from provisioning.security import hash_password, hash_secret, verify_password
+from provisioning.security import (
+    hash_password,
+    hash_secret,
+    invitation_token,
+    new_secret,
+    verify_password,
+)
 from provisioning.validation import Form, check_password
 
 
@@ -145,8 +151,25 @@ def _open_invitation(session: Session, account_id: int, member_id: int) -> Invit
             Invitation.account_id == account_id, Invitation.membership_id == member_id
         )
     ).first()
-    if invitation is None:
+    if invitation is not None:
+        return invitation
+    membership = session.get(Membership, member_id)
+    if membership is None or membership.account_id != account_id:
         raise NotFound("No such member in this account.")
+    if membership.status != MemberStatus.INVITED.value:
+        raise InvalidInput([FieldError("member", "This member already accepted.",
+                                       "already_accepted")])
+    # Imported without invitations: the first send creates it.
+    nonce = new_secret()
+    invitation = Invitation(
+        account_id=account_id, membership_id=member_id, email=membership.identity.email,
+        token_nonce=nonce,
+        token_hash=hash_secret(invitation_token(settings().secret_key, nonce)),
+        invited_by_id=membership.invited_by_id,
+        existing_identity=membership.identity.password_hash is not None,
+        expires_at=utcnow() + timedelta(days=settings().invitation_ttl_days), sends=0,
+    )
+    session.add(invitation)
     return invitation
 
 

@@ -1,18 +1,58 @@
-"""Jobs: the record of slow work the workers do, visible to the account's admins."""
+"""Jobs: slow work the workers do, in slices, visible to the account's admins.
+
+A job's row is the truth. The broker carries only its id; a worker runs a job
+for one slice of time, commits a checkpoint with every chunk, and hands the
+rest back to the queue, so one account's million-row import takes turns with
+everyone else's work. A job whose worker died is found by its stale heartbeat
+and resumed from its last checkpoint.
+"""
 
 from __future__ import annotations
 
+import csv
+import io
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from datetime import timedelta
 from typing import Any
 
+from sqlalchemy import Executable, and_, delete, or_, select
 from sqlalchemy.orm import Session
 
+from provisioning import audit, dispatch
 from provisioning.auth import Actor, require_admin
-from provisioning.errors import NotFound
-from provisioning.models import Job
+from provisioning.config import settings
+from provisioning.db import session_scope
+from provisioning.errors import Conflict, NotFound
+from provisioning.models import Job, JobError, JobStatus, utcnow
+
+log = logging.getLogger(__name__)
+
+JOB_TASK = "provisioning.run_job"
+FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
+MAX_FAILURES = 3
+
+# kind -> runner(job_id, deadline) -> True when the job needs no more turns
+Runner = Callable[[int, float], bool]
+RUNNERS: dict[str, Runner] = {}
+
+
+class JobFailed(Exception):
+    """The job cannot go on; the message tells the admin why in one sentence."""
+
+
+def enqueue(job_id: int, *, countdown: float | None = None) -> None:
+    options = {} if countdown is None else {"countdown": countdown}
+    dispatch.send_task(JOB_TASK, job_id, **options)
 
 
 def job_view(job: Job) -> dict[str, Any]:
-    return {
+    params = job.params or {}
+    elapsed = None
+    if job.started_at is not None:
+        elapsed = ((job.finished_at or utcnow()) - job.started_at).total_seconds()
+    view: dict[str, Any] = {
         "id": job.id,
         "kind": job.kind,
         "status": job.status,
@@ -21,18 +61,172 @@ def job_view(job: Job) -> dict[str, Any]:
         "summary": job.summary,
         "error": job.error,
         "errors_url": f"/v1/jobs/{job.id}/errors.csv",
+        "options": {key: params[key] for key in ("dry_run", "on_existing", "invite")
+                    if key in params},
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
+        "elapsed_seconds": None if elapsed is None else round(elapsed, 3),
+        "rows_per_second": (round(job.done / elapsed, 1) if elapsed and job.done else None),
     }
+    if job.kind == "import":
+        view["rows_url"] = f"/v1/jobs/{job.id}/rows.csv"
+        if params.get("dry_run"):
+            view["commit_url"] = f"/v1/jobs/{job.id}/commit"
+            view["committed_as"] = params.get("committed_as")
+        if params.get("snapshot_of"):
+            view["dry_run_job"] = params["snapshot_of"]
+    return view
 
 
-def get_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
-    job = session.get(Job, job_id)
+def visible_job(session: Session, actor: Actor, job_id: int, *, lock: bool = False) -> Job:
+    """The job, if ``actor`` administers its account; anyone else is told it does not exist."""
+    query = select(Job).where(Job.id == job_id)
+    job = session.scalars(query.with_for_update() if lock else query).first()
     if job is None:
         raise NotFound("No such job.")
     try:
         require_admin(session, actor, job.account_id)
     except NotFound:
         raise NotFound("No such job.") from None
+    return job
+
+
+def get_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
+    return job_view(visible_job(session, actor, job_id))
+
+
+def cancel_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
+    """Stop a job at its next chunk: what is already written stays, nothing is half-written."""
+    job = visible_job(session, actor, job_id, lock=True)
+    if job.status in FINISHED:
+        raise Conflict(f"This job already {job.status}.", code="job_finished")
+    job.status = JobStatus.CANCELLED.value
+    job.finished_at = utcnow()
+    audit.record(session, account_id=job.account_id, actor_id=actor.identity_id,
+                 actor_label=actor.label, action="job.cancel", target_type="job",
+                 target_id=job.id, after={"done": job.done, "total": job.total})
     return job_view(job)
+
+
+ERROR_REPORT_COLUMNS = ("line", "column", "code", "message", "value")
+
+
+def error_report(session: Session, actor: Actor, job_id: int) -> Iterator[bytes]:
+    """The job's problems as CSV, in file order; formula-looking values are neutralised."""
+    from provisioning.importfile import csv_safe
+
+    visible_job(session, actor, job_id)
+    query = (
+        select(JobError.line, JobError.column, JobError.code, JobError.message, JobError.value)
+        .where(JobError.job_id == job_id)
+        .order_by(JobError.line, JobError.id)
+    )
+    return csv_report(ERROR_REPORT_COLUMNS, query, lambda row: (
+        row[0], row[1], row[2], csv_safe(row[3]), csv_safe(row[4] or "")))
+
+
+def csv_report(header: tuple[str, ...], query: Executable,
+               shape: Callable[[Any], Sequence[Any]]) -> Iterator[bytes]:
+    """Stream a query as CSV, a few hundred rows at a time, from a session of its own.
+
+    The response body is sent after the request's session has closed, and a
+    million-row report never sits in memory.
+    """
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(header)
+    yield buffer.getvalue().encode()
+    with session_scope() as session:
+        for partition in session.execute(query.execution_options(yield_per=2000)).partitions():
+            buffer.seek(0)
+            buffer.truncate()
+            writer.writerows(shape(row) for row in partition)
+            yield buffer.getvalue().encode()
+
+
+def run_job(job_id: int) -> None:
+    """Give one job one turn (a slice of time); hand it back to the queue if it is not done."""
+    config = settings()
+    with session_scope() as session:
+        job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).first()
+        if job is None or job.status in FINISHED:
+            return
+        if job.status == JobStatus.QUEUED.value:
+            job.status = JobStatus.RUNNING.value
+            job.started_at = utcnow()
+        job.heartbeat_at = utcnow()
+        kind = job.kind
+    runner = RUNNERS[kind]
+    try:
+        finished = runner(job_id, time.monotonic() + config.job_slice_seconds)
+    except JobFailed as exc:
+        fail(job_id, str(exc))
+        return
+    except Exception:
+        log.exception("job %s stopped on an unexpected error", job_id)
+        _count_failure(job_id)
+        return
+    if not finished:
+        enqueue(job_id)
+
+
+def fail(job_id: int, reason: str) -> None:
+    with session_scope() as session:
+        job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+        if job.status in FINISHED:
+            return
+        job.status = JobStatus.FAILED.value
+        job.error = reason
+        job.finished_at = utcnow()
+        audit.record(session, account_id=job.account_id, actor_id=job.created_by_id,
+                     actor_label=(job.params or {}).get("actor_label", ""),
+                     action=f"{job.kind}.failed", target_type="job", target_id=job.id,
+                     after={"error": reason, "done": job.done, "summary": job.summary})
+
+
+def _count_failure(job_id: int) -> None:
+    """Retry a job that met an unexpected error a few times, then give up saying so."""
+    with session_scope() as session:
+        job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
+        failures = int((job.checkpoint or {}).get("failures", 0)) + 1
+        job.checkpoint = {**(job.checkpoint or {}), "failures": failures}
+        done = job.done
+    if failures >= MAX_FAILURES:
+        fail(job_id, f"An internal error stopped this job {failures} times after {done} rows; "
+                     "what was written so far stays. Contact support with the job id.")
+    else:
+        enqueue(job_id, countdown=2.0 ** failures)
+
+
+def stalled_ids(session: Session) -> list[int]:
+    """Jobs whose broker message was lost or whose worker died: queued or running, silent."""
+    config = settings()
+    silent_since = utcnow() - timedelta(seconds=config.job_lease_seconds)
+    return list(session.scalars(
+        select(Job.id).where(or_(
+            and_(Job.status == JobStatus.QUEUED.value, Job.created_at < silent_since,
+                 Job.heartbeat_at.is_(None)),
+            and_(Job.status.in_((JobStatus.QUEUED.value, JobStatus.RUNNING.value)),
+                 Job.heartbeat_at < silent_since),
+        )).order_by(Job.id).limit(1000)
+    ).all())
+
+
+def sweep() -> int:
+    """Resume stalled jobs from their last checkpoint."""
+    with session_scope() as session:
+        ids = stalled_ids(session)
+        for job_id in ids:  # a fresh heartbeat, so the next sweep does not send it again
+            session.get_one(Job, job_id).heartbeat_at = utcnow()
+    for job_id in ids:
+        enqueue(job_id)
+    return len(ids)
+
+
+def purge(session: Session) -> int:
+    """Forget jobs (with their files, rows and error reports) after the retention period."""
+    cutoff = utcnow() - timedelta(days=settings().job_retention_days)
+    result = session.execute(delete(Job).where(Job.status.in_(FINISHED),
+                                               Job.finished_at < cutoff))
+    return int(getattr(result, "rowcount", 0) or 0)

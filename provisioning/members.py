@@ -53,8 +53,8 @@ class EmailTaken(Conflict):
 
 @dataclass(frozen=True)
 class InvitationView:
-    state: str  # queued | sent | deferred | failed | accepted | expired | revoked
-    expires_at: datetime
+    state: str  # not_sent | queued | sent | deferred | failed | accepted | expired | revoked
+    expires_at: datetime | None
     last_sent_at: datetime | None
     sends: int
 
@@ -333,6 +333,10 @@ def member_view(
             last_sent_at=invitation.last_sent_at,
             sends=invitation.sends,
         )
+    elif membership.status == MemberStatus.INVITED.value:
+        # imported without invitations: "resend" sends the first one
+        invitation_view = InvitationView(state="not_sent", expires_at=None, last_sent_at=None,
+                                         sends=0)
     return MemberView(
         id=membership.id,
         email=identity.email,

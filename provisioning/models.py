@@ -15,6 +15,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     TypeDecorator,
@@ -245,7 +246,10 @@ class OutboxEmail(Base):
 
 
 class Job(Base):
+    """Slow work a worker does for an account; the row is the truth, the broker only its id."""
+
     __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status", "status", "heartbeat_at"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -261,6 +265,59 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Renewed at every checkpoint: a running job whose heartbeat stops is resumed.
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class JobFile(Base):
+    """An uploaded file, normalised to UTF-8, in parts: every worker machine can read it."""
+
+    __tablename__ = "job_files"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class ImportRow(Base):
+    """A checked row of an import file: the snapshot a dry run shows and a commit applies."""
+
+    __tablename__ = "import_rows"
+    # First wins: a second row with the same email cannot be staged.
+    __table_args__ = (UniqueConstraint("job_id", "email", name="uq_import_rows_email"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    email: Mapped[str] = mapped_column(String(320))
+    name: Mapped[str | None] = mapped_column(String(200))
+    role: Mapped[str | None] = mapped_column(String(100))
+    group: Mapped[str | None] = mapped_column(String(100))
+    user_type: Mapped[str] = mapped_column(String(16))
+    language: Mapped[str | None] = mapped_column(String(8))
+    phone: Mapped[str | None] = mapped_column(String(40))
+    seasonal_start: Mapped[date | None] = mapped_column(Date)
+    seasonal_end: Mapped[date | None] = mapped_column(Date)
+    outcome: Mapped[str | None] = mapped_column(String(16))  # create|update|unchanged|error
+
+
+class JobError(Base):
+    """One problem with one row (or the file): a line of the error report."""
+
+    __tablename__ = "job_errors"
+    __table_args__ = (Index("ix_job_errors_job", "job_id", "line"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    line: Mapped[int | None] = mapped_column(Integer)
+    column: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str] = mapped_column(String(32))
+    message: Mapped[str] = mapped_column(Text)
+    value: Mapped[str | None] = mapped_column(Text)
+    # "check": found reading the file (a commit of a dry run keeps these);
+    # "apply": found against the database (a commit checks again).
+    stage: Mapped[str] = mapped_column(String(8), default="check")
 
 
 class AuditEntry(Base):

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from provisioning.models import Subscription
 
 
 @dataclass(frozen=True)
@@ -28,3 +33,16 @@ CATALOG: dict[str, Plan] = {
 
 def plan_named(name: str) -> Plan:
     return CATALOG[name]
+
+
+def prorated_charge_cents(subscription: Subscription, seats: int, now: datetime) -> int:
+    """R8: what ``seats`` more seats cost for the rest of the current period."""
+    price = plan_named(subscription.plan).price_cents_per_seat
+    if not seats or not price:
+        return 0
+    period = (subscription.current_period_end - subscription.current_period_start).total_seconds()
+    left = (subscription.current_period_end - now).total_seconds()
+    if period <= 0 or left <= 0:
+        return 0
+    months = 12 if subscription.period == "yearly" else 1
+    return round(price * months * seats * min(left / period, 1.0))

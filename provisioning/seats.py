@@ -9,8 +9,15 @@ from sqlalchemy.orm import Session
 
 from provisioning import audit
 from provisioning.errors import SeatLimitReached
-from provisioning.models import BillingEvent, Membership, MemberStatus, Subscription, UserType
-from provisioning.plans import plan_named
+from provisioning.models import (
+    BillingEvent,
+    Membership,
+    MemberStatus,
+    Subscription,
+    UserType,
+    utcnow,
+)
+from provisioning.plans import plan_named, prorated_charge_cents
 
 HOLDING_STATUSES = (MemberStatus.INVITED.value, MemberStatus.ACTIVE.value)
 
@@ -52,12 +59,12 @@ def seats_in_use(session: Session, account_id: int, today: date) -> int:
 
 def settle_seats(
     session: Session, account_id: int, today: date, *, actor_id: int | None, actor_label: str,
-) -> None:
+) -> int:
     """R8, once the new members are in the transaction: make room for them, or refuse.
 
     Called last, just before commit: it locks the subscription row so two admins
     adding members at once cannot both take the last seat, and the lock is held
-    only for the count and the commit.
+    only for the count and the commit. Returns how many seats were bought.
     """
     subscription = session.scalars(
         select(Subscription).where(Subscription.account_id == account_id).with_for_update()
@@ -66,7 +73,7 @@ def settle_seats(
     # lock wait, so it counts the members of the transaction that held the lock.
     needed = seats_in_use(session, account_id, today)
     if needed <= subscription.seats_purchased:
-        return
+        return 0
     plan = plan_named(subscription.plan)
     cap = subscription.max_seats if subscription.max_seats is not None else plan.max_seats
     if plan.is_trial:
@@ -87,7 +94,9 @@ def settle_seats(
             account_id=account_id,
             kind="seats_added",
             quantity=added,
-            details={"from": before, "to": needed, "plan": subscription.plan},
+            details={"from": before, "to": needed, "plan": subscription.plan,
+                     "prorated_charge_cents": prorated_charge_cents(subscription, added,
+                                                                    utcnow())},
         )
     )
     audit.record(
@@ -101,3 +110,4 @@ def settle_seats(
         before={"seats_purchased": before},
         after={"seats_purchased": needed},
     )
+    return added

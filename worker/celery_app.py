@@ -50,6 +50,14 @@ def create_app(config: Settings | None = None) -> Celery:
                 "task": "provisioning.sweep_outbox",
                 "schedule": timedelta(seconds=config.outbox_sweep_seconds),
             },
+            "sweep-jobs": {
+                "task": "provisioning.sweep_jobs",
+                "schedule": timedelta(seconds=config.job_sweep_seconds),
+            },
+            "purge-jobs": {
+                "task": "provisioning.purge_jobs",
+                "schedule": timedelta(hours=6),
+            },
             "expire-invitations": {
                 "task": "provisioning.expire_invitations",
                 "schedule": timedelta(seconds=config.invitation_expiry_sweep_seconds),

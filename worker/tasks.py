@@ -8,7 +8,7 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_shutdown, worker_ready
 
-from provisioning import invitations, outbox
+from provisioning import imports, invitations, jobs, outbox
 from provisioning.config import settings
 from provisioning.db import session_scope
 from provisioning.mail.sender import SmtpSender
@@ -37,10 +37,11 @@ def _close_smtp(**_: Any) -> None:
 @worker_ready.connect
 def _recover_on_start(**_: Any) -> None:
     """A worker that starts picks up what a dead one left behind."""
-    try:
-        outbox.sweep()
-    except Exception:
-        log.exception("start-up sweep failed; beat will retry")
+    for sweep in (outbox.sweep, jobs.sweep):
+        try:
+            sweep()
+        except Exception:
+            log.exception("start-up sweep failed; beat will retry")
 
 
 @app.task(name=outbox.SEND_TASK, bind=True, acks_late=True)
@@ -63,3 +64,22 @@ def sweep_outbox() -> int:
 def expire_invitations() -> int:
     with session_scope() as session:
         return invitations.expire_invitations(session)
+
+
+@app.task(name=jobs.JOB_TASK, acks_late=True)
+def run_job(job_id: int) -> None:
+    jobs.run_job(job_id)
+
+
+@app.task(name="provisioning.sweep_jobs")
+def sweep_jobs() -> int:
+    return jobs.sweep()
+
+
+@app.task(name="provisioning.purge_jobs")
+def purge_jobs() -> int:
+    with session_scope() as session:
+        return jobs.purge(session)
+
+
+assert imports.KIND in jobs.RUNNERS  # importing the module registers the import runner

@@ -3,7 +3,7 @@ from __future__ import annotations
 import falcon
 
 from api.resources import body, int_param
-from provisioning import accounts, jobs
+from provisioning import accounts
 
 
 class Roles:
@@ -29,8 +29,3 @@ class Audit:
                                                  account_id, req.get_param("cursor"),
                                                  int_param(req, "limit"))
         resp.media = {"items": items, "next_cursor": next_cursor}
-
-
-class Job:
-    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.media = jobs.get_job(req.context.session, req.context.actor, job_id)

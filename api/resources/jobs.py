@@ -1,0 +1,72 @@
+"""Jobs and bulk imports: upload, progress, reports, commit and cancel."""
+
+from __future__ import annotations
+
+from pathlib import PurePath
+from typing import BinaryIO, cast
+
+import falcon
+
+from provisioning import imports, jobs
+from provisioning.errors import FieldError, InvalidInput
+
+EXTENSIONS = {".csv": "text/csv", ".tsv": "text/csv", ".txt": "text/csv",
+              ".json": "application/json", ".ndjson": "application/x-ndjson",
+              ".jsonl": "application/x-ndjson"}
+CSV = "text/csv; charset=utf-8"
+
+
+def _upload(req: falcon.Request) -> tuple[BinaryIO, str | None, int | None]:
+    """The file's stream and media type: the body itself, or the multipart field ``file``."""
+    if not (req.content_type or "").lower().startswith("multipart/form-data"):
+        return cast(BinaryIO, req.bounded_stream), req.content_type, req.content_length
+    for part in req.get_media():
+        if part.name == "file":
+            media = EXTENSIONS.get(PurePath(part.filename or "").suffix.lower())
+            return part.stream, media or part.content_type, None
+    raise InvalidInput([FieldError("file", "Attach the file in a field named file.",
+                                   "required")])
+
+
+class Imports:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        options = imports.ImportOptions.parse(
+            {name: req.get_param(name) for name in ("dry_run", "on_existing", "invite")})
+        stream, media_type, length = _upload(req)
+        job = imports.import_members(req.context.session, req.context.actor, account_id,
+                                     stream, media_type, options, length=length)
+        resp.status = falcon.HTTP_202
+        resp.location = f"/v1/jobs/{job['id']}"
+        resp.media = {"job": job}
+
+
+class Job:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        resp.media = jobs.get_job(req.context.session, req.context.actor, job_id)
+
+
+class JobErrors:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        resp.content_type = CSV
+        resp.downloadable_as = f"job-{job_id}-errors.csv"
+        resp.stream = jobs.error_report(req.context.session, req.context.actor, job_id)
+
+
+class JobRows:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        resp.content_type = CSV
+        resp.downloadable_as = f"job-{job_id}-rows.csv"
+        resp.stream = imports.row_report(req.context.session, req.context.actor, job_id)
+
+
+class JobCommit:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        job = imports.commit_import(req.context.session, req.context.actor, job_id)
+        resp.status = falcon.HTTP_202
+        resp.location = f"/v1/jobs/{job['id']}"
+        resp.media = {"job": job}
+
+
+class JobCancel:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        resp.media = jobs.cancel_job(req.context.session, req.context.actor, job_id)

@@ -1,0 +1,813 @@
+"""Bulk import (SPEC §6): a file of people becomes members, one chunk per transaction.
+
+The upload is normalised to UTF-8 as it streams in and stored in the database
+in parts, so any worker on any machine can read it. A worker then reads it a
+chunk at a time; each chunk is checked, de-duplicated (first row wins), planned
+against the database (R2 one paid membership per email, R7/R8 seats in file
+order) and written set-based together with the job's checkpoint, in one
+transaction. A worker killed at any point resumes from the last checkpoint: no
+row is lost and none is written twice.
+
+A dry run plans every row the same way and writes nothing but its report and
+the checked rows; committing it applies that snapshot without a new upload.
+"""
+
+from __future__ import annotations
+
+import io
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import IO, Any, BinaryIO
+
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy.orm import Session
+
+from provisioning import audit, outbox
+from provisioning.auth import Actor, require_admin
+from provisioning.bulk import among, insert_rows, planned_per_call, prefetched
+from provisioning.config import Settings, settings
+from provisioning.db import after_commit, engine, session_scope
+from provisioning.errors import (
+    Conflict,
+    FieldError,
+    InvalidInput,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
+from provisioning.importfile import (
+    MEDIA_TYPES,
+    Catalog,
+    FileProblem,
+    ImportRow,
+    Position,
+    RowError,
+    SourceRow,
+    check_row,
+    read_rows,
+)
+from provisioning.jobs import FINISHED, RUNNERS, JobFailed, csv_report, enqueue, job_view
+from provisioning.jobs import visible_job as _visible_job
+from provisioning.mail.message import make_message_id
+from provisioning.members import FREE_USERS_GROUP
+from provisioning.models import (
+    Account,
+    EmailStatus,
+    Group,
+    Identity,
+    Invitation,
+    Job,
+    JobError,
+    JobFile,
+    JobStatus,
+    Membership,
+    MemberStatus,
+    OutboxEmail,
+    Role,
+    Subscription,
+    UserType,
+    utcnow,
+)
+from provisioning.models import ImportRow as StagedRow
+from provisioning.plans import plan_named, prorated_charge_cents
+from provisioning.seats import consumes_seat, seats_in_use, settle_seats
+from provisioning.security import hash_secret, invitation_token, new_secret
+
+KIND = "import"
+PART_SIZE = 1 << 20  # bytes of the stored file per database row
+READ_SIZE = 1 << 16
+ON_EXISTING = ("skip", "update")
+DEFAULT_ROLE = "member"
+
+# Per-row outcomes (the dry run's report) and the summary counter each one feeds.
+CREATE, UPDATE, UNCHANGED, ERROR = "create", "update", "unchanged", "error"
+COUNTER = {CREATE: "created", UPDATE: "updated", UNCHANGED: "skipped", ERROR: "failed"}
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    dry_run: bool = False
+    on_existing: str = "skip"
+    invite: bool = True
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str | None]) -> ImportOptions:
+        """Query parameters as given; every problem names its parameter."""
+        errors: list[FieldError] = []
+
+        def flag(name: str, default: bool) -> bool:
+            raw = (params.get(name) or "").strip().lower()
+            if not raw:
+                return default
+            if raw in ("true", "1", "yes", "on"):
+                return True
+            if raw in ("false", "0", "no", "off"):
+                return False
+            errors.append(FieldError(name, "Use true or false.", "invalid"))
+            return default
+
+        dry_run = flag("dry_run", False)
+        invite = flag("invite", True)
+        on_existing = (params.get("on_existing") or "skip").strip().lower()
+        if on_existing not in ON_EXISTING:
+            errors.append(FieldError("on_existing", "Use skip or update.", "invalid"))
+        if errors:
+            raise InvalidInput(errors)
+        return cls(dry_run=dry_run, on_existing=on_existing, invite=invite)
+
+    def as_params(self) -> dict[str, Any]:
+        return {"dry_run": self.dry_run, "on_existing": self.on_existing, "invite": self.invite}
+
+
+def empty_summary() -> dict[str, int]:
+    return {"created": 0, "updated": 0, "skipped": 0, "failed": 0, "invitations": 0,
+            "seats_added": 0}
+
+
+# --- The API's side: upload, commit a dry run, reports -------------------------------
+
+
+def import_members(
+    session: Session, actor: Actor, account_id: int, upload: BinaryIO, media_type: str | None,
+    options: ImportOptions, *, length: int | None = None,
+) -> dict[str, Any]:
+    """Take an uploaded file and queue its import; answers at once with the job."""
+    require_admin(session, actor, account_id)
+    media = MEDIA_TYPES.get((media_type or "text/csv").split(";")[0].strip().lower())
+    if media is None:
+        raise UnsupportedMediaType(
+            f"Send CSV (text/csv), a JSON array (application/json) or NDJSON "
+            f"(application/x-ndjson), not {media_type}.",
+            errors=[FieldError("file", "Unsupported file type.", "unsupported_media_type")])
+    config = settings()
+    if length is not None and length > config.import_max_bytes:
+        raise _too_large(config)
+    # The upload is read with no transaction open: a slow client never holds a lock.
+    session.commit()
+    with tempfile.TemporaryFile(dir=_spool_dir(config)) as spool:
+        size = _spool(upload, media, spool, config)
+        spool.seek(0)
+        job = Job(account_id=account_id, kind=KIND, status=JobStatus.QUEUED.value,
+                  params={**options.as_params(), "media_type": media, "bytes": size,
+                          "actor_label": actor.label},
+                  summary=empty_summary(), checkpoint={}, created_by_id=actor.identity_id)
+        session.add(job)
+        session.flush()
+        part = 0
+        while data := spool.read(PART_SIZE):
+            session.execute(insert(JobFile), [{"job_id": job.id, "part": part, "data": data}])
+            part += 1
+    job_id = job.id
+    after_commit(session, lambda: enqueue(job_id))
+    return job_view(job)
+
+
+def _spool_dir(config: Settings) -> str:
+    folder = config.var_dir / "uploads"
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder)
+
+
+def _too_large(config: Settings) -> PayloadTooLarge:
+    limit = config.import_max_bytes / (1024 * 1024)
+    return PayloadTooLarge(f"The file is larger than {limit:g} MB; split it into smaller files.",
+                           errors=[FieldError("file", f"At most {limit:g} MB.", "too_large")])
+
+
+def _spool(upload: BinaryIO, media: str, spool: IO[bytes], config: Settings) -> int:
+    """Normalise the upload into ``spool``; file-level problems refuse it before any write."""
+    from provisioning.importfile import Normaliser
+
+    normaliser = Normaliser(media, config.import_max_bytes)
+    try:
+        while data := upload.read(READ_SIZE):
+            spool.write(normaliser.feed(data))
+        spool.write(normaliser.finish())
+    except FileProblem as problem:
+        if problem.code == "too_large":
+            raise _too_large(config) from None
+        raise InvalidInput([FieldError("file", problem.message, problem.code)],
+                           detail=problem.message) from None
+    return normaliser.bytes_out
+
+
+def commit_import(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
+    """Apply a finished dry run's checked rows as they are: a new job, no new upload."""
+    dry_run = _visible_job(session, actor, job_id, lock=True)
+    params = dict(dry_run.params or {})
+    if dry_run.kind != KIND or not params.get("dry_run"):
+        raise Conflict("Only a dry run can be committed.", code="not_a_dry_run")
+    if params.get("committed_as"):
+        raise Conflict(f"This dry run was already committed as job {params['committed_as']}.",
+                       code="already_committed")
+    if dry_run.status != JobStatus.SUCCEEDED.value:
+        raise Conflict(f"The dry run has not succeeded (it is {dry_run.status}).",
+                       code="dry_run_not_finished")
+    job = Job(account_id=dry_run.account_id, kind=KIND, status=JobStatus.QUEUED.value,
+              params={**params, "dry_run": False, "snapshot_of": dry_run.id,
+                      "actor_label": actor.label},
+              summary=empty_summary(), checkpoint={}, total=dry_run.total,
+              created_by_id=actor.identity_id)
+    session.add(job)
+    session.flush()
+    dry_run.params = {**params, "committed_as": job.id}
+    job_id_ = job.id
+    after_commit(session, lambda: enqueue(job_id_))
+    return job_view(job)
+
+
+ROW_REPORT_COLUMNS = ("line", "email", "outcome")
+
+
+def row_report(session: Session, actor: Actor, job_id: int) -> Iterator[bytes]:
+    """Each checked row and what happened to it (or, for a dry run, what would)."""
+    from provisioning.importfile import csv_safe
+
+    _visible_job(session, actor, job_id)
+    query = (select(StagedRow.line, StagedRow.email, StagedRow.outcome)
+             .where(StagedRow.job_id == job_id).order_by(StagedRow.line))
+    return csv_report(ROW_REPORT_COLUMNS, query,
+                      lambda row: (row[0], csv_safe(row[1]), row[2] or ""))
+
+
+# --- The worker's side ---------------------------------------------------------------
+
+
+class StoredFile(io.RawIOBase):
+    """The uploaded file, read back part by part from the database (seekable)."""
+
+    def __init__(self, job_id: int, size: int) -> None:
+        self.job_id = job_id
+        self.size = size
+        self.offset = 0
+        self._part_index = -1
+        self._part = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self.offset, io.SEEK_END: self.size}[whence]
+        self.offset = max(0, base + offset)
+        return self.offset
+
+    def tell(self) -> int:
+        return self.offset
+
+    def readinto(self, buffer: Any) -> int:
+        if self.offset >= self.size:
+            return 0
+        index, start = divmod(self.offset, PART_SIZE)
+        if index != self._part_index:
+            with engine().connect() as connection:
+                self._part = connection.scalar(
+                    select(JobFile.data).where(JobFile.job_id == self.job_id,
+                                               JobFile.part == index)) or b""
+            self._part_index = index
+        piece = self._part[start:start + len(buffer)]
+        buffer[:len(piece)] = piece
+        self.offset += len(piece)
+        return len(piece)
+
+
+def open_stored_file(job_id: int, size: int) -> io.BufferedReader:
+    return io.BufferedReader(StoredFile(job_id, size), buffer_size=READ_SIZE)
+
+
+@dataclass
+class Plan:
+    """What one import needs to know about its account, loaded once per turn."""
+
+    job_id: int
+    account_id: int
+    account_name: str
+    default_language: str
+    inviter_id: int | None
+    inviter_name: str
+    actor_label: str
+    options: ImportOptions
+    role_ids: dict[str, int]
+    group_ids: dict[str, int]
+    catalog: Catalog
+    snapshot_of: int | None
+    media_type: str
+    size: int
+
+    @classmethod
+    def load(cls, session: Session, job: Job) -> Plan:
+        params = job.params or {}
+        account = session.get_one(Account, job.account_id)
+        roles = dict(session.execute(select(Role.name, Role.id)
+                                     .where(Role.account_id == account.id)).tuples().all())
+        groups = dict(session.execute(select(Group.name, Group.id)
+                                      .where(Group.account_id == account.id)).tuples().all())
+        inviter = session.get(Identity, job.created_by_id) if job.created_by_id else None
+        return cls(
+            job_id=job.id,
+            account_id=account.id,
+            account_name=account.name,
+            default_language=account.default_language,
+            inviter_id=job.created_by_id,
+            inviter_name=(inviter.name or inviter.email) if inviter else "",
+            actor_label=params.get("actor_label", ""),
+            options=ImportOptions(bool(params.get("dry_run")), params.get("on_existing", "skip"),
+                                  bool(params.get("invite", True))),
+            role_ids=roles,
+            group_ids=groups,
+            catalog=Catalog(roles={name.lower(): name for name in roles},
+                            groups={name.lower(): name for name in groups},
+                            seasonal_seats=account.seasonal_seats > 0,
+                            free_group=FREE_USERS_GROUP),
+            snapshot_of=params.get("snapshot_of"),
+            media_type=params.get("media_type", "text/csv"),
+            size=int(params.get("bytes", 0)),
+        )
+
+
+@dataclass
+class Chunk:
+    """Rows to apply in one transaction, and the checkpoints before and after them."""
+
+    rows: list[ImportRow]
+    errors: list[RowError]
+    failed_lines: int  # rows refused by the checks (each counted once)
+    start: dict[str, Any]
+    end: dict[str, Any]
+    stage: bool  # stage the rows (file jobs), or they are already a dry run's snapshot
+
+
+def run_import(job_id: int, deadline: float) -> bool:
+    """One turn of an import job; True when there is nothing left to do."""
+    with session_scope() as session:
+        job = session.get_one(Job, job_id)
+        plan = Plan.load(session, job)
+        checkpoint = dict(job.checkpoint or {})
+    if "phase" not in checkpoint:
+        checkpoint = _prepare(plan)
+    for chunk in _chunks(plan, checkpoint):
+        if not _apply(plan, chunk):
+            return True  # cancelled, or another worker took this chunk and carries on
+        if time.monotonic() > deadline:
+            return False
+    _finish(plan)
+    return True
+
+
+RUNNERS[KIND] = run_import
+
+
+def _prepare(plan: Plan) -> dict[str, Any]:
+    """Before the first chunk: count the rows (limits, progress) or copy the dry run's report."""
+    config = settings()
+    if plan.snapshot_of is None:
+        total = 0
+        try:
+            with open_stored_file(plan.job_id, plan.size) as stream:
+                for _ in read_rows(stream, plan.media_type):
+                    total += 1
+                    if total > config.import_max_rows:
+                        raise JobFailed(f"The file has more than {config.import_max_rows:,} rows; "
+                                        "split it into smaller files. Nothing was imported.")
+        except FileProblem as problem:
+            raise JobFailed(f"{problem.message} Nothing was imported.") from None
+        checkpoint: dict[str, Any] = {"phase": "rows", "position": None, "seats_planned": 0}
+        failed = 0
+    else:
+        checkpoint = {"phase": "rows", "after_line": 0, "seats_planned": 0}
+        total = None
+    with session_scope() as session:
+        job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
+        if "phase" in (job.checkpoint or {}):
+            return dict(job.checkpoint)  # another worker prepared it meanwhile
+        if plan.snapshot_of is not None:
+            failed = _copy_checked_errors(session, plan.snapshot_of, plan.job_id)
+            job.summary = {**empty_summary(), "failed": failed}
+            job.done = failed
+        else:
+            job.total = total
+        job.checkpoint = checkpoint
+        job.heartbeat_at = utcnow()
+    return checkpoint
+
+
+def _copy_checked_errors(session: Session, source: int, target: int) -> int:
+    """A commit keeps the dry run's file-level findings; database findings are checked anew."""
+    columns = (JobError.line, JobError.column, JobError.code, JobError.message, JobError.value,
+               JobError.stage)
+    session.execute(insert(JobError).from_select(
+        ["job_id", "line", "column", "code", "message", "value", "stage"],
+        select(bindparam("target", target), *columns)
+        .where(JobError.job_id == source, JobError.stage == "check")))
+    return session.scalar(select(func.count(func.distinct(JobError.line)))
+                          .where(JobError.job_id == source, JobError.stage == "check")) or 0
+
+
+def _chunks(plan: Plan, checkpoint: dict[str, Any]) -> Iterator[Chunk]:
+    size = settings().import_chunk_rows
+    if plan.snapshot_of is not None:
+        return _snapshot_chunks(plan, checkpoint, size)
+    return prefetched(_file_chunks(plan, checkpoint, size))
+
+
+def _file_chunks(plan: Plan, checkpoint: dict[str, Any], size: int) -> Iterator[Chunk]:
+    position = checkpoint.get("position")
+    start = Position(**position) if position else None
+    with open_stored_file(plan.job_id, plan.size) as stream:
+        batch: list[SourceRow] = []
+        marker: dict[str, Any] = {"position": position}
+        for row in read_rows(stream, plan.media_type, start):
+            batch.append(row)
+            if len(batch) >= size:
+                chunk = _checked(plan, batch, marker)
+                marker = chunk.end
+                yield chunk
+                batch = []
+        if batch:
+            yield _checked(plan, batch, marker)
+
+
+def _checked(plan: Plan, batch: list[SourceRow], start: dict[str, Any]) -> Chunk:
+    """Run the row checks (pure, outside any transaction) and de-duplicate within the chunk."""
+    rows: list[ImportRow] = []
+    errors: list[RowError] = []
+    failed = 0
+    first_line: dict[str, int] = {}
+    for source in batch:
+        result = check_row(source, plan.catalog)
+        if isinstance(result, list):
+            errors.extend(result)
+            failed += 1
+            continue
+        earlier = first_line.get(result.email)
+        if earlier is not None:
+            errors.append(_duplicate(result, earlier))
+            failed += 1
+            continue
+        first_line[result.email] = result.line
+        rows.append(result)
+    end = batch[-1].end
+    return Chunk(rows=rows, errors=errors, failed_lines=failed, start=start,
+                 end={"position": {"offset": end.offset, "line": end.line, "rows": end.rows}},
+                 stage=True)
+
+
+def _duplicate(row: ImportRow, first: int) -> RowError:
+    return RowError(line=row.line, column="email", code="duplicate_in_file",
+                    message=f"The same email as line {first}; the first row wins.",
+                    value=row.email)
+
+
+def _snapshot_chunks(plan: Plan, checkpoint: dict[str, Any], size: int) -> Iterator[Chunk]:
+    after = int(checkpoint.get("after_line", 0))
+    while True:
+        with session_scope() as session:
+            staged = session.scalars(
+                select(StagedRow).where(StagedRow.job_id == plan.snapshot_of,
+                                        StagedRow.line > after)
+                .order_by(StagedRow.line).limit(size)).all()
+            rows = [ImportRow(line=r.line, email=r.email, name=r.name, role=r.role,
+                              group=r.group, user_type=r.user_type, language=r.language,
+                              phone=r.phone, seasonal_start=r.seasonal_start,
+                              seasonal_end=r.seasonal_end) for r in staged]
+        if not rows:
+            return
+        yield Chunk(rows=rows, errors=[], failed_lines=0, start={"after_line": after},
+                    end={"after_line": rows[-1].line}, stage=False)
+        after = rows[-1].line
+
+
+@dataclass
+class Outcomes:
+    """The decision for every row of one chunk."""
+
+    creates: list[ImportRow] = field(default_factory=list)
+    # row, identity id, member id, role id, group id, what changes
+    updates: list[tuple[ImportRow, int, int, int, int | None, dict[str, Any]]] = field(
+        default_factory=list)
+    unchanged: list[ImportRow] = field(default_factory=list)
+    errors: list[RowError] = field(default_factory=list)
+    outcome: dict[int, str] = field(default_factory=dict)  # line -> outcome
+    identities: dict[str, tuple[int, bool]] = field(default_factory=dict)  # email -> id, login
+    seats_planned: int = 0
+
+
+def _apply(plan: Plan, chunk: Chunk) -> bool:
+    """Write one chunk and its checkpoint in one transaction; False if the job is not ours."""
+    with session_scope() as session:
+        job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
+        checkpoint = dict(job.checkpoint or {})
+        if job.status != JobStatus.RUNNING.value or not _at(checkpoint, chunk.start):
+            return False
+        connection = session.connection()
+        errors = list(chunk.errors)
+        failed = chunk.failed_lines
+        rows = chunk.rows
+        with planned_per_call(connection):
+            if chunk.stage:
+                rows, duplicates = _drop_earlier_duplicates(connection, plan.job_id, rows)
+                errors += duplicates
+                failed += len(duplicates)
+            decided = _decide(session, plan, rows, int(checkpoint.get("seats_planned", 0)))
+        errors += decided.errors
+        failed += sum(1 for value in decided.outcome.values() if value == ERROR)
+        now = utcnow()
+        summary = dict(job.summary or empty_summary())
+        if not plan.options.dry_run:
+            invitations = _write_members(session, plan, decided, now)
+            summary["invitations"] = summary.get("invitations", 0) + invitations
+            if decided.seats_planned:
+                added = settle_seats(session, plan.account_id, now.date(),
+                                     actor_id=plan.inviter_id, actor_label=plan.actor_label)
+                summary["seats_added"] = summary.get("seats_added", 0) + added
+        elif plan.options.invite:
+            summary["invitations"] = summary.get("invitations", 0) + len(decided.creates)
+        insert_rows(connection, JobError,
+                    ("job_id", "line", "column", "code", "message", "value", "stage"),
+                    ((plan.job_id, e.line, e.column, e.code, e.message, e.value,
+                      "apply" if e.code in APPLY_CODES else "check") for e in errors))
+        if chunk.stage:
+            _stage(connection, plan.job_id, rows, decided.outcome)
+        for outcome in (CREATE, UPDATE, UNCHANGED):
+            count = sum(1 for value in decided.outcome.values() if value == outcome)
+            summary[COUNTER[outcome]] = summary.get(COUNTER[outcome], 0) + count
+        summary["failed"] = summary.get("failed", 0) + failed
+        job.summary = summary
+        job.done = (job.done or 0) + failed + len(rows) - sum(
+            1 for value in decided.outcome.values() if value == ERROR)
+        job.checkpoint = {**checkpoint, **chunk.end,
+                          "seats_planned": int(checkpoint.get("seats_planned", 0))
+                          + (decided.seats_planned if plan.options.dry_run else 0)}
+        job.heartbeat_at = now
+    return True
+
+
+def _at(checkpoint: dict[str, Any], start: dict[str, Any]) -> bool:
+    """The job's checkpoint is where this chunk begins (no other worker got here first)."""
+    return all(checkpoint.get(key) == value for key, value in start.items())
+
+
+def _drop_earlier_duplicates(
+    connection: Connection, job_id: int, rows: list[ImportRow]
+) -> tuple[list[ImportRow], list[RowError]]:
+    """Rows whose email an earlier chunk of the same file already had: the first wins."""
+    if not rows:
+        return rows, []
+    earlier = dict(connection.execute(
+        select(StagedRow.email, StagedRow.line).where(
+            StagedRow.job_id == job_id,
+            among(connection, StagedRow.email, [row.email for row in rows]))
+    ).tuples().all())
+    if not earlier:
+        return rows, []
+    kept = [row for row in rows if row.email not in earlier]
+    return kept, [_duplicate(row, earlier[row.email]) for row in rows if row.email in earlier]
+
+
+APPLY_CODES = frozenset({"email_taken", "no_seat"})
+
+
+def _decide(session: Session, plan: Plan, rows: Sequence[ImportRow], seats_planned: int
+            ) -> Outcomes:
+    """Each row's outcome against the database: R2, R7/R8 in file order, skip or update."""
+    decided = Outcomes()
+    if not rows:
+        return decided
+    connection = session.connection()
+    emails = [row.email for row in rows]
+    identities = {email: (identity_id, name, has_login) for identity_id, email, name, has_login
+                  in session.execute(select(Identity.id, Identity.email, Identity.name,
+                                            Identity.password_hash.is_not(None))
+                                     .where(among(connection, Identity.email, emails))).tuples()}
+    ids = [value[0] for value in identities.values()]
+    members: dict[int, tuple[int, int, int | None]] = {}
+    paid_elsewhere: set[int] = set()
+    if ids:
+        members = {identity_id: (member_id, role_id, group_id)
+                   for member_id, identity_id, role_id, group_id in session.execute(
+                       select(Membership.id, Membership.identity_id, Membership.role_id,
+                              Membership.group_id)
+                       .where(Membership.account_id == plan.account_id,
+                              among(connection, Membership.identity_id, ids))).tuples()}
+        paid_elsewhere = set(session.scalars(
+            select(Membership.identity_id).where(
+                among(connection, Membership.identity_id, ids),
+                Membership.account_id != plan.account_id,
+                Membership.user_type != UserType.FREE.value)).all())
+    free_seats, refusal = _free_seats(session, plan, seats_planned)
+    today = utcnow().date()
+    for row in rows:
+        identity = identities.get(row.email)
+        if identity is not None and identity[0] in members:
+            _decide_existing(plan, decided, row, identity[0], identity[1], members[identity[0]])
+            continue
+        if (identity is not None and row.user_type != UserType.FREE.value
+                and identity[0] in paid_elsewhere):
+            decided.errors.append(RowError(
+                row.line, "email", "email_taken",
+                "This email already belongs to a user of another account.", row.email))
+            decided.outcome[row.line] = ERROR
+            continue
+        if consumes_seat(row.user_type, MemberStatus.INVITED.value, row.seasonal_start,
+                         row.seasonal_end, today):
+            if free_seats is not None and decided.seats_planned >= free_seats:
+                decided.errors.append(RowError(row.line, "row", "no_seat", refusal, None))
+                decided.outcome[row.line] = ERROR
+                continue
+            decided.seats_planned += 1
+        if identity is not None:
+            decided.identities[row.email] = (identity[0], identity[2])
+        decided.creates.append(row)
+        decided.outcome[row.line] = CREATE
+    return decided
+
+
+def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id: int,
+                     name: str, member: tuple[int, int, int | None]) -> None:
+    member_id, role_id, group_id = member
+    changes: dict[str, Any] = {}
+    if plan.options.on_existing == "update":
+        if row.name and row.name != name:
+            changes["name"] = row.name
+        if row.role and plan.role_ids[row.role] != role_id:
+            changes["role_id"] = plan.role_ids[row.role]
+        if row.group and plan.group_ids[row.group] != group_id:
+            changes["group_id"] = plan.group_ids[row.group]
+    if changes:
+        decided.updates.append((row, identity_id, member_id, role_id, group_id, changes))
+        decided.outcome[row.line] = UPDATE
+    else:
+        decided.unchanged.append(row)
+        decided.outcome[row.line] = UNCHANGED
+
+
+def _free_seats(session: Session, plan: Plan, seats_planned: int) -> tuple[int | None, str]:
+    """Seats new members may still take (None: no limit, a paid plan buys more), and why not.
+
+    Locks the subscription (not in a dry run) so invites racing this chunk wait for it.
+    """
+    query = select(Subscription).where(Subscription.account_id == plan.account_id)
+    subscription = session.scalars(
+        query if plan.options.dry_run else query.with_for_update()).one()
+    catalog_plan = plan_named(subscription.plan)
+    if catalog_plan.is_trial:
+        cap: int | None = subscription.seats_purchased
+        refusal = (f"No seat left: all {cap} seats of the trial are taken. "
+                   "Choose a paid plan to add more users.")
+    else:
+        cap = subscription.max_seats if subscription.max_seats is not None \
+            else catalog_plan.max_seats
+        refusal = f"No seat left: the plan allows at most {cap} seats and all are taken."
+    if cap is None:
+        return None, ""
+    in_use = seats_in_use(session, plan.account_id, utcnow().date())
+    return max(cap - in_use - seats_planned, 0), refusal
+
+
+def _write_members(session: Session, plan: Plan, decided: Outcomes, now: datetime) -> int:
+    """Identities, memberships, invitations and their emails for the chunk, set-based."""
+    connection = session.connection()
+    # ORM bulk UPDATE by primary key: one executemany per table
+    names = [{"id": identity_id, "name": changes["name"], "updated_at": now}
+             for _, identity_id, _, _, _, changes in decided.updates if "name" in changes]
+    if names:
+        session.execute(update(Identity), names)
+    places = [{"id": member_id, "role_id": changes.get("role_id", role_id),
+               "group_id": changes.get("group_id", group_id)}
+              for _, _, member_id, role_id, group_id, changes in decided.updates
+              if "role_id" in changes or "group_id" in changes]
+    if places:
+        session.execute(update(Membership), places)
+    if not decided.creates:
+        return 0
+    fresh = [row for row in decided.creates if row.email not in decided.identities]
+    insert_rows(connection, Identity,
+                ("email", "name", "language", "phone", "totp_enabled", "created_at",
+                 "updated_at"),
+                ((row.email, row.name or "", row.language, row.phone, False, now, now)
+                 for row in fresh))
+    if fresh:
+        with planned_per_call(connection):
+            found = connection.execute(
+                select(Identity.id, Identity.email)
+                .where(among(connection, Identity.email, [row.email for row in fresh]))
+            ).tuples().all()
+        for identity_id, email in found:
+            decided.identities[email] = (identity_id, False)
+    free_group = plan.group_ids.get(FREE_USERS_GROUP)
+    insert_rows(connection, Membership,
+                ("account_id", "identity_id", "role_id", "group_id", "user_type", "status",
+                 "language", "seasonal_start", "seasonal_end", "invited_by_id", "created_at"),
+                ((plan.account_id, decided.identities[row.email][0],
+                  plan.role_ids[row.role or DEFAULT_ROLE],
+                  free_group if row.user_type == UserType.FREE.value
+                  else (plan.group_ids[row.group] if row.group else None),
+                  row.user_type, MemberStatus.INVITED.value,
+                  row.language or plan.default_language,
+                  row.seasonal_start, row.seasonal_end, plan.inviter_id, now)
+                 for row in decided.creates))
+    with planned_per_call(connection):
+        member_ids = dict(connection.execute(
+            select(Membership.identity_id, Membership.id).where(
+                Membership.account_id == plan.account_id,
+                among(connection, Membership.identity_id,
+                      [decided.identities[row.email][0] for row in decided.creates]))
+        ).tuples().all())
+    if not plan.options.invite:
+        return 0  # members wait as "not sent"; resending an invitation sends the first
+    return _write_invitations(session, plan, decided, member_ids, now)
+
+
+def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
+                       member_ids: dict[int, int], now: datetime) -> int:
+    """One invitation and one outbox email per new member; the sender is woken once."""
+    config = settings()
+    connection = session.connection()
+    expires = now + timedelta(days=config.invitation_ttl_days)
+    nonces = {row.email: new_secret() for row in decided.creates}
+    message_ids = {row.email: make_message_id(new_secret()[:24], config.mail_domain)
+                   for row in decided.creates}
+    insert_rows(connection, OutboxEmail,
+                ("account_id", "recipient", "recipient_name", "template", "language",
+                 "context", "message_id", "status", "attempts", "next_attempt_at",
+                 "created_at"),
+                ((plan.account_id, row.email, row.name,
+                  "invite_existing" if decided.identities[row.email][1] else "invite_new",
+                  row.language or plan.default_language,
+                  {"account_name": plan.account_name, "inviter_name": plan.inviter_name,
+                   "invitee_name": row.name, "email": row.email,
+                   "expires_at": expires.isoformat(),
+                   outbox.INVITATION_NONCE: nonces[row.email]},
+                  message_ids[row.email], EmailStatus.QUEUED.value, 0, now, now)
+                 for row in decided.creates))
+    by_message = {message_id: email for email, message_id in message_ids.items()}
+    email_ids: dict[str, int] = {}
+    with planned_per_call(connection):
+        found = connection.execute(
+            select(OutboxEmail.id, OutboxEmail.message_id)
+            .where(among(connection, OutboxEmail.message_id, list(message_ids.values())))
+        ).tuples().all()
+    for email_id, message_id in found:
+        email_ids[by_message[message_id]] = email_id
+    after_commit(session, outbox.wake_sender)
+    insert_rows(connection, Invitation,
+                ("account_id", "membership_id", "email", "token_nonce", "token_hash",
+                 "invited_by_id", "existing_identity", "expires_at", "sends", "last_sent_at",
+                 "resends_in_window", "last_email_id", "created_at"),
+                ((plan.account_id, member_ids[decided.identities[row.email][0]], row.email,
+                  nonces[row.email],
+                  hash_secret(invitation_token(config.secret_key, nonces[row.email])),
+                  plan.inviter_id, decided.identities[row.email][1], expires, 1, now, 0,
+                  email_ids[row.email], now)
+                 for row in decided.creates))
+    return len(email_ids)
+
+
+def _stage(connection: Connection, job_id: int, rows: Sequence[ImportRow],
+           outcome: dict[int, str]) -> None:
+    insert_rows(connection, StagedRow,
+                ("job_id", "line", "email", "name", "role", "group", "user_type", "language",
+                 "phone", "seasonal_start", "seasonal_end", "outcome"),
+                ((job_id, row.line, row.email, row.name, row.role, row.group, row.user_type,
+                  row.language, row.phone, row.seasonal_start, row.seasonal_end,
+                  outcome.get(row.line)) for row in rows))
+
+
+def _finish(plan: Plan) -> None:
+    """Mark the job done, write its one audit entry (R14) and drop the uploaded file."""
+    with session_scope() as session:
+        job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
+        if job.status in FINISHED:
+            return
+        job.status = JobStatus.SUCCEEDED.value
+        job.finished_at = utcnow()
+        if job.total is None or job.total < job.done:
+            job.total = job.done
+        summary = dict(job.summary or {})
+        if plan.options.dry_run:
+            summary["seats"] = _seat_impact(session, plan, int(
+                (job.checkpoint or {}).get("seats_planned", 0)))
+            job.summary = summary
+        session.execute(delete(JobFile).where(JobFile.job_id == plan.job_id))
+        audit.record(session, account_id=plan.account_id, actor_id=plan.inviter_id,
+                     actor_label=plan.actor_label,
+                     action="members.import_dry_run" if plan.options.dry_run
+                     else "members.import",
+                     target_type="job", target_id=plan.job_id,
+                     after={"options": plan.options.as_params(), "total": job.total,
+                            "summary": summary})
+
+
+def _seat_impact(session: Session, plan: Plan, new_seats: int) -> dict[str, Any]:
+    """What committing the dry run would do to seats and the bill (R8)."""
+    subscription = session.scalars(
+        select(Subscription).where(Subscription.account_id == plan.account_id)).one()
+    in_use = seats_in_use(session, plan.account_id, utcnow().date())
+    to_add = max(in_use + new_seats - subscription.seats_purchased, 0)
+    return {"in_use": in_use, "new": new_seats, "purchased": subscription.seats_purchased,
+            "to_add": to_add, "plan": subscription.plan,
+            "prorated_charge_cents": prorated_charge_cents(subscription, to_add, utcnow())}
