@@ -6,9 +6,11 @@ import glob
 import os
 import pwd
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -124,6 +126,7 @@ class MailSink:
     smtp_port: int
     http_port: int
     process: ManagedProcess
+    database: Path
     http: httpx.Client = field(init=False)
 
     def __post_init__(self) -> None:
@@ -141,6 +144,19 @@ class MailSink:
             cursor = page.get("next_cursor")
             if not cursor:
                 return items
+
+    def deliveries(self) -> dict[str, tuple[int, int]]:
+        """address -> (distinct messages, deliveries), read from the sink's store directly.
+
+        For tens of thousands of messages, where paging through the JSON API would
+        move hundreds of megabytes.
+        """
+        with closing(sqlite3.connect(f"file:{self.database}?mode=ro", uri=True)) as db:
+            rows = db.execute(
+                "SELECT r.address, COUNT(DISTINCT r.message), SUM(m.delivery_count)"
+                " FROM recipients r JOIN messages m ON m.id = r.message GROUP BY r.address"
+            ).fetchall()
+        return {address.lower(): (messages, count) for address, messages, count in rows}
 
     def restart(self) -> None:
         """Start the sink again on the same ports and store (after ``stop``)."""
@@ -163,7 +179,7 @@ def start_mailsink(log_dir: Path, *, name: str = "mailsink", **faults: float) ->
         argv += [f"--{option.replace('_', '-')}", str(value)]
     process = ManagedProcess(name, argv, log_dir=log_dir).start()
     process.wait_for_log("mailsink ready", timeout=30)
-    return MailSink(smtp_port, http_port, process)
+    return MailSink(smtp_port, http_port, process, log_dir / f"{name}.sqlite3")
 
 
 def start_worker(log_dir: Path, env: dict[str, str], *, name: str = "worker",
