@@ -1,0 +1,302 @@
+"""Benchmark: bulk import, from upload to job `succeeded`.
+
+Starts throwaway PostgreSQL and Redis, the real mailsink, gunicorn serving the
+API and one Celery worker process of concurrency 2. Then, on PostgreSQL:
+
+1. 100,000 rows, invitations off: upload through the HTTP API, time until the
+   job has succeeded. The floor, measured in the same run: SQLAlchemy Core
+   `insert()` of the same rows as a list of dicts into an empty table of the
+   same shape (FLOORS.md).
+2. 100,000 rows, invitations on: time until the job has succeeded and until the
+   sink holds all 100,000 invitations.
+3. 1,000,000 rows, invitations off: the worker's peak memory (VmHWM).
+
+And on SQLite (the embedded default), the same 100,000 rows through the same
+pipeline in-process, with its own Core-insert floor.
+
+    python bench/import.py [--rows 100000] [--million-rows 1000000]
+
+Last line: {"bench": "import", "rows_per_s": …, "floor_rows_per_s": …, "ratio": …,
+            "emails_per_s": …, "peak_rss_mb": …, …}
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import httpx  # noqa: E402
+from sqlalchemy import (  # noqa: E402
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    create_engine,
+    insert,
+)
+
+from tests.support.processes import VENV_BIN, ManagedProcess, free_port, wait_until  # noqa: E402
+from tests.support.servers import start_mailsink, start_postgres, start_redis  # noqa: E402
+
+LANGUAGES = ("en", "es", "pt-BR", "id", "tr", "ru")
+GROUPS = ("Sales", "Marketing", "Support")
+
+
+def write_file(path: Path, rows: int, tag: str) -> Path:
+    """`name,email,role,group,language`: unique ASCII emails, non-ASCII names."""
+    with path.open("w", encoding="utf-8") as out:
+        out.write("name,email,role,group,language\n")
+        for i in range(rows):
+            out.write(f"José Núñez {i},user{i}.{tag}@example.com,member,{GROUPS[i % 3]},"
+                      f"{LANGUAGES[i % 6]}\n")
+    return path
+
+
+def floor_rows(path: Path) -> list[dict[str, Any]]:
+    import csv
+
+    now = datetime.now(UTC)
+    with path.open(encoding="utf-8") as source:
+        return [{"account_id": 1, "email": row["email"], "name": row["name"],
+                 "role": row["role"], "status": "invited", "created_at": now}
+                for row in csv.DictReader(source)]
+
+
+def measure_floor(url: str, rows: list[dict[str, Any]]) -> float:
+    """Core insert() of the same rows, a list of dicts, into an empty table of the same shape."""
+    engine = create_engine(url)
+    metadata = MetaData()
+    users = Table(f"floor_users_{uuid.uuid4().hex[:6]}", metadata,
+                  Column("id", BigInteger().with_variant(Integer(), "sqlite"), primary_key=True),
+                  Column("account_id", BigInteger), Column("email", String(320), unique=True),
+                  Column("name", String(200)), Column("role", String(100)),
+                  Column("status", String(16)), Column("created_at", DateTime(timezone=True)))
+    metadata.create_all(engine)
+    try:
+        started = time.perf_counter()
+        with engine.begin() as connection:
+            connection.execute(insert(users), rows)
+        return len(rows) / (time.perf_counter() - started)
+    finally:
+        metadata.drop_all(engine)
+        engine.dispose()
+
+
+def upload(api_port: int, token: str, account_id: int, path: Path, **params: str) -> int:
+    query = "&".join(f"{key}={value}" for key, value in params.items())
+    connection = http.client.HTTPConnection("127.0.0.1", api_port, timeout=600)
+    with path.open("rb") as body:
+        connection.request("POST", f"/v1/accounts/{account_id}/imports?{query}", body=body,
+                           headers={"Authorization": f"Bearer {token}",
+                                    "Content-Type": "text/csv",
+                                    "Content-Length": str(path.stat().st_size)})
+        response = connection.getresponse()
+        answer = json.loads(response.read())
+    assert response.status == 202, answer
+    return int(answer["job"]["id"])
+
+
+def wait_for_job(api: str, token: str, job_id: int, timeout: float = 1800) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    def finished() -> bool:
+        seen.update(httpx.get(f"{api}/v1/jobs/{job_id}",
+                              headers={"Authorization": f"Bearer {token}"}).json())
+        return seen["status"] in ("succeeded", "failed", "cancelled")
+
+    wait_until(finished, timeout=timeout, interval=0.1, message=f"job {job_id}: {seen}")
+    assert seen["status"] == "succeeded", seen
+    return seen
+
+
+def peak_rss_mb(worker: ManagedProcess) -> float:
+    """The highest VmHWM among the worker's processes (the pool child that ran the job)."""
+    peak = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() != str(worker.pid) and status.parent.name != str(
+                worker.pid):
+            continue
+        peak = max(peak, int(fields.get("VmHWM", "0 kB").split()[0]))
+    return peak / 1024
+
+
+def sink_total(sink: Any) -> int:
+    page = sink.http.get("/api/messages", params={"limit": 1}).raise_for_status().json()
+    return int(page["total"])
+
+
+def new_account(seats: int) -> tuple[int, str]:
+    from provisioning.accounts import create_account
+    from provisioning.db import session_scope
+
+    with session_scope() as session:
+        made = create_account(session, name="Bench", plan="base", seats=seats,
+                              admin_email=f"admin-{uuid.uuid4().hex[:8]}@bench.example.com",
+                              admin_password="bench password")
+    return made.account_id, made.admin_token
+
+
+def sqlite_figures(path: Path, rows: list[dict[str, Any]], work: Path) -> tuple[float, float]:
+    """The same pipeline on the embedded default, in-process (no HTTP, no broker)."""
+    import falcon.testing
+
+    from provisioning import dispatch, jobs
+    from provisioning.config import settings
+    from provisioning.migrate import upgrade
+
+    url = f"sqlite:///{work / 'bench-import.sqlite3'}"
+    os.environ["PROVISIONING_DATABASE_URL"] = url
+    settings.cache_clear()
+    upgrade()
+    floor = measure_floor(url, rows)
+    from api.app import create_app
+
+    dispatch.use_sender(lambda name, args, options: None)  # the job is run right here
+    account_id, token = new_account(len(rows) + 1)
+    client = falcon.testing.TestClient(create_app())
+    started = time.perf_counter()
+    answer = client.simulate_post(f"/v1/accounts/{account_id}/imports",
+                                  params={"invite": "false"}, body=path.read_bytes(),
+                                  headers={"Authorization": f"Bearer {token}",
+                                           "Content-Type": "text/csv"})
+    job_id = answer.json["job"]["id"]
+    jobs.run_job(job_id)
+    while client.simulate_get(f"/v1/jobs/{job_id}", headers={
+            "Authorization": f"Bearer {token}"}).json["status"] == "running":
+        jobs.run_job(job_id)
+    return len(rows) / (time.perf_counter() - started), floor
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--million-rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    work = Path(os.environ.get("BENCH_DIR", tempfile.mkdtemp(prefix="provisioner-bench-")))
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o755)
+    postgres = start_postgres(work)
+    redis = start_redis(work)
+    sink = start_mailsink(work)
+    started: list[ManagedProcess] = []
+    figures: dict[str, Any] = {"bench": "import"}
+    try:
+        database_url = postgres.create_database("bench_import")
+        api_port = free_port()
+        env = {
+            "PROVISIONING_DATABASE_URL": database_url,
+            "PROVISIONING_BROKER_URL": redis.url(0),
+            "PROVISIONING_SMTP_PORT": str(sink.smtp_port),
+            "PROVISIONING_VAR_DIR": str(work / "var"),
+            "PROVISIONING_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
+            # the million-row file (~70 MB) is over the default 50 MB upload limit
+            "PROVISIONING_IMPORT_MAX_BYTES": str(256 * 1024 * 1024),
+        }
+        os.environ.update(env)
+        from provisioning.config import settings
+        from provisioning.migrate import upgrade
+
+        settings.cache_clear()
+        upgrade()
+        tag = uuid.uuid4().hex[:6]
+        plain = write_file(work / "plain.csv", args.rows, f"a{tag}")
+        invited = write_file(work / "invited.csv", args.rows, f"b{tag}")
+        rows = floor_rows(plain)
+        floor = measure_floor(database_url, rows)
+        print(f"floor: Core insert() of {args.rows:,} rows into PostgreSQL: {floor:,.0f} rows/s")
+
+        from tests.support.servers import start_worker
+
+        worker = start_worker(work, {**os.environ, **env}, concurrency=2, beat=True)
+        started.append(worker)
+        web = ManagedProcess("gunicorn", [
+            str(VENV_BIN / "gunicorn"), "api.wsgi:app", "--bind", f"127.0.0.1:{api_port}",
+            "--workers", "2", "--log-level", "warning"],
+            log_dir=work, env={**os.environ, **env}).start()
+        started.append(web)
+        api = f"http://127.0.0.1:{api_port}"
+        wait_until(lambda: httpx.get(f"{api}/healthz").status_code == 200, timeout=60,
+                   message="gunicorn")
+
+        account_id, token = new_account(1)
+        begin = time.perf_counter()
+        job = wait_for_job(api, token, upload(api_port, token, account_id, plain,
+                                              invite="false"))
+        elapsed = time.perf_counter() - begin
+        assert job["summary"]["created"] == args.rows, job
+        rate = args.rows / elapsed
+        print(f"product, PostgreSQL, invitations off: {args.rows:,} rows, upload to succeeded "
+              f"in {elapsed:.2f}s: {rate:,.0f} rows/s ({rate / floor:.2f} of the floor)")
+        figures.update(rows_per_s=round(rate), floor_rows_per_s=round(floor),
+                       ratio=round(rate / floor, 3))
+
+        account_id, token = new_account(1)
+        sink.clear()
+        begin = time.perf_counter()
+        job = wait_for_job(api, token, upload(api_port, token, account_id, invited))
+        imported = time.perf_counter() - begin
+        wait_until(lambda: sink_total(sink) >= args.rows, timeout=3600, interval=0.5,
+                   message="every invitation in the sink")
+        sent = time.perf_counter() - begin
+        print(f"product, invitations on: {args.rows:,} rows imported in {imported:.2f}s "
+              f"({args.rows / imported:,.0f} rows/s); {args.rows:,} invitations in the sink "
+              f"after {sent:.1f}s: {args.rows / sent:,.0f} emails/s")
+        figures.update(invite_rows_per_s=round(args.rows / imported),
+                       emails_per_s=round(args.rows / sent))
+        figures["peak_rss_mb"] = round(peak_rss_mb(worker), 1)
+
+        if args.million_rows:
+            big = write_file(work / "million.csv", args.million_rows, f"c{tag}")
+            account_id, token = new_account(1)
+            begin = time.perf_counter()
+            job = wait_for_job(api, token, upload(api_port, token, account_id, big,
+                                                  invite="false"))
+            elapsed = time.perf_counter() - begin
+            assert job["summary"]["created"] == args.million_rows, job
+            peak = peak_rss_mb(worker)
+            print(f"product, {args.million_rows:,} rows ({big.stat().st_size / 1e6:.0f} MB), "
+                  f"invitations off: {elapsed:.1f}s, {args.million_rows / elapsed:,.0f} rows/s; "
+                  f"worker peak RSS {peak:.0f} MB")
+            figures.update(million_rows_per_s=round(args.million_rows / elapsed),
+                           peak_rss_mb=round(peak, 1))
+        for process in reversed(started):
+            process.stop()
+        started.clear()
+
+        sqlite_rate, sqlite_floor = sqlite_figures(plain, rows, work)
+        print(f"SQLite: {args.rows:,} rows in-process, upload to succeeded: {sqlite_rate:,.0f} "
+              f"rows/s; floor (Core insert) {sqlite_floor:,.0f} rows/s "
+              f"({sqlite_rate / sqlite_floor:.2f} of it)")
+        figures.update(sqlite_rows_per_s=round(sqlite_rate),
+                       sqlite_floor_rows_per_s=round(sqlite_floor))
+        print(json.dumps(figures))
+    finally:
+        for process in reversed(started):
+            process.stop()
+        sink.stop()
+        redis.stop()
+        postgres.stop()
+
+
+if __name__ == "__main__":
+    main()
