@@ -54,6 +54,9 @@ COLUMNS = (
 MEDIA_CSV = "text/csv"
 MEDIA_JSON = "application/json"
 MEDIA_NDJSON = "application/x-ndjson"
+# What a file's name says it holds (multipart uploads, the CLI)
+MEDIA_BY_EXTENSION = {".csv": MEDIA_CSV, ".tsv": MEDIA_CSV, ".txt": MEDIA_CSV,
+                      ".json": MEDIA_JSON, ".ndjson": MEDIA_NDJSON, ".jsonl": MEDIA_NDJSON}
 # What a client may send as the request's media type -> how the file is read.
 MEDIA_TYPES: dict[str, str] = {
     "text/csv": MEDIA_CSV,

@@ -147,7 +147,7 @@ def import_members(
     # The upload is read with no transaction open: a slow client never holds a lock.
     session.commit()
     with tempfile.TemporaryFile(dir=_spool_dir(config)) as spool:
-        size = _spool(upload, media, spool, config)
+        size = _spool(upload, media, spool, config, length)
         spool.seek(0)
         job = Job(account_id=account_id, kind=KIND, status=JobStatus.QUEUED.value,
                   params={**options.as_params(), "media_type": media, "bytes": size,
@@ -176,14 +176,18 @@ def _too_large(config: Settings) -> PayloadTooLarge:
                            errors=[FieldError("file", f"At most {limit:g} MB.", "too_large")])
 
 
-def _spool(upload: BinaryIO, media: str, spool: IO[bytes], config: Settings) -> int:
+def _spool(upload: BinaryIO, media: str, spool: IO[bytes], config: Settings,
+           length: int | None) -> int:
     """Normalise the upload into ``spool``; file-level problems refuse it before any write."""
     from provisioning.importfile import Normaliser
 
     normaliser = Normaliser(media, config.import_max_bytes)
     try:
-        while data := upload.read(READ_SIZE):
+        while data := _read(upload):
             spool.write(normaliser.feed(data))
+        if length is not None and normaliser.bytes_in < length:
+            # The client went away mid-upload: half a file must not become half the members.
+            raise _cut_off(normaliser.bytes_in, length)
         spool.write(normaliser.finish())
     except FileProblem as problem:
         if problem.code == "too_large":
@@ -191,6 +195,20 @@ def _spool(upload: BinaryIO, media: str, spool: IO[bytes], config: Settings) -> 
         raise InvalidInput([FieldError("file", problem.message, problem.code)],
                            detail=problem.message) from None
     return normaliser.bytes_out
+
+
+def _read(upload: BinaryIO) -> bytes:
+    try:
+        return upload.read(READ_SIZE)
+    except OSError:  # the connection dropped while the file was coming in
+        raise _cut_off(None, None) from None
+
+
+def _cut_off(received: int | None, length: int | None) -> InvalidInput:
+    said = (f" ({received:,} of {length:,} bytes arrived)" if received is not None
+            and length is not None else "")
+    message = f"The upload was cut off{said}; nothing was imported. Send the file again."
+    return InvalidInput([FieldError("file", message, "incomplete_upload")], detail=message)
 
 
 def commit_import(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:

@@ -9,10 +9,8 @@ import falcon
 
 from provisioning import imports, jobs
 from provisioning.errors import FieldError, InvalidInput
+from provisioning.importfile import MEDIA_BY_EXTENSION
 
-EXTENSIONS = {".csv": "text/csv", ".tsv": "text/csv", ".txt": "text/csv",
-              ".json": "application/json", ".ndjson": "application/x-ndjson",
-              ".jsonl": "application/x-ndjson"}
 CSV = "text/csv; charset=utf-8"
 
 
@@ -22,7 +20,7 @@ def _upload(req: falcon.Request) -> tuple[BinaryIO, str | None, int | None]:
         return cast(BinaryIO, req.bounded_stream), req.content_type, req.content_length
     for part in req.get_media():
         if part.name == "file":
-            media = EXTENSIONS.get(PurePath(part.filename or "").suffix.lower())
+            media = MEDIA_BY_EXTENSION.get(PurePath(part.filename or "").suffix.lower())
             return part.stream, media or part.content_type, None
     raise InvalidInput([FieldError("file", "Attach the file in a field named file.",
                                    "required")])

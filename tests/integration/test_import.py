@@ -374,3 +374,15 @@ def test_custom_role_names_match_case_insensitively(stack: Stack):
                               .join(Identity, Identity.id == Membership.identity_id)
                               .where(Identity.email == f"r.{t}@example.com"))
     assert role == "Sales Lead"
+
+
+def test_an_upload_cut_off_mid_way_is_refused_and_imports_nothing(stack: Stack):
+    admin = stack.create_account()
+    body, _ = people_csv(200)
+    answer = stack.api.simulate_post(
+        f"/v1/accounts/{admin.id}/imports", body=body[: len(body) // 2],
+        headers={**admin.headers, "Content-Type": "text/csv", "Content-Length": str(len(body))})
+    assert answer.status_code == 422, answer.json
+    assert answer.json["errors"][0]["code"] == "incomplete_upload"
+    assert "cut off" in answer.json["detail"]
+    assert member_count(admin.id) == 1
