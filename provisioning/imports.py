@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -42,10 +43,12 @@ from provisioning.importfile import (
     Catalog,
     FileProblem,
     ImportRow,
+    Normaliser,
     Position,
     RowError,
     SourceRow,
     check_row,
+    csv_safe,
     read_rows,
 )
 from provisioning.jobs import FINISHED, RUNNERS, JobFailed, csv_report, enqueue, job_view
@@ -179,8 +182,6 @@ def _too_large(config: Settings) -> PayloadTooLarge:
 def _spool(upload: BinaryIO, media: str, spool: IO[bytes], config: Settings,
            length: int | None) -> int:
     """Normalise the upload into ``spool``; file-level problems refuse it before any write."""
-    from provisioning.importfile import Normaliser
-
     normaliser = Normaliser(media, config.import_max_bytes)
     try:
         while data := _read(upload):
@@ -241,8 +242,6 @@ ROW_REPORT_COLUMNS = ("line", "email", "outcome")
 
 def row_report(session: Session, actor: Actor, job_id: int) -> Iterator[bytes]:
     """Each checked row and what happened to it (or, for a dry run, what would)."""
-    from provisioning.importfile import csv_safe
-
     _visible_job(session, actor, job_id)
     query = (select(StagedRow.line, StagedRow.email, StagedRow.outcome)
              .where(StagedRow.job_id == job_id).order_by(StagedRow.line))
@@ -507,7 +506,6 @@ class Outcomes:
     # row, identity id, member id, role id, group id, what changes
     updates: list[tuple[ImportRow, int, int, int, int | None, dict[str, Any]]] = field(
         default_factory=list)
-    unchanged: list[ImportRow] = field(default_factory=list)
     errors: list[RowError] = field(default_factory=list)
     outcome: dict[int, str] = field(default_factory=dict)  # line -> outcome
     identities: dict[str, tuple[int, bool]] = field(default_factory=dict)  # email -> id, login
@@ -532,7 +530,8 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
                 failed += len(duplicates)
             decided = _decide(session, plan, rows, int(checkpoint.get("seats_planned", 0)))
         errors += decided.errors
-        failed += sum(1 for value in decided.outcome.values() if value == ERROR)
+        tally = Counter(decided.outcome.values())
+        failed += tally[ERROR]
         now = utcnow()
         summary = dict(job.summary or empty_summary())
         if not plan.options.dry_run:
@@ -551,12 +550,11 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
         if chunk.stage:
             _stage(connection, plan.job_id, rows, decided.outcome)
         for outcome in (CREATE, UPDATE, UNCHANGED):
-            count = sum(1 for value in decided.outcome.values() if value == outcome)
-            summary[COUNTER[outcome]] = summary.get(COUNTER[outcome], 0) + count
+            summary[COUNTER[outcome]] = summary.get(COUNTER[outcome], 0) + tally[outcome]
         summary["failed"] = summary.get("failed", 0) + failed
         job.summary = summary
-        job.done = (job.done or 0) + failed + len(rows) - sum(
-            1 for value in decided.outcome.values() if value == ERROR)
+        # every row of the chunk once: refused by the checks, or decided (errors included)
+        job.done = (job.done or 0) + failed - tally[ERROR] + len(rows)
         job.checkpoint = {**checkpoint, **chunk.end,
                           "seats_planned": int(checkpoint.get("seats_planned", 0))
                           + (decided.seats_planned if plan.options.dry_run else 0)}
@@ -659,7 +657,6 @@ def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id:
         decided.updates.append((row, identity_id, member_id, role_id, group_id, changes))
         decided.outcome[row.line] = UPDATE
     else:
-        decided.unchanged.append(row)
         decided.outcome[row.line] = UNCHANGED
 
 

@@ -25,6 +25,7 @@ from provisioning.auth import Actor, require_admin
 from provisioning.config import settings
 from provisioning.db import session_scope
 from provisioning.errors import Conflict, NotFound
+from provisioning.importfile import csv_safe
 from provisioning.models import Job, JobError, JobStatus, utcnow
 
 log = logging.getLogger(__name__)
@@ -114,8 +115,6 @@ ERROR_REPORT_COLUMNS = ("line", "column", "code", "message", "value")
 
 def error_report(session: Session, actor: Actor, job_id: int) -> Iterator[bytes]:
     """The job's problems as CSV, in file order; formula-looking values are neutralised."""
-    from provisioning.importfile import csv_safe
-
     visible_job(session, actor, job_id)
     query = (
         select(JobError.line, JobError.column, JobError.code, JobError.message, JobError.value)
