@@ -15,18 +15,20 @@ the checked rows; committing it applies that snapshot without a new upload.
 from __future__ import annotations
 
 import io
+import os
+import socket
 import tempfile
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import ColumnElement, Connection, Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from provisioning import audit, outbox
+from provisioning import audit, dispatch, outbox
 from provisioning.auth import Actor, require_admin
 from provisioning.bulk import among, insert_rows, planned_per_call, prefetched
 from provisioning.config import Settings, settings
@@ -36,6 +38,7 @@ from provisioning.errors import (
     FieldError,
     InvalidInput,
     PayloadTooLarge,
+    SeatLimitReached,
     UnsupportedMediaType,
 )
 from provisioning.importfile import (
@@ -60,6 +63,7 @@ from provisioning.models import (
     EmailStatus,
     Group,
     Identity,
+    ImportPart,
     Invitation,
     Job,
     JobError,
@@ -79,6 +83,8 @@ from provisioning.seats import consumes_seat, seats_in_use, settle_seats
 from provisioning.security import hash_secret, invitation_token, new_secret
 
 KIND = "import"
+PART_TASK = "provisioning.write_import_part"
+PLANNING, WRITING = "rows", "writing"  # the checkpoint's phases after the counting pass
 PART_SIZE = 1 << 20  # bytes of the stored file per database row
 READ_SIZE = 1 << 16
 ON_EXISTING = ("skip", "update")
@@ -320,9 +326,9 @@ class Plan:
         params = job.params or {}
         account = session.get_one(Account, job.account_id)
         roles = dict(session.execute(select(Role.name, Role.id)
-                                     .where(Role.account_id == account.id)).tuples().all())
+                                     .where(Role.account_id == account.id)).all())
         groups = dict(session.execute(select(Group.name, Group.id)
-                                      .where(Group.account_id == account.id)).tuples().all())
+                                      .where(Group.account_id == account.id)).all())
         inviter = session.get(Identity, job.created_by_id) if job.created_by_id else None
         return cls(
             job_id=job.id,
@@ -355,20 +361,30 @@ class Chunk:
     failed_lines: int  # rows refused by the checks (each counted once)
     start: dict[str, Any]
     end: dict[str, Any]
-    stage: bool  # stage the rows (file jobs), or they are already a dry run's snapshot
+    fresh: bool  # read from the file (earlier chunks may hold the same email), not a snapshot
 
 
 def run_import(job_id: int, deadline: float) -> bool:
-    """One turn of an import job; True when there is nothing left to do."""
+    """One turn of an import job: plan chunks in file order, then write what is left.
+
+    True when this worker has nothing left to do for the job.
+    """
     with session_scope() as session:
         job = session.get_one(Job, job_id)
         plan = Plan.load(session, job)
         checkpoint = dict(job.checkpoint or {})
     if "phase" not in checkpoint:
         checkpoint = _prepare(plan)
-    for chunk in _chunks(plan, checkpoint):
-        if not _apply(plan, chunk):
-            return True  # cancelled, or another worker took this chunk and carries on
+    if checkpoint["phase"] == PLANNING:
+        for chunk in _chunks(plan, checkpoint):
+            if not _apply(plan, chunk):
+                return True  # cancelled, or another worker took this chunk and carries on
+            if time.monotonic() > deadline:
+                return False
+        _planned_all(plan)
+    # Parts no other worker has taken yet: this worker writes them itself.
+    for part in _unwritten_parts(plan.job_id):
+        _write_part(plan, part)
         if time.monotonic() > deadline:
             return False
     _finish(plan)
@@ -376,6 +392,17 @@ def run_import(job_id: int, deadline: float) -> bool:
 
 
 RUNNERS[KIND] = run_import
+
+
+def write_part(job_id: int, part: int) -> None:
+    """The task for one planned part: write its new members; the last part finishes the job."""
+    with session_scope() as session:
+        job = session.get(Job, job_id)
+        if job is None or job.status != JobStatus.RUNNING.value:
+            return
+        plan = Plan.load(session, job)
+    if _write_part(plan, part):
+        _finish(plan)
 
 
 def _prepare(plan: Plan) -> dict[str, Any]:
@@ -392,10 +419,11 @@ def _prepare(plan: Plan) -> dict[str, Any]:
                                         "split it into smaller files. Nothing was imported.")
         except FileProblem as problem:
             raise JobFailed(f"{problem.message} Nothing was imported.") from None
-        checkpoint: dict[str, Any] = {"phase": "rows", "position": None, "seats_planned": 0}
+        checkpoint: dict[str, Any] = {"phase": PLANNING, "position": None, "seats_planned": 0,
+                                      "parts": 0}
         failed = 0
     else:
-        checkpoint = {"phase": "rows", "after_line": 0, "seats_planned": 0}
+        checkpoint = {"phase": PLANNING, "after_line": 0, "seats_planned": 0, "parts": 0}
         total = None
     with session_scope() as session:
         job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
@@ -470,7 +498,7 @@ def _checked(plan: Plan, batch: list[SourceRow], start: dict[str, Any]) -> Chunk
     end = batch[-1].end
     return Chunk(rows=rows, errors=errors, failed_lines=failed, start=start,
                  end={"position": {"offset": end.offset, "line": end.line, "rows": end.rows}},
-                 stage=True)
+                 fresh=True)
 
 
 def _duplicate(row: ImportRow, first: int) -> RowError:
@@ -481,20 +509,15 @@ def _duplicate(row: ImportRow, first: int) -> RowError:
 
 def _snapshot_chunks(plan: Plan, checkpoint: dict[str, Any], size: int) -> Iterator[Chunk]:
     after = int(checkpoint.get("after_line", 0))
+    source = plan.snapshot_of
+    assert source is not None
     while True:
         with session_scope() as session:
-            staged = session.scalars(
-                select(StagedRow).where(StagedRow.job_id == plan.snapshot_of,
-                                        StagedRow.line > after)
-                .order_by(StagedRow.line).limit(size)).all()
-            rows = [ImportRow(line=r.line, email=r.email, name=r.name, role=r.role,
-                              group=r.group, user_type=r.user_type, language=r.language,
-                              phone=r.phone, seasonal_start=r.seasonal_start,
-                              seasonal_end=r.seasonal_end) for r in staged]
+            rows = _staged_rows(session, source, StagedRow.line > after, limit=size)
         if not rows:
             return
         yield Chunk(rows=rows, errors=[], failed_lines=0, start={"after_line": after},
-                    end={"after_line": rows[-1].line}, stage=False)
+                    end={"after_line": rows[-1].line}, fresh=False)
         after = rows[-1].line
 
 
@@ -513,8 +536,15 @@ class Outcomes:
 
 
 def _apply(plan: Plan, chunk: Chunk) -> bool:
-    """Write one chunk and its checkpoint in one transaction; False if the job is not ours."""
+    """Plan one chunk and record it with the checkpoint in one transaction.
+
+    Every row gets its outcome here, in file order; updates are written at once
+    and the new members become a part that any worker may write. False if the
+    job is not ours to go on with (cancelled, or another worker got here first).
+    """
     with session_scope() as session:
+        # The subscription before the job row: the order every part's writer locks them in.
+        subscription = _subscription(session, plan)
         job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
         checkpoint = dict(job.checkpoint or {})
         if job.status != JobStatus.RUNNING.value or not _at(checkpoint, chunk.start):
@@ -524,42 +554,147 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
         failed = chunk.failed_lines
         rows = chunk.rows
         with planned_per_call(connection):
-            if chunk.stage:
+            if chunk.fresh:
                 rows, duplicates = _drop_earlier_duplicates(connection, plan.job_id, rows)
                 errors += duplicates
                 failed += len(duplicates)
-            decided = _decide(session, plan, rows, int(checkpoint.get("seats_planned", 0)))
+            free_seats, refusal = _free_seats(session, plan, subscription,
+                                              _held_seats(session, plan, checkpoint))
+            decided = _decide(session, plan, rows, free_seats, refusal)
         errors += decided.errors
         tally = Counter(decided.outcome.values())
         failed += tally[ERROR]
-        now = utcnow()
         summary = dict(job.summary or empty_summary())
-        if not plan.options.dry_run:
-            invitations = _write_members(session, plan, decided, now)
-            summary["invitations"] = summary.get("invitations", 0) + invitations
-            if decided.seats_planned:
-                added = settle_seats(session, plan.account_id, now.date(),
-                                     actor_id=plan.inviter_id, actor_label=plan.actor_label)
-                summary["seats_added"] = summary.get("seats_added", 0) + added
-        elif plan.options.invite:
-            summary["invitations"] = summary.get("invitations", 0) + len(decided.creates)
-        insert_rows(connection, JobError,
-                    ("job_id", "line", "column", "code", "message", "value", "stage"),
-                    ((plan.job_id, e.line, e.column, e.code, e.message, e.value,
-                      "apply" if e.code in APPLY_CODES else "check") for e in errors))
-        if chunk.stage:
-            _stage(connection, plan.job_id, rows, decided.outcome)
-        for outcome in (CREATE, UPDATE, UNCHANGED):
+        now = utcnow()
+        if plan.options.dry_run:
+            if plan.options.invite:
+                summary["invitations"] = summary.get("invitations", 0) + len(decided.creates)
+            written: tuple[str, ...] = (UPDATE, UNCHANGED, CREATE)
+        else:
+            _write_updates(session, decided, now)
+            if decided.creates:
+                _queue_part(session, plan, int(checkpoint.get("parts", 0)), decided)
+                checkpoint["parts"] = int(checkpoint.get("parts", 0)) + 1
+            written = (UPDATE, UNCHANGED)  # new members count once their part is written
+        _record_errors(connection, plan.job_id, errors)
+        _stage(connection, plan.job_id, rows, decided.outcome)
+        for outcome in written:
             summary[COUNTER[outcome]] = summary.get(COUNTER[outcome], 0) + tally[outcome]
         summary["failed"] = summary.get("failed", 0) + failed
         job.summary = summary
-        # every row of the chunk once: refused by the checks, or decided (errors included)
-        job.done = (job.done or 0) + failed - tally[ERROR] + len(rows)
+        # Every row of the chunk once: refused by the checks, or decided (errors included);
+        # new members count when written.
+        job.done = (job.done or 0) + failed - tally[ERROR] + len(rows) - (
+            0 if plan.options.dry_run else len(decided.creates))
         job.checkpoint = {**checkpoint, **chunk.end,
                           "seats_planned": int(checkpoint.get("seats_planned", 0))
                           + (decided.seats_planned if plan.options.dry_run else 0)}
         job.heartbeat_at = now
     return True
+
+
+def _record_errors(connection: Connection, job_id: int, errors: Sequence[RowError]) -> None:
+    insert_rows(connection, JobError,
+                ("job_id", "line", "column", "code", "message", "value", "stage"),
+                ((job_id, e.line, e.column, e.code, e.message, e.value,
+                  "apply" if e.code in APPLY_CODES else "check") for e in errors))
+
+
+def _queue_part(session: Session, plan: Plan, part: int, decided: Outcomes) -> None:
+    """The chunk's new members, to be written by the first worker free (after commit)."""
+    lines = [row.line for row in decided.creates]
+    session.add(ImportPart(job_id=plan.job_id, part=part, first_line=min(lines),
+                           last_line=max(lines), rows=len(lines), seats=decided.seats_planned))
+    job_id = plan.job_id
+    after_commit(session, lambda: dispatch.send_task(PART_TASK, job_id, part))
+
+
+def _planned_all(plan: Plan) -> None:
+    """Every row has its outcome: from now on the job waits only for its parts."""
+    with session_scope() as session:
+        job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
+        if job.status == JobStatus.RUNNING.value:
+            job.checkpoint = {**(job.checkpoint or {}), "phase": WRITING}
+            job.heartbeat_at = utcnow()
+
+
+def _unwritten_parts(job_id: int) -> list[int]:
+    with session_scope() as session:
+        return list(session.scalars(
+            select(ImportPart.part).where(ImportPart.job_id == job_id,
+                                          ImportPart.written_at.is_(None))
+            .order_by(ImportPart.part)).all())
+
+
+def _write_part(plan: Plan, part_no: int, *, recount_seats: bool = False) -> bool:
+    """Write one part's new members, invitations and emails with the job's progress.
+
+    The rows are checked once more against the database (someone may have
+    invited one of these people since the plan); a row that lost that race is
+    skipped or reported, never written twice. False if the part was not ours to
+    write: written already, being written by another worker, or the job stopped.
+    """
+    try:
+        with session_scope() as session:
+            part = session.scalars(
+                select(ImportPart).where(ImportPart.job_id == plan.job_id,
+                                         ImportPart.part == part_no)
+                .with_for_update(skip_locked=True)).first()
+            if part is None or part.written_at is not None:
+                return False
+            rows = _staged_rows(session, plan.job_id, StagedRow.line.between(
+                part.first_line, part.last_line), StagedRow.outcome == CREATE)
+            free_seats, refusal = None, ""
+            if recount_seats:
+                free_seats, refusal = _free_seats(
+                    session, plan, _subscription(session, plan),
+                    _held_seats(session, plan, {}) - part.seats)
+            with planned_per_call(session.connection()):
+                decided = _decide(session, plan, rows, free_seats, refusal)
+            now = utcnow()
+            invitations = _write_creates(session, plan, decided, now)
+            added = 0
+            if decided.seats_planned:
+                added = settle_seats(session, plan.account_id, now.date(),
+                                     actor_id=plan.inviter_id, actor_label=plan.actor_label)
+            _restage(session, plan.job_id, decided)
+            job = session.scalars(select(Job).where(Job.id == plan.job_id)
+                                  .with_for_update()).one()
+            if job.status != JobStatus.RUNNING.value:
+                session.rollback()  # cancelled meanwhile: the part stays unwritten, whole
+                return False
+            tally = Counter(decided.outcome.values())
+            summary = dict(job.summary or empty_summary())
+            for key, count in (("created", tally[CREATE]),
+                               ("skipped", tally[UPDATE] + tally[UNCHANGED]),
+                               ("failed", tally[ERROR]), ("invitations", invitations),
+                               ("seats_added", added)):
+                summary[key] = summary.get(key, 0) + count
+            job.summary = summary
+            job.done = (job.done or 0) + part.rows
+            job.heartbeat_at = now
+            part.written_at = now
+            part.written_by = f"{socket.gethostname()}:{os.getpid()}"[:100]
+    except SeatLimitReached:
+        # A seat the plan held was taken meanwhile (an invite on a trial): decide the
+        # part's seats again, in file order, against the seats really free now.
+        if recount_seats:
+            raise
+        return _write_part(plan, part_no, recount_seats=True)
+    return True
+
+
+def _restage(session: Session, job_id: int, decided: Outcomes) -> None:
+    """Rows that lost a race since the plan: their outcome and error, as they are now."""
+    changed = [{"job": job_id, "row_line": line, "now": ERROR if outcome == ERROR else UNCHANGED}
+               for line, outcome in decided.outcome.items() if outcome != CREATE]
+    if changed:
+        staged = cast(Table, StagedRow.__table__)
+        session.connection().execute(
+            update(staged).where(staged.c.job_id == bindparam("job"),
+                                 staged.c.line == bindparam("row_line"))
+            .values(outcome=bindparam("now")), changed)
+    _record_errors(session.connection(), job_id, decided.errors)
 
 
 def _at(checkpoint: dict[str, Any], start: dict[str, Any]) -> bool:
@@ -577,7 +712,7 @@ def _drop_earlier_duplicates(
         select(StagedRow.email, StagedRow.line).where(
             StagedRow.job_id == job_id,
             among(connection, StagedRow.email, [row.email for row in rows]))
-    ).tuples().all())
+    ).all())
     if not earlier:
         return rows, []
     kept = [row for row in rows if row.email not in earlier]
@@ -587,9 +722,12 @@ def _drop_earlier_duplicates(
 APPLY_CODES = frozenset({"email_taken", "no_seat"})
 
 
-def _decide(session: Session, plan: Plan, rows: Sequence[ImportRow], seats_planned: int
-            ) -> Outcomes:
-    """Each row's outcome against the database: R2, R7/R8 in file order, skip or update."""
+def _decide(session: Session, plan: Plan, rows: Sequence[ImportRow], free_seats: int | None,
+            refusal: str) -> Outcomes:
+    """Each row's outcome against the database: R2, R7/R8 in file order, skip or update.
+
+    ``free_seats`` is how many new seat holders may still come in (None: no limit).
+    """
     decided = Outcomes()
     if not rows:
         return decided
@@ -598,7 +736,7 @@ def _decide(session: Session, plan: Plan, rows: Sequence[ImportRow], seats_plann
     identities = {email: (identity_id, name, has_login) for identity_id, email, name, has_login
                   in session.execute(select(Identity.id, Identity.email, Identity.name,
                                             Identity.password_hash.is_not(None))
-                                     .where(among(connection, Identity.email, emails))).tuples()}
+                                     .where(among(connection, Identity.email, emails)))}
     ids = [value[0] for value in identities.values()]
     members: dict[int, tuple[int, int, int | None]] = {}
     paid_elsewhere: set[int] = set()
@@ -608,13 +746,12 @@ def _decide(session: Session, plan: Plan, rows: Sequence[ImportRow], seats_plann
                        select(Membership.id, Membership.identity_id, Membership.role_id,
                               Membership.group_id)
                        .where(Membership.account_id == plan.account_id,
-                              among(connection, Membership.identity_id, ids))).tuples()}
+                              among(connection, Membership.identity_id, ids)))}
         paid_elsewhere = set(session.scalars(
             select(Membership.identity_id).where(
                 among(connection, Membership.identity_id, ids),
                 Membership.account_id != plan.account_id,
                 Membership.user_type != UserType.FREE.value)).all())
-    free_seats, refusal = _free_seats(session, plan, seats_planned)
     today = utcnow().date()
     for row in rows:
         identity = identities.get(row.email)
@@ -660,14 +797,26 @@ def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id:
         decided.outcome[row.line] = UNCHANGED
 
 
-def _free_seats(session: Session, plan: Plan, seats_planned: int) -> tuple[int | None, str]:
-    """Seats new members may still take (None: no limit, a paid plan buys more), and why not.
-
-    Locks the subscription (not in a dry run) so invites racing this chunk wait for it.
-    """
+def _subscription(session: Session, plan: Plan) -> Subscription:
+    """The account's subscription, locked (not in a dry run) so racing invites wait for us."""
     query = select(Subscription).where(Subscription.account_id == plan.account_id)
-    subscription = session.scalars(
-        query if plan.options.dry_run else query.with_for_update()).one()
+    return session.scalars(query if plan.options.dry_run else query.with_for_update()).one()
+
+
+def _held_seats(session: Session, plan: Plan, checkpoint: dict[str, Any]) -> int:
+    """Seats planned but not yet taken: a dry run's own count, or the account's unwritten parts."""
+    if plan.options.dry_run:
+        return int(checkpoint.get("seats_planned", 0))
+    return session.scalar(
+        select(func.coalesce(func.sum(ImportPart.seats), 0))
+        .join(Job, Job.id == ImportPart.job_id)
+        .where(Job.account_id == plan.account_id, Job.status == JobStatus.RUNNING.value,
+               ImportPart.written_at.is_(None))) or 0
+
+
+def _free_seats(session: Session, plan: Plan, subscription: Subscription, held: int
+                ) -> tuple[int | None, str]:
+    """Seats new members may still take (None: no limit, a paid plan buys more), and why not."""
     catalog_plan = plan_named(subscription.plan)
     if catalog_plan.is_trial:
         cap: int | None = subscription.seats_purchased
@@ -680,12 +829,11 @@ def _free_seats(session: Session, plan: Plan, seats_planned: int) -> tuple[int |
     if cap is None:
         return None, ""
     in_use = seats_in_use(session, plan.account_id, utcnow().date())
-    return max(cap - in_use - seats_planned, 0), refusal
+    return max(cap - in_use - held, 0), refusal
 
 
-def _write_members(session: Session, plan: Plan, decided: Outcomes, now: datetime) -> int:
-    """Identities, memberships, invitations and their emails for the chunk, set-based."""
-    connection = session.connection()
+def _write_updates(session: Session, decided: Outcomes, now: datetime) -> None:
+    """Names, roles and groups of existing members (on_existing=update), set-based."""
     # ORM bulk UPDATE by primary key: one executemany per table
     names = [{"id": identity_id, "name": changes["name"], "updated_at": now}
              for _, identity_id, _, _, _, changes in decided.updates if "name" in changes]
@@ -697,8 +845,13 @@ def _write_members(session: Session, plan: Plan, decided: Outcomes, now: datetim
               if "role_id" in changes or "group_id" in changes]
     if places:
         session.execute(update(Membership), places)
+
+
+def _write_creates(session: Session, plan: Plan, decided: Outcomes, now: datetime) -> int:
+    """Identities, memberships, invitations and their emails for new members, set-based."""
     if not decided.creates:
         return 0
+    connection = session.connection()
     fresh = [row for row in decided.creates if row.email not in decided.identities]
     insert_rows(connection, Identity,
                 ("email", "name", "language", "phone", "totp_enabled", "created_at",
@@ -710,7 +863,7 @@ def _write_members(session: Session, plan: Plan, decided: Outcomes, now: datetim
             found = connection.execute(
                 select(Identity.id, Identity.email)
                 .where(among(connection, Identity.email, [row.email for row in fresh]))
-            ).tuples().all()
+            ).all()
         for identity_id, email in found:
             decided.identities[email] = (identity_id, False)
     free_group = plan.group_ids.get(FREE_USERS_GROUP)
@@ -725,15 +878,15 @@ def _write_members(session: Session, plan: Plan, decided: Outcomes, now: datetim
                   row.language or plan.default_language,
                   row.seasonal_start, row.seasonal_end, plan.inviter_id, now)
                  for row in decided.creates))
+    if not plan.options.invite:
+        return 0  # members wait as "not sent"; resending an invitation sends the first
     with planned_per_call(connection):
         member_ids = dict(connection.execute(
             select(Membership.identity_id, Membership.id).where(
                 Membership.account_id == plan.account_id,
                 among(connection, Membership.identity_id,
                       [decided.identities[row.email][0] for row in decided.creates]))
-        ).tuples().all())
-    if not plan.options.invite:
-        return 0  # members wait as "not sent"; resending an invitation sends the first
+        ).all())
     return _write_invitations(session, plan, decided, member_ids, now)
 
 
@@ -765,7 +918,7 @@ def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
         found = connection.execute(
             select(OutboxEmail.id, OutboxEmail.message_id)
             .where(among(connection, OutboxEmail.message_id, list(message_ids.values())))
-        ).tuples().all()
+        ).all()
     for email_id, message_id in found:
         email_ids[by_message[message_id]] = email_id
     after_commit(session, outbox.wake_sender)
@@ -784,19 +937,30 @@ def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
 
 def _stage(connection: Connection, job_id: int, rows: Sequence[ImportRow],
            outcome: dict[int, str]) -> None:
-    insert_rows(connection, StagedRow,
-                ("job_id", "line", "email", "name", "role", "group", "user_type", "language",
-                 "phone", "seasonal_start", "seasonal_end", "outcome"),
+    insert_rows(connection, StagedRow, ("job_id", *STAGED_FIELDS, "outcome"),
                 ((job_id, row.line, row.email, row.name, row.role, row.group, row.user_type,
                   row.language, row.phone, row.seasonal_start, row.seasonal_end,
                   outcome.get(row.line)) for row in rows))
+
+
+STAGED_FIELDS = ("line", "email", "name", "role", "group", "user_type", "language", "phone",
+                 "seasonal_start", "seasonal_end")
+
+
+def _staged_rows(session: Session, job_id: int, *criteria: ColumnElement[bool],
+                 limit: int | None = None) -> list[ImportRow]:
+    """Staged rows back as checked rows, in file order (plain tuples: no ORM object per row)."""
+    columns = [getattr(StagedRow, name) for name in STAGED_FIELDS]
+    query = (select(*columns).where(StagedRow.job_id == job_id, *criteria)
+             .order_by(StagedRow.line).limit(limit))
+    return [ImportRow(*values) for values in session.execute(query)]
 
 
 def _finish(plan: Plan) -> None:
     """Mark the job done, write its one audit entry (R14) and drop the uploaded file."""
     with session_scope() as session:
         job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
-        if job.status in FINISHED:
+        if job.status in FINISHED or _waiting_for_parts(session, job):
             return
         job.status = JobStatus.SUCCEEDED.value
         job.finished_at = utcnow()
@@ -815,6 +979,14 @@ def _finish(plan: Plan) -> None:
                      target_type="job", target_id=plan.job_id,
                      after={"options": plan.options.as_params(), "total": job.total,
                             "summary": summary})
+
+
+def _waiting_for_parts(session: Session, job: Job) -> bool:
+    """Rows are still being planned, or a planned part is not written yet."""
+    if (job.checkpoint or {}).get("phase") != WRITING:
+        return True
+    return session.scalar(select(ImportPart.part).where(
+        ImportPart.job_id == job.id, ImportPart.written_at.is_(None)).limit(1)) is not None
 
 
 def _seat_impact(session: Session, plan: Plan, new_seats: int) -> dict[str, Any]:

@@ -302,6 +302,27 @@ class ImportRow(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))  # create|update|unchanged|error
 
 
+class ImportPart(Base):
+    """A planned chunk of an import whose new members a worker still has to write.
+
+    The planner decides every row in file order (first wins, seats in order) and
+    leaves the writing of each chunk's new members to whichever worker takes the
+    part first; the job is done when no part is left unwritten.
+    """
+
+    __tablename__ = "import_parts"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    part: Mapped[int] = mapped_column(Integer, primary_key=True)
+    first_line: Mapped[int] = mapped_column(Integer)
+    last_line: Mapped[int] = mapped_column(Integer)
+    rows: Mapped[int] = mapped_column(Integer)  # new members planned
+    seats: Mapped[int] = mapped_column(Integer)  # seats they take, held until written
+    written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    written_by: Mapped[str | None] = mapped_column(String(100))  # host:pid of the worker
+
+
 class JobError(Base):
     """One problem with one row (or the file): a line of the error report."""
 

@@ -71,6 +71,11 @@ def run_job(job_id: int) -> None:
     jobs.run_job(job_id)
 
 
+@app.task(name=imports.PART_TASK, acks_late=True)
+def write_import_part(job_id: int, part: int) -> None:
+    imports.write_part(job_id, part)
+
+
 @app.task(name="provisioning.sweep_jobs")
 def sweep_jobs() -> int:
     return jobs.sweep()
