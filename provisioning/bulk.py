@@ -12,9 +12,11 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
+import psycopg
 from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam
+from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import QueryableAttribute
 
 from provisioning.db import Base
@@ -34,6 +36,29 @@ def insert_rows(connection: Connection, model: type[Base], columns: Sequence[str
     return len(records)
 
 
+def insert_new(connection: Connection, model: type[Base], columns: Sequence[str],
+               rows: Sequence[Sequence[Any]]) -> list[int]:
+    """Insert ``rows`` like ``insert_rows`` and return their new ids, in the same order.
+
+    On PostgreSQL the ids are drawn from the table's sequence first and written by
+    COPY (RETURNING would force row-by-row VALUES batches); elsewhere the driver's
+    insert returns them in parameter order.
+    """
+    if not rows:
+        return []
+    table = cast(Table, model.__table__)
+    if connection.dialect.name == "postgresql":
+        ids = list(connection.execute(
+            select(func.nextval(func.pg_get_serial_sequence(table.name, "id")))
+            .select_from(func.generate_series(1, len(rows)))).scalars())
+        _copy(connection, table, ("id", *columns),
+              ((new_id, *row) for new_id, row in zip(ids, rows, strict=True)))
+        return ids
+    statement = table.insert().returning(table.c.id, sort_by_parameter_order=True)
+    return list(connection.execute(
+        statement, [dict(zip(columns, row, strict=True)) for row in rows]).scalars())
+
+
 def _copy(connection: Connection, table: Table, columns: Sequence[str],
           rows: Iterable[Sequence[Any]]) -> int:
     json_columns = {i for i, name in enumerate(columns)
@@ -41,6 +66,14 @@ def _copy(connection: Connection, table: Table, columns: Sequence[str],
     quoted = ", ".join(f'"{name}"' for name in columns)
     driver = connection.connection.driver_connection
     assert driver is not None
+    try:
+        return _copy_rows(driver, table, quoted, json_columns, rows)
+    except psycopg.IntegrityError as exc:  # the same error an INSERT would raise
+        raise IntegrityError(f"COPY {table.name}", None, exc) from exc
+
+
+def _copy_rows(driver: Any, table: Table, quoted: str, json_columns: set[int],
+               rows: Iterable[Sequence[Any]]) -> int:
     count = 0
     with driver.cursor() as cursor, cursor.copy(
         f'COPY "{table.name}" ({quoted}) FROM STDIN'  # noqa: S608 - names come from the schema

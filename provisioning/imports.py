@@ -25,12 +25,23 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any, BinaryIO, cast
 
-from sqlalchemy import ColumnElement, Connection, Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from provisioning import audit, dispatch, outbox
 from provisioning.auth import Actor, require_admin
-from provisioning.bulk import among, insert_rows, planned_per_call, prefetched
+from provisioning.bulk import among, insert_new, insert_rows, planned_per_call, prefetched
 from provisioning.config import Settings, settings
 from provisioning.db import after_commit, engine, session_scope
 from provisioning.errors import (
@@ -555,7 +566,7 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
         rows = chunk.rows
         with planned_per_call(connection):
             if chunk.fresh:
-                rows, duplicates = _drop_earlier_duplicates(connection, plan.job_id, rows)
+                rows, duplicates = _drop_earlier_duplicates(session, plan.job_id, rows)
                 errors += duplicates
                 failed += len(duplicates)
             free_seats, refusal = _free_seats(session, plan, subscription,
@@ -577,7 +588,7 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
                 checkpoint["parts"] = int(checkpoint.get("parts", 0)) + 1
             written = (UPDATE, UNCHANGED)  # new members count once their part is written
         _record_errors(connection, plan.job_id, errors)
-        _stage(connection, plan.job_id, rows, decided.outcome)
+        _stage(connection, plan.job_id, rows, decided)
         for outcome in written:
             summary[COUNTER[outcome]] = summary.get(COUNTER[outcome], 0) + tally[outcome]
         summary["failed"] = summary.get("failed", 0) + failed
@@ -626,13 +637,16 @@ def _unwritten_parts(job_id: int) -> list[int]:
             .order_by(ImportPart.part)).all())
 
 
-def _write_part(plan: Plan, part_no: int, *, recount_seats: bool = False) -> bool:
+def _write_part(plan: Plan, part_no: int, *, careful: bool = False) -> bool:
     """Write one part's new members, invitations and emails with the job's progress.
 
-    The rows are checked once more against the database (someone may have
-    invited one of these people since the plan); a row that lost that race is
-    skipped or reported, never written twice. False if the part was not ours to
-    write: written already, being written by another worker, or the job stopped.
+    Rows whose person had an identity at planning are checked again; a new person
+    someone created meanwhile makes the insert fail on the unique email, and a seat
+    taken meanwhile on a trial makes the seat count refuse. Then the whole part is
+    decided again, ``careful``: every row and seat against the database, in file
+    order. A row that lost such a race is skipped or reported, never written twice.
+    False if the part was not ours to write: written already, being written by
+    another worker, or the job stopped.
     """
     try:
         with session_scope() as session:
@@ -642,15 +656,15 @@ def _write_part(plan: Plan, part_no: int, *, recount_seats: bool = False) -> boo
                 .with_for_update(skip_locked=True)).first()
             if part is None or part.written_at is not None:
                 return False
-            rows = _staged_rows(session, plan.job_id, StagedRow.line.between(
-                part.first_line, part.last_line), StagedRow.outcome == CREATE)
+            rows, known = _part_rows(session, plan.job_id, part)
             free_seats, refusal = None, ""
-            if recount_seats:
+            if careful:
                 free_seats, refusal = _free_seats(
                     session, plan, _subscription(session, plan),
                     _held_seats(session, plan, {}) - part.seats)
             with planned_per_call(session.connection()):
-                decided = _decide(session, plan, rows, free_seats, refusal)
+                decided = _decide(session, plan, rows, free_seats, refusal,
+                                  known=None if careful else known)
             now = utcnow()
             invitations = _write_creates(session, plan, decided, now)
             added = 0
@@ -675,13 +689,23 @@ def _write_part(plan: Plan, part_no: int, *, recount_seats: bool = False) -> boo
             job.heartbeat_at = now
             part.written_at = now
             part.written_by = f"{socket.gethostname()}:{os.getpid()}"[:100]
-    except SeatLimitReached:
-        # A seat the plan held was taken meanwhile (an invite on a trial): decide the
-        # part's seats again, in file order, against the seats really free now.
-        if recount_seats:
+    except (SeatLimitReached, IntegrityError):
+        if careful:
             raise
-        return _write_part(plan, part_no, recount_seats=True)
+        return _write_part(plan, part_no, careful=True)
     return True
+
+
+def _part_rows(session: Session, job_id: int, part: ImportPart
+               ) -> tuple[list[ImportRow], dict[str, int]]:
+    """The part's new members in file order, and the identities the plan found for them."""
+    in_part = (StagedRow.line.between(part.first_line, part.last_line),
+               StagedRow.outcome == CREATE)
+    known = {email: identity_id for email, identity_id in session.execute(
+        select(StagedRow.email, StagedRow.identity_id).where(
+            StagedRow.job_id == job_id, StagedRow.identity_id.is_not(None), *in_part))
+        if identity_id is not None}
+    return _staged_rows(session, job_id, *in_part), known
 
 
 def _restage(session: Session, job_id: int, decided: Outcomes) -> None:
@@ -702,20 +726,62 @@ def _at(checkpoint: dict[str, Any], start: dict[str, Any]) -> bool:
     return all(checkpoint.get(key) == value for key, value in start.items())
 
 
+class SeenEmails:
+    """The emails a job has staged so far, as hashes held by this process.
+
+    Looking every row of a chunk up in the staged rows' index costs more than
+    checking the rows; the set answers "maybe seen" at once and only the maybes
+    are looked up, which also rules out a hash collision and gives the first line.
+    It catches up from the database, so chunks another worker planned count too.
+    """
+
+    def __init__(self) -> None:
+        self.hashes: set[int] = set()
+        self.last_line = 0
+
+    def catch_up(self, connection: Connection, job_id: int) -> None:
+        for line, email in connection.execute(
+                select(StagedRow.line, StagedRow.email)
+                .where(StagedRow.job_id == job_id, StagedRow.line > self.last_line)):
+            self.hashes.add(hash(email))
+            self.last_line = max(self.last_line, line)
+
+    def add(self, rows: Sequence[ImportRow]) -> None:
+        """Rows this process staged, once their transaction has committed."""
+        self.hashes.update(hash(row.email) for row in rows)
+        if rows:
+            self.last_line = max(self.last_line, rows[-1].line)
+
+
+_seen: dict[int, SeenEmails] = {}
+SEEN_JOBS = 4  # jobs whose emails a process keeps; an older one is caught up again
+
+
+def _seen_emails(job_id: int) -> SeenEmails:
+    if job_id not in _seen:
+        while len(_seen) >= SEEN_JOBS:
+            del _seen[next(iter(_seen))]
+        _seen[job_id] = SeenEmails()
+    return _seen[job_id]
+
+
 def _drop_earlier_duplicates(
-    connection: Connection, job_id: int, rows: list[ImportRow]
+    session: Session, job_id: int, rows: list[ImportRow]
 ) -> tuple[list[ImportRow], list[RowError]]:
     """Rows whose email an earlier chunk of the same file already had: the first wins."""
     if not rows:
         return rows, []
-    earlier = dict(connection.execute(
-        select(StagedRow.email, StagedRow.line).where(
-            StagedRow.job_id == job_id,
-            among(connection, StagedRow.email, [row.email for row in rows]))
-    ).all())
-    if not earlier:
-        return rows, []
+    connection = session.connection()
+    seen = _seen_emails(job_id)
+    seen.catch_up(connection, job_id)
+    maybe = [row.email for row in rows if hash(row.email) in seen.hashes]
+    earlier: dict[str, int] = {}
+    if maybe:
+        earlier = dict(connection.execute(
+            select(StagedRow.email, StagedRow.line).where(
+                StagedRow.job_id == job_id, among(connection, StagedRow.email, maybe))).all())
     kept = [row for row in rows if row.email not in earlier]
+    after_commit(session, lambda: seen.add(kept))
     return kept, [_duplicate(row, earlier[row.email]) for row in rows if row.email in earlier]
 
 
@@ -723,20 +789,26 @@ APPLY_CODES = frozenset({"email_taken", "no_seat"})
 
 
 def _decide(session: Session, plan: Plan, rows: Sequence[ImportRow], free_seats: int | None,
-            refusal: str) -> Outcomes:
+            refusal: str, *, known: Mapping[str, int] | None = None) -> Outcomes:
     """Each row's outcome against the database: R2, R7/R8 in file order, skip or update.
 
     ``free_seats`` is how many new seat holders may still come in (None: no limit).
+    ``known``: look at only these identities (email -> id) and take every other row
+    for a new person; inserting one that exists after all fails on the unique email.
     """
     decided = Outcomes()
     if not rows:
         return decided
     connection = session.connection()
-    emails = [row.email for row in rows]
+    looked_up = select(Identity.id, Identity.email, Identity.name,
+                       Identity.password_hash.is_not(None))
+    if known is None:
+        looked_up = looked_up.where(among(connection, Identity.email,
+                                          [row.email for row in rows]))
+    else:
+        looked_up = looked_up.where(among(connection, Identity.id, list(known.values())))
     identities = {email: (identity_id, name, has_login) for identity_id, email, name, has_login
-                  in session.execute(select(Identity.id, Identity.email, Identity.name,
-                                            Identity.password_hash.is_not(None))
-                                     .where(among(connection, Identity.email, emails)))}
+                  in (session.execute(looked_up) if known is None or known else ())}
     ids = [value[0] for value in identities.values()]
     members: dict[int, tuple[int, int, int | None]] = {}
     paid_elsewhere: set[int] = set()
@@ -853,94 +925,72 @@ def _write_creates(session: Session, plan: Plan, decided: Outcomes, now: datetim
         return 0
     connection = session.connection()
     fresh = [row for row in decided.creates if row.email not in decided.identities]
-    insert_rows(connection, Identity,
-                ("email", "name", "language", "phone", "totp_enabled", "created_at",
-                 "updated_at"),
-                ((row.email, row.name or "", row.language, row.phone, False, now, now)
-                 for row in fresh))
-    if fresh:
-        with planned_per_call(connection):
-            found = connection.execute(
-                select(Identity.id, Identity.email)
-                .where(among(connection, Identity.email, [row.email for row in fresh]))
-            ).all()
-        for identity_id, email in found:
-            decided.identities[email] = (identity_id, False)
+    identity_ids = insert_new(
+        connection, Identity,
+        ("email", "name", "language", "phone", "totp_enabled", "created_at", "updated_at"),
+        [(row.email, row.name or "", row.language, row.phone, False, now, now) for row in fresh])
+    for row, identity_id in zip(fresh, identity_ids, strict=True):
+        decided.identities[row.email] = (identity_id, False)
     free_group = plan.group_ids.get(FREE_USERS_GROUP)
-    insert_rows(connection, Membership,
-                ("account_id", "identity_id", "role_id", "group_id", "user_type", "status",
-                 "language", "seasonal_start", "seasonal_end", "invited_by_id", "created_at"),
-                ((plan.account_id, decided.identities[row.email][0],
-                  plan.role_ids[row.role or DEFAULT_ROLE],
-                  free_group if row.user_type == UserType.FREE.value
-                  else (plan.group_ids[row.group] if row.group else None),
-                  row.user_type, MemberStatus.INVITED.value,
-                  row.language or plan.default_language,
-                  row.seasonal_start, row.seasonal_end, plan.inviter_id, now)
-                 for row in decided.creates))
+    members = [(plan.account_id, decided.identities[row.email][0],
+                plan.role_ids[row.role or DEFAULT_ROLE],
+                free_group if row.user_type == UserType.FREE.value
+                else (plan.group_ids[row.group] if row.group else None),
+                row.user_type, MemberStatus.INVITED.value, row.language or plan.default_language,
+                row.seasonal_start, row.seasonal_end, plan.inviter_id, now)
+               for row in decided.creates]
+    member_columns = ("account_id", "identity_id", "role_id", "group_id", "user_type", "status",
+                      "language", "seasonal_start", "seasonal_end", "invited_by_id",
+                      "created_at")
     if not plan.options.invite:
+        insert_rows(connection, Membership, member_columns, members)
         return 0  # members wait as "not sent"; resending an invitation sends the first
-    with planned_per_call(connection):
-        member_ids = dict(connection.execute(
-            select(Membership.identity_id, Membership.id).where(
-                Membership.account_id == plan.account_id,
-                among(connection, Membership.identity_id,
-                      [decided.identities[row.email][0] for row in decided.creates]))
-        ).all())
+    member_ids = insert_new(connection, Membership, member_columns, members)
     return _write_invitations(session, plan, decided, member_ids, now)
 
 
 def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
-                       member_ids: dict[int, int], now: datetime) -> int:
-    """One invitation and one outbox email per new member; the sender is woken once."""
+                       member_ids: list[int], now: datetime) -> int:
+    """One invitation and one outbox email per new member (in ``decided.creates`` order)."""
     config = settings()
     connection = session.connection()
     expires = now + timedelta(days=config.invitation_ttl_days)
-    nonces = {row.email: new_secret() for row in decided.creates}
-    message_ids = {row.email: make_message_id(new_secret()[:24], config.mail_domain)
-                   for row in decided.creates}
-    insert_rows(connection, OutboxEmail,
-                ("account_id", "recipient", "recipient_name", "template", "language",
-                 "context", "message_id", "status", "attempts", "next_attempt_at",
-                 "created_at"),
-                ((plan.account_id, row.email, row.name,
-                  "invite_existing" if decided.identities[row.email][1] else "invite_new",
-                  row.language or plan.default_language,
-                  {"account_name": plan.account_name, "inviter_name": plan.inviter_name,
-                   "invitee_name": row.name, "email": row.email,
-                   "expires_at": expires.isoformat(),
-                   outbox.INVITATION_NONCE: nonces[row.email]},
-                  message_ids[row.email], EmailStatus.QUEUED.value, 0, now, now)
-                 for row in decided.creates))
-    by_message = {message_id: email for email, message_id in message_ids.items()}
-    email_ids: dict[str, int] = {}
-    with planned_per_call(connection):
-        found = connection.execute(
-            select(OutboxEmail.id, OutboxEmail.message_id)
-            .where(among(connection, OutboxEmail.message_id, list(message_ids.values())))
-        ).all()
-    for email_id, message_id in found:
-        email_ids[by_message[message_id]] = email_id
+    nonces = [new_secret() for _ in decided.creates]
+    email_ids = insert_new(
+        connection, OutboxEmail,
+        ("account_id", "recipient", "recipient_name", "template", "language", "context",
+         "message_id", "status", "attempts", "next_attempt_at", "created_at"),
+        [(plan.account_id, row.email, row.name,
+          "invite_existing" if decided.identities[row.email][1] else "invite_new",
+          row.language or plan.default_language,
+          {"account_name": plan.account_name, "inviter_name": plan.inviter_name,
+           "invitee_name": row.name, "email": row.email, "expires_at": expires.isoformat(),
+           outbox.INVITATION_NONCE: nonce},
+          make_message_id(new_secret()[:24], config.mail_domain), EmailStatus.QUEUED.value, 0,
+          now, now)
+         for row, nonce in zip(decided.creates, nonces, strict=True)])
     after_commit(session, outbox.wake_sender)
     insert_rows(connection, Invitation,
                 ("account_id", "membership_id", "email", "token_nonce", "token_hash",
                  "invited_by_id", "existing_identity", "expires_at", "sends", "last_sent_at",
                  "resends_in_window", "last_email_id", "created_at"),
-                ((plan.account_id, member_ids[decided.identities[row.email][0]], row.email,
-                  nonces[row.email],
-                  hash_secret(invitation_token(config.secret_key, nonces[row.email])),
+                ((plan.account_id, member_id, row.email, nonce,
+                  hash_secret(invitation_token(config.secret_key, nonce)),
                   plan.inviter_id, decided.identities[row.email][1], expires, 1, now, 0,
-                  email_ids[row.email], now)
-                 for row in decided.creates))
+                  email_id, now)
+                 for row, member_id, nonce, email_id
+                 in zip(decided.creates, member_ids, nonces, email_ids, strict=True)))
     return len(email_ids)
 
 
 def _stage(connection: Connection, job_id: int, rows: Sequence[ImportRow],
-           outcome: dict[int, str]) -> None:
-    insert_rows(connection, StagedRow, ("job_id", *STAGED_FIELDS, "outcome"),
+           decided: Outcomes) -> None:
+    identities = decided.identities  # new members' existing identities
+    insert_rows(connection, StagedRow, ("job_id", *STAGED_FIELDS, "outcome", "identity_id"),
                 ((job_id, row.line, row.email, row.name, row.role, row.group, row.user_type,
                   row.language, row.phone, row.seasonal_start, row.seasonal_end,
-                  outcome.get(row.line)) for row in rows))
+                  decided.outcome.get(row.line), identities.get(row.email, (None,))[0])
+                 for row in rows))
 
 
 STAGED_FIELDS = ("line", "email", "name", "role", "group", "user_type", "language", "phone",

@@ -300,6 +300,8 @@ class ImportRow(Base):
     seasonal_start: Mapped[date | None] = mapped_column(Date)
     seasonal_end: Mapped[date | None] = mapped_column(Date)
     outcome: Mapped[str | None] = mapped_column(String(16))  # create|update|unchanged|error
+    # A new member's existing identity, as planned (the part's writer checks it again).
+    identity_id: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class ImportPart(Base):

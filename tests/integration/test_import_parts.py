@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from provisioning import imports, jobs
 from provisioning.db import session_scope
-from provisioning.models import ImportPart, Invitation
+from provisioning.models import ImportPart, Invitation, Membership
 from tests.conftest import Stack
 from tests.support.imports import (
     error_keys,
@@ -88,6 +88,27 @@ def test_a_seat_taken_on_a_trial_before_the_write_fails_the_last_row_of_the_part
     assert (done["summary"]["created"], done["summary"]["failed"]) == (3, 1)
     assert error_keys(stack, admin, job_id) == {(5, "row", "no_seat")}
     assert member_count(admin.id) == 5
+
+
+def test_a_known_person_who_took_a_paid_seat_elsewhere_meanwhile_is_refused(stack: Stack):
+    other = stack.create_account()
+    admin = stack.create_account()
+    body, emails = people_csv(2)
+    # A free user elsewhere may join this account as a full member (R2)...
+    assert stack.invite(other, email=emails[1], user_type="free").status_code == 201
+    job_id = plan_one_chunk(stack, admin, body, invite="false")
+    with session_scope() as session:  # ...until the other account makes them a full member
+        session.execute(update(Membership).where(Membership.account_id == other.id,
+                                                 Membership.user_type == "free")
+                        .values(user_type="full"))
+
+    imports.write_part(job_id, 0)
+    jobs.run_job(job_id)
+
+    done = job(stack, admin, job_id)
+    assert (done["summary"]["created"], done["summary"]["failed"]) == (1, 1)
+    assert error_keys(stack, admin, job_id) == {(3, "email", "email_taken")}
+    assert member_count(admin.id) == 2
 
 
 def test_a_part_is_written_once_however_often_its_task_arrives(stack: Stack):

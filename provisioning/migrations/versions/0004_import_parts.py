@@ -32,7 +32,11 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["job_id"], ["jobs.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("job_id", "part"),
     )
+    with op.batch_alter_table("import_rows", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("identity_id", sa.BigInteger(), nullable=True))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("import_rows", schema=None) as batch_op:
+        batch_op.drop_column("identity_id")
     op.drop_table("import_parts")
