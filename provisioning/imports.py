@@ -20,7 +20,7 @@ import socket
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import IO, Any, BinaryIO, cast
@@ -569,8 +569,8 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
                 rows, duplicates = _drop_earlier_duplicates(session, plan.job_id, rows)
                 errors += duplicates
                 failed += len(duplicates)
-            free_seats, refusal = _free_seats(session, plan, subscription,
-                                              _held_seats(session, plan, checkpoint))
+            free_seats, refusal = _free_seats(
+                session, plan, subscription, lambda: _held_seats(session, plan, checkpoint))
             decided = _decide(session, plan, rows, free_seats, refusal)
         errors += decided.errors
         tally = Counter(decided.outcome.values())
@@ -661,7 +661,7 @@ def _write_part(plan: Plan, part_no: int, *, careful: bool = False) -> bool:
             if careful:
                 free_seats, refusal = _free_seats(
                     session, plan, _subscription(session, plan),
-                    _held_seats(session, plan, {}) - part.seats)
+                    lambda: _held_seats(session, plan, {}) - part.seats)
             with planned_per_call(session.connection()):
                 decided = _decide(session, plan, rows, free_seats, refusal,
                                   known=None if careful else known)
@@ -870,9 +870,28 @@ def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id:
 
 
 def _subscription(session: Session, plan: Plan) -> Subscription:
-    """The account's subscription, locked (not in a dry run) so racing invites wait for us."""
-    query = select(Subscription).where(Subscription.account_id == plan.account_id)
-    return session.scalars(query if plan.options.dry_run else query.with_for_update()).one()
+    """The account's subscription, locked when its seats have a cap (not in a dry run).
+
+    Under a cap, invites racing this chunk wait for it; without one, parts being
+    written (which buy seats) go on beside the planner.
+    """
+    subscription = session.scalars(
+        select(Subscription).where(Subscription.account_id == plan.account_id)).one()
+    if not plan.options.dry_run and _seat_cap(subscription)[0] is not None:
+        session.refresh(subscription, with_for_update=True)
+    return subscription
+
+
+def _seat_cap(subscription: Subscription) -> tuple[int | None, str]:
+    """The most seats the account may hold (None: a paid plan buys more), and the refusal."""
+    catalog_plan = plan_named(subscription.plan)
+    if catalog_plan.is_trial:
+        purchased = subscription.seats_purchased
+        return purchased, (f"No seat left: all {purchased} seats of the trial are taken. "
+                           "Choose a paid plan to add more users.")
+    cap = subscription.max_seats if subscription.max_seats is not None \
+        else catalog_plan.max_seats
+    return cap, f"No seat left: the plan allows at most {cap} seats and all are taken."
 
 
 def _held_seats(session: Session, plan: Plan, checkpoint: dict[str, Any]) -> int:
@@ -886,22 +905,14 @@ def _held_seats(session: Session, plan: Plan, checkpoint: dict[str, Any]) -> int
                ImportPart.written_at.is_(None))) or 0
 
 
-def _free_seats(session: Session, plan: Plan, subscription: Subscription, held: int
-                ) -> tuple[int | None, str]:
+def _free_seats(session: Session, plan: Plan, subscription: Subscription,
+                held: Callable[[], int]) -> tuple[int | None, str]:
     """Seats new members may still take (None: no limit, a paid plan buys more), and why not."""
-    catalog_plan = plan_named(subscription.plan)
-    if catalog_plan.is_trial:
-        cap: int | None = subscription.seats_purchased
-        refusal = (f"No seat left: all {cap} seats of the trial are taken. "
-                   "Choose a paid plan to add more users.")
-    else:
-        cap = subscription.max_seats if subscription.max_seats is not None \
-            else catalog_plan.max_seats
-        refusal = f"No seat left: the plan allows at most {cap} seats and all are taken."
+    cap, refusal = _seat_cap(subscription)
     if cap is None:
         return None, ""
     in_use = seats_in_use(session, plan.account_id, utcnow().date())
-    return max(cap - in_use - held, 0), refusal
+    return max(cap - in_use - held(), 0), refusal
 
 
 def _write_updates(session: Session, decided: Outcomes, now: datetime) -> None:
