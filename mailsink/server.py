@@ -9,10 +9,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from aiosmtpd.smtp import SMTP
-
 from mailsink.config import LOG_FORMAT, SinkConfig, parse_config
-from mailsink.smtp import FaultPlan, SinkHandler
+from mailsink.smtp import FaultPlan, SinkHandler, SinkSMTP
 from mailsink.store import MessageStore
 from mailsink.web import HttpServer, create_app
 from mailsink.writer import MessageWriter
@@ -38,7 +36,7 @@ async def serve(config: SinkConfig) -> bool:
     )
     handler = SinkHandler(writer, faults)
     smtp_server = await loop.create_server(
-        lambda: SMTP(handler, hostname=SMTP_HOSTNAME, enable_SMTPUTF8=True, loop=loop),
+        lambda: SinkSMTP(handler, hostname=SMTP_HOSTNAME, enable_SMTPUTF8=True, loop=loop),
         host=config.smtp_host,
         port=config.smtp_port,
     )

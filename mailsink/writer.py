@@ -151,6 +151,7 @@ class MessageWriter(asyncio.Protocol):
         self._frames = _FrameBuffer()
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._sequence = 0
+        self._outgoing = bytearray()
         self._stopping = False
         self._transport: asyncio.Transport | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -184,14 +185,24 @@ class MessageWriter(asyncio.Protocol):
         if self._stopping or self._transport is None or self._transport.is_closing():
             raise WriterStopped("mailsink is shutting down")
         self._sequence += 1
-        stored: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[int] = loop.create_future()
         self._pending[self._sequence] = stored
-        self._transport.write(_frame((self._sequence, delivery)))
+        if not self._outgoing:
+            # One write per turn of the loop: the writer reads it as one batch.
+            loop.call_soon(self._send_outgoing)
+        self._outgoing += _frame((self._sequence, delivery))
         return stored
+
+    def _send_outgoing(self) -> None:
+        if self._transport is not None and not self._transport.is_closing():
+            self._transport.write(bytes(self._outgoing))
+        self._outgoing.clear()
 
     async def close(self) -> None:
         """Accept nothing more, wait until all that is queued is stored, end the process."""
         self._stopping = True
+        self._send_outgoing()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write_eof()  # the writer finishes its queue, then exits
         await self.wait_closed()

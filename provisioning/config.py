@@ -36,6 +36,8 @@ class Settings:
     smtp_host: str
     smtp_port: int
     smtp_timeout: float
+    # SMTP connections each worker process keeps open and sends over at once.
+    smtp_connections: int
     public_url: str
     secret_key: str
     mail_from: str
@@ -46,9 +48,13 @@ class Settings:
     invitation_ttl_days: int
     invitation_resend_interval_seconds: int
     invitation_resends_per_day: int
-    # Outbox: how many emails one task sends over one connection, how long a claim
-    # lasts before another worker may take the row over, and the retry schedule.
+    # Outbox: how many emails one task claims and sends, how long a claim lasts
+    # before another worker may take the row over, and the retry schedule.
     outbox_batch_size: int
+    # Outcomes are marked in groups of at most this many, at most this old; at most
+    # two groups wait unmarked, so a crash resends (same Message-IDs) no more than those.
+    outbox_mark_group_size: int
+    outbox_mark_interval_seconds: float
     outbox_lease_seconds: int
     outbox_max_attempts: int
     outbox_retry_base_seconds: float
@@ -94,6 +100,7 @@ def load_settings() -> Settings:
         smtp_host=_env("SMTP_HOST", "127.0.0.1"),
         smtp_port=_env_int("SMTP_PORT", 1025),
         smtp_timeout=_env_float("SMTP_TIMEOUT", 30.0),
+        smtp_connections=_env_int("SMTP_CONNECTIONS", 8),
         public_url=_env("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
         secret_key=_env("SECRET_KEY", DEVELOPMENT_SECRET_KEY),
         mail_from=_env("MAIL_FROM", "no-reply@provisioner.local"),
@@ -103,7 +110,9 @@ def load_settings() -> Settings:
         invitation_ttl_days=_env_int("INVITATION_TTL_DAYS", 7),
         invitation_resend_interval_seconds=_env_int("INVITATION_RESEND_INTERVAL_SECONDS", 60),
         invitation_resends_per_day=_env_int("INVITATION_RESENDS_PER_DAY", 5),
-        outbox_batch_size=_env_int("OUTBOX_BATCH_SIZE", 50),
+        outbox_batch_size=_env_int("OUTBOX_BATCH_SIZE", 200),
+        outbox_mark_group_size=_env_int("OUTBOX_MARK_GROUP_SIZE", 16),
+        outbox_mark_interval_seconds=_env_float("OUTBOX_MARK_INTERVAL_SECONDS", 0.1),
         outbox_lease_seconds=_env_int("OUTBOX_LEASE_SECONDS", 300),
         outbox_max_attempts=_env_int("OUTBOX_MAX_ATTEMPTS", 12),
         outbox_retry_base_seconds=_env_float("OUTBOX_RETRY_BASE_SECONDS", 5.0),

@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from provisioning.config import settings
@@ -70,11 +70,6 @@ def _session_factory(url: str) -> sessionmaker[Session]:
 
 def new_session() -> Session:
     return _session_factory(settings().database_url)()
-
-
-def autocommit_connection() -> Connection:
-    """A connection where each statement commits by itself: one round trip per write."""
-    return engine().connect().execution_options(isolation_level="AUTOCOMMIT")
 
 
 @contextmanager

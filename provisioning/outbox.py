@@ -2,8 +2,8 @@
 
 Each row is claimed before it is sent, so a task that runs twice (redelivery,
 sweeper, retry) never sends a row twice; the only window left is a worker
-killed after the server accepted the message and before the row was marked,
-and then the resend carries the same Message-ID.
+killed after the server accepted a message and before its group of outcomes
+was marked, and then the resend carries the same Message-ID.
 """
 
 from __future__ import annotations
@@ -11,17 +11,21 @@ from __future__ import annotations
 import logging
 import random
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from queue import Empty, SimpleQueue
 from typing import Any
 
-from sqlalchemy import Connection, and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisioning import dispatch
 from provisioning.config import Settings, settings
-from provisioning.db import after_commit, autocommit_connection, session_scope
+from provisioning.db import after_commit, engine, session_scope
 from provisioning.mail.message import build_message, make_message_id
 from provisioning.mail.sender import DeliveryError, MailSender
 from provisioning.mail.templates import render_email
@@ -67,16 +71,18 @@ def queue_email(
 
 def _claimable(config: Settings) -> Any:
     now = utcnow()
-    lease_expired = now - timedelta(seconds=config.outbox_lease_seconds)
-    return or_(
-        and_(
-            OutboxEmail.status.in_((EmailStatus.QUEUED.value, EmailStatus.DEFERRED.value)),
-            OutboxEmail.next_attempt_at <= now,
-        ),
-        # a worker that died mid-send left its claim behind
-        and_(OutboxEmail.status == EmailStatus.SENDING.value,
-             OutboxEmail.claimed_at < lease_expired),
-    )
+    return or_(_due(now), _abandoned(now, config))
+
+
+def _due(now: datetime) -> Any:
+    return and_(OutboxEmail.status.in_((EmailStatus.QUEUED.value, EmailStatus.DEFERRED.value)),
+                OutboxEmail.next_attempt_at <= now)
+
+
+def _abandoned(now: datetime, config: Settings) -> Any:
+    """Claimed by a worker that died mid-send: the claim outlived its lease."""
+    return and_(OutboxEmail.status == EmailStatus.SENDING.value,
+                OutboxEmail.claimed_at < now - timedelta(seconds=config.outbox_lease_seconds))
 
 
 def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[OutboxEmail]:
@@ -93,33 +99,36 @@ def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Outbo
             .where(OutboxEmail.id.in_(list(ids)), _claimable(config))
             .with_for_update(skip_locked=True)
         ).all()
-    if extra > 0:
+    given, now = len(wanted), utcnow()
+    # Abandoned rows first, then due ones in the due index's order (retries, then
+    # fresh mail, each by due time): a claim reads only the rows it takes, however
+    # many sent rows the table keeps.
+    for others in (select(OutboxEmail.id).where(_abandoned(now, config)),
+                   select(OutboxEmail.id).where(_due(now))
+                   .order_by(OutboxEmail.status, OutboxEmail.next_attempt_at)):
+        room = extra - (len(wanted) - given)
+        if room <= 0:
+            break
         wanted += session.scalars(
-            select(OutboxEmail.id)
-            .where(_claimable(config), OutboxEmail.id.not_in(wanted or [0]))
-            .order_by(OutboxEmail.id)
-            .limit(extra)
+            others.where(OutboxEmail.id.not_in(wanted or [0]))
+            .limit(room)
             .with_for_update(skip_locked=True)
         ).all()
     if not wanted:
         return []
-    token = secrets.token_hex(8)
-    session.execute(
+    claimed = session.scalars(
         update(OutboxEmail)
         .where(OutboxEmail.id.in_(wanted), _claimable(config))
         .values(
             status=EmailStatus.SENDING.value,
-            claim_token=token,
+            claim_token=secrets.token_hex(8),
             claimed_at=utcnow(),
             attempts=OutboxEmail.attempts + 1,
         )
+        .returning(OutboxEmail)
         .execution_options(synchronize_session=False)
-    )
-    return list(
-        session.scalars(
-            select(OutboxEmail).where(OutboxEmail.claim_token == token).order_by(OutboxEmail.id)
-        ).all()
-    )
+    ).all()
+    return sorted(claimed, key=lambda row: row.id)
 
 
 def render(row: OutboxEmail, config: Settings) -> bytes:
@@ -163,58 +172,206 @@ class DeliveryReport:
     retry_in: float = 0.0
 
 
-def deliver(ids: Sequence[int], sender: MailSender, *, extra: int | None = None) -> DeliveryReport:
-    """Send the due rows among ``ids`` (and a batch of other due rows) over one connection.
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one claimed row: its new status and the columns that go with it."""
 
-    Each row is marked, in its own commit, right after the server took it, so a
-    crash can repeat at most the one message in flight.
+    row_id: int
+    claim_token: str
+    status: EmailStatus
+    values: dict[str, Any]
+    retry_in: float = 0.0
+
+
+class MarkingFailed(RuntimeError):
+    """Outcomes could not be written; their rows stay claimed until the lease runs out."""
+
+
+def deliver(ids: Sequence[int], senders: Sequence[MailSender], *,
+            extra: int | None = None) -> DeliveryReport:
+    """Send the due rows among ``ids`` (and a batch of other due rows) over several connections.
+
+    Each connection has a thread that takes the next claimed row, renders and
+    sends it; outcomes are marked in small groups (``GroupedMarks``), so a crash
+    can repeat at most those groups and the messages in flight, each under its
+    own Message-ID.
     """
     config = settings()
     batch = config.outbox_batch_size if extra is None else extra
-    report = DeliveryReport()
+    lease_ends = time.monotonic() + config.outbox_lease_seconds
     with session_scope() as session:
         rows = claim(session, ids, extra=max(batch - len(ids), 0))
     if batch and len(rows) >= batch:
         # More may be waiting: let another worker process start on the next batch now.
         dispatch.send_task(SEND_TASK, [])
-    with autocommit_connection() as marks:
-        for row in rows:
-            try:
-                message = render(row, config)
-                response = sender.send(config.mail_from, row.recipient, message)
-            except DeliveryError as exc:
-                _record_failure(marks, row, exc, config, report)
-            except Exception as exc:  # a template or data fault: retrying will not fix it
-                log.exception("email %s could not be built", row.id)
-                failure = DeliveryError(f"cannot build message: {exc}", permanent=True)
-                _record_failure(marks, row, failure, config, report)
-            else:
-                _mark(marks, row, status=EmailStatus.SENT, sent_at=utcnow(),
-                      provider_response=response, last_error=None)
-                report.sent.append(row.id)
+    report = DeliveryReport()
+    marks = GroupedMarks(write_marks, report, size=config.outbox_mark_group_size,
+                         interval=config.outbox_mark_interval_seconds)
+    try:
+        _send_over(senders, rows, marks, config, lease_ends)
+    finally:
+        marks.close()  # what the server took is marked even when a connection's thread failed
     return report
 
 
-def _record_failure(marks: Connection, row: OutboxEmail, error: DeliveryError,
-                    config: Settings, report: DeliveryReport) -> None:
-    if error.permanent or row.attempts >= config.outbox_max_attempts:
-        _mark(marks, row, status=EmailStatus.FAILED, last_error=str(error))
-        report.failed.append(row.id)
+def _send_over(senders: Sequence[MailSender], rows: Sequence[OutboxEmail], marks: GroupedMarks,
+               config: Settings, lease_ends: float) -> None:
+    """One thread per connection (no more than there are rows), each taking the next row.
+
+    Once the claim's lease has run out another worker may claim the rows left,
+    so none is started after that; they go with that worker's claim.
+    """
+    waiting: SimpleQueue[OutboxEmail] = SimpleQueue()
+    for row in rows:
+        waiting.put(row)
+
+    def send_while_rows_wait(sender: MailSender) -> None:
+        while time.monotonic() < lease_ends:
+            try:
+                row = waiting.get_nowait()
+            except Empty:
+                return
+            marks.record(_send_one(row, sender, config))
+
+    connections = senders[: len(rows)]
+    if not connections:
         return
+    with ThreadPoolExecutor(len(connections), thread_name_prefix="smtp") as pool:
+        for done in [pool.submit(send_while_rows_wait, sender) for sender in connections]:
+            done.result()
+
+
+def _send_one(row: OutboxEmail, sender: MailSender, config: Settings) -> Outcome:
+    """Render and send one claimed row; what to mark it, whatever happened."""
+    try:
+        message = render(row, config)
+        response = sender.send(config.mail_from, row.recipient, message)
+    except DeliveryError as exc:
+        return _failure(row, exc, config)
+    except Exception as exc:  # a template or data fault: retrying will not fix it
+        log.exception("email %s could not be built", row.id)
+        return _failure(row, DeliveryError(f"cannot build message: {exc}", permanent=True),
+                        config)
+    return _outcome(row, EmailStatus.SENT, sent_at=utcnow(), provider_response=response,
+                    last_error=None)
+
+
+def _failure(row: OutboxEmail, error: DeliveryError, config: Settings) -> Outcome:
+    if error.permanent or row.attempts >= config.outbox_max_attempts:
+        return _outcome(row, EmailStatus.FAILED, last_error=str(error))
     delay = retry_delay(row.attempts, config)
-    _mark(marks, row, status=EmailStatus.DEFERRED, last_error=str(error),
-          next_attempt_at=utcnow() + timedelta(seconds=delay))
-    report.deferred.append(row.id)
-    report.retry_in = max(report.retry_in, delay)
+    outcome = _outcome(row, EmailStatus.DEFERRED, last_error=str(error),
+                       next_attempt_at=utcnow() + timedelta(seconds=delay))
+    return replace(outcome, retry_in=delay)
 
 
-def _mark(marks: Connection, row: OutboxEmail, *, status: EmailStatus, **values: Any) -> None:
-    """Record one outcome at once (its own commit); only the claim's holder may."""
-    marks.execute(
-        update(OutboxEmail)
-        .where(OutboxEmail.id == row.id, OutboxEmail.claim_token == row.claim_token)
-        .values(status=status.value, **values)
-    )
+def _outcome(row: OutboxEmail, status: EmailStatus, **values: Any) -> Outcome:
+    assert row.claim_token is not None, "only a claimed row is sent"
+    return Outcome(row.id, row.claim_token, status, values)
+
+
+class GroupedMarks:
+    """Outcomes written in small groups, from a thread of their own.
+
+    A group is written, in one transaction, once it holds ``size`` outcomes or
+    its oldest outcome has waited ``interval`` seconds, and on ``close``. While a
+    full group waits for the one being written, recording waits too, so at most
+    two groups are ever unmarked: a crash resends no more than those, each under
+    its own Message-ID. If writing fails, ``record`` and ``close`` raise, so the
+    connections stop sending what could not be marked.
+    """
+
+    def __init__(self, write: Callable[[list[Outcome]], None], report: DeliveryReport, *,
+                 size: int, interval: float) -> None:
+        self._write = write
+        self._report = report
+        self._size = max(size, 1)
+        self._interval = interval
+        self._waiting: list[Outcome] = []
+        self._oldest = 0.0
+        self._closing = False
+        self._error: Exception | None = None
+        self._changed = threading.Condition()
+        self._writer = threading.Thread(target=self._write_groups, name="outbox-marks",
+                                        daemon=True)
+        self._writer.start()
+
+    def record(self, outcome: Outcome) -> None:
+        """Queue one row's outcome for the next group."""
+        with self._changed:
+            while len(self._waiting) >= self._size and self._error is None:
+                self._changed.wait()
+            if self._error is not None:
+                raise MarkingFailed("earlier outcomes could not be marked") from self._error
+            if not self._waiting:
+                self._oldest = time.monotonic()
+            self._waiting.append(outcome)
+            _add_to_report(self._report, outcome)
+            if len(self._waiting) in (1, self._size):  # start the interval, or write now
+                self._changed.notify_all()
+
+    def close(self) -> None:
+        """Write what is left and stop; raises if any group could not be written."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        self._writer.join()
+        if self._error is not None:
+            raise MarkingFailed("outcomes could not be marked") from self._error
+
+    def _write_groups(self) -> None:
+        while group := self._next_group():
+            try:
+                self._write(group)
+            except Exception as exc:
+                log.exception("could not mark %d sent email(s)", len(group))
+                with self._changed:
+                    self._error = exc
+                    self._changed.notify_all()
+                return
+
+    def _next_group(self) -> list[Outcome]:
+        """Wait until a group is due; empty once closing and nothing is left."""
+        with self._changed:
+            while not self._closing and len(self._waiting) < self._size:
+                due_in = self._oldest + self._interval - time.monotonic()
+                if self._waiting and due_in <= 0:
+                    break
+                self._changed.wait(due_in if self._waiting else None)
+            group, self._waiting = self._waiting, []
+            self._changed.notify_all()  # recording may go on
+            return group
+
+
+def _add_to_report(report: DeliveryReport, outcome: Outcome) -> None:
+    if outcome.status is EmailStatus.SENT:
+        report.sent.append(outcome.row_id)
+    elif outcome.status is EmailStatus.FAILED:
+        report.failed.append(outcome.row_id)
+    else:
+        report.deferred.append(outcome.row_id)
+        report.retry_in = max(report.retry_in, outcome.retry_in)
+
+
+# The SET columns come from each parameter set's keys (status and the outcome's values).
+_MARK = update(OutboxEmail).where(
+    OutboxEmail.id == bindparam("row_id"), OutboxEmail.claim_token == bindparam("token")
+)
+
+
+def write_marks(group: list[Outcome]) -> None:
+    """Mark a group of outcomes in one transaction; only the claim's holder may.
+
+    One executemany per kind of outcome (each kind sets its own columns).
+    """
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for outcome in group:
+        by_columns.setdefault(tuple(outcome.values), []).append(
+            {"row_id": outcome.row_id, "token": outcome.claim_token,
+             "status": outcome.status.value, **outcome.values})
+    with engine().begin() as connection:
+        for parameters in by_columns.values():
+            connection.execute(_MARK, parameters)
 
 
 def stranded_ids(session: Session, *, grace_seconds: float = 10.0,

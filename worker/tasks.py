@@ -16,22 +16,22 @@ from worker.celery_app import app
 
 log = logging.getLogger(__name__)
 
-_sender: SmtpSender | None = None
+_senders: list[SmtpSender] = []
 
 
-def smtp_sender() -> SmtpSender:
-    """This process's SMTP connection, opened once and reused by every send task."""
-    global _sender
-    if _sender is None:
+def smtp_senders() -> list[SmtpSender]:
+    """This process's SMTP connections, each opened on first use and reused by every send task."""
+    if not _senders:
         config = settings()
-        _sender = SmtpSender(config.smtp_host, config.smtp_port, config.smtp_timeout)
-    return _sender
+        _senders.extend(SmtpSender(config.smtp_host, config.smtp_port, config.smtp_timeout)
+                        for _ in range(max(config.smtp_connections, 1)))
+    return _senders
 
 
 @worker_process_shutdown.connect
 def _close_smtp(**_: Any) -> None:
-    if _sender is not None:
-        _sender.close()
+    for sender in _senders:
+        sender.close()
 
 
 @worker_ready.connect
@@ -46,7 +46,7 @@ def _recover_on_start(**_: Any) -> None:
 
 @app.task(name=outbox.SEND_TASK, bind=True, acks_late=True)
 def send_emails(self: Task, ids: list[int]) -> dict[str, int]:
-    report = outbox.deliver(ids, smtp_sender())
+    report = outbox.deliver(ids, smtp_senders())
     if report.deferred:
         # Stay under the broker's visibility timeout; the sweeper covers longer waits.
         countdown = min(report.retry_in, settings().broker_visibility_timeout / 2)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from babel.messages.pofile import read_po
@@ -205,6 +205,19 @@ def test_expiry_is_written_the_way_the_language_writes_dates(language: str) -> N
     assert LONG_DATE[language] in from_datetime.text
     assert "UTC" in from_datetime.text
     assert from_text == from_datetime
+
+
+def test_the_same_instant_reads_in_its_own_zone_and_seconds_never_show() -> None:
+    # Each formatted minute is kept: equal instants in other zones must not share it.
+    three_hours_east = EXPIRES_AT.astimezone(timezone(timedelta(hours=3)))
+    utc = render_email("invite_new", "en", invitation()).text
+    east = render_email("invite_new", "en", invitation(expires_at=three_hours_east)).text
+    seconds_later = render_email(
+        "invite_new", "en", invitation(expires_at=EXPIRES_AT + timedelta(seconds=59))
+    ).text
+    assert "12:00\u202fPM UTC" in utc
+    assert "3:00\u202fPM +0300" in east
+    assert seconds_later == utc
 
 
 def test_unknown_language_is_refused() -> None:

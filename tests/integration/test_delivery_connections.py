@@ -1,0 +1,271 @@
+"""Several SMTP connections per worker, outcomes marked in groups: each email still arrives once.
+
+The send path runs in this process (``outbox.deliver``) against PostgreSQL, with the
+real sink or, to make connections fail on cue, a small aiosmtpd server of the test's own.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from aiosmtpd.controller import Controller
+from sqlalchemy import select
+
+from provisioning import outbox
+from provisioning.config import settings
+from provisioning.db import session_scope
+from provisioning.mail.sender import DeliveryError, SmtpSender
+from provisioning.models import OutboxEmail, utcnow
+from tests.conftest import Stack
+from tests.support.processes import free_port, wait_until
+
+CONNECTIONS = 4
+EMAILS = 120  # dozens of emails for each connection, several groups of outcomes
+
+
+@pytest.fixture(scope="module")
+def quiet_stack(make_stack: Any) -> Stack:
+    """No worker: the test runs the send path itself. A short lease: abandoned rows return soon."""
+    return make_stack(worker=False, outbox_lease_seconds="1")
+
+
+def queue_invitations(count: int) -> list[str]:
+    """``count`` invitation emails in the outbox; their addresses."""
+    run = uuid.uuid4().hex[:8]
+    addresses = [f"conn{i}.{run}@example.com" for i in range(count)]
+    expires_at = (utcnow() + timedelta(days=7)).isoformat()
+    with session_scope() as session:
+        for address in addresses:
+            outbox.queue_email(
+                session, account_id=None, recipient=address, recipient_name=None,
+                template="invite_new", language="en",
+                context={"account_name": "Acme", "inviter_name": "Ada", "invitee_name": None,
+                         "email": address, "expires_at": expires_at,
+                         outbox.INVITATION_NONCE: uuid.uuid4().hex})
+    return addresses
+
+
+def rows_for(addresses: list[str]) -> list[OutboxEmail]:
+    with session_scope() as session:
+        return list(session.scalars(
+            select(OutboxEmail).where(OutboxEmail.recipient.in_(addresses))).all())
+
+
+def all_marked_sent(addresses: list[str]) -> bool:
+    return {row.status for row in rows_for(addresses)} == {"sent"}
+
+
+def send_until_all_sent(addresses: list[str], senders: list[SmtpSender]) -> None:
+    """Run the send task's body until every row is sent (retries and abandoned claims included)."""
+    def sent() -> bool:
+        outbox.deliver([], senders)
+        return all_marked_sent(addresses)
+
+    wait_until(sent, timeout=60, interval=0.1, message="every email marked sent")
+
+
+@pytest.fixture()
+def senders_to() -> Iterator[Any]:
+    """Opens SMTP connections to a port; closes them after the test."""
+    opened: list[SmtpSender] = []
+
+    def open_senders(port: int, count: int = CONNECTIONS) -> list[SmtpSender]:
+        opened.extend(SmtpSender("127.0.0.1", port, timeout=10) for _ in range(count))
+        return opened[-count:]
+
+    yield open_senders
+    for sender in opened:
+        sender.close()
+
+
+def test_several_connections_deliver_a_batch_exactly_once(quiet_stack: Stack,
+                                                          senders_to: Any) -> None:
+    addresses = queue_invitations(EMAILS)
+    send_until_all_sent(addresses, senders_to(quiet_stack.sink.smtp_port))
+
+    deliveries = quiet_stack.sink.deliveries()
+    assert {address: deliveries.get(address) for address in addresses} == {
+        address: (1, 1) for address in addresses}, "one message, delivered once, per address"
+    rows = rows_for(addresses)
+    assert all(row.provider_response.startswith("250 ") for row in rows)
+    assert all(row.attempts == 1 and row.sent_at is not None for row in rows)
+
+
+def test_marks_that_cannot_be_written_leave_rows_to_resend_under_the_same_message_id(
+        quiet_stack: Stack, senders_to: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    addresses = queue_invitations(EMAILS)
+    written = Counter[str]()
+    real_write = outbox.write_marks
+
+    def database_gone_after_the_first_group(group: list[outbox.Outcome]) -> None:
+        written["groups"] += 1
+        if written["groups"] > 1:
+            raise ConnectionError("the database went away")
+        real_write(group)
+
+    monkeypatch.setattr(outbox, "write_marks", database_gone_after_the_first_group)
+    senders = senders_to(quiet_stack.sink.smtp_port)
+    with pytest.raises(outbox.MarkingFailed):
+        outbox.deliver([], senders)
+    unmarked = [row for row in rows_for(addresses) if row.status == "sending"]
+    assert unmarked, "some emails were accepted by the server but not marked"
+
+    monkeypatch.setattr(outbox, "write_marks", real_write)
+    send_until_all_sent(addresses, senders)  # once the lease runs out, they go again
+
+    deliveries = quiet_stack.sink.deliveries()
+    assert all(deliveries[address][0] == 1 for address in addresses), \
+        "a resend is the same message (same Message-ID), never a second one"
+    resent = [address for address in addresses if deliveries[address][1] > 1]
+    assert resent, "the rows left claimed were sent again"
+    assert set(resent) <= {row.recipient for row in unmarked}
+
+
+class SlowFirstSend:
+    """A connection whose first message takes longer than the claim's lease."""
+
+    def __init__(self, sender: SmtpSender, lease_seconds: float) -> None:
+        self.sender = sender
+        self.lease_seconds = lease_seconds
+        self.sent = 0
+
+    def send(self, sender: str, recipient: str, message: bytes) -> str:
+        if not self.sent:
+            started = time.monotonic()
+            wait_until(lambda: time.monotonic() - started > self.lease_seconds,
+                       message="the lease to run out")
+        self.sent += 1
+        return self.sender.send(sender, recipient, message)
+
+
+def test_rows_left_when_the_lease_runs_out_go_once_with_the_next_claim(
+        quiet_stack: Stack, senders_to: Any) -> None:
+    addresses = queue_invitations(10)
+    [connection] = senders_to(quiet_stack.sink.smtp_port, count=1)
+    slow = SlowFirstSend(connection, settings().outbox_lease_seconds)
+    outbox.deliver([], [slow])
+    assert slow.sent == 1, "nothing is started once another worker may claim the rows"
+
+    send_until_all_sent(addresses, [connection])
+    deliveries = quiet_stack.sink.deliveries()
+    assert {address: deliveries.get(address) for address in addresses} == {
+        address: (1, 1) for address in addresses}
+
+
+class HangsUpSometimes:
+    """An SMTP server that stores every message and hangs up on every ``every``-th,
+    after storing it and before answering: the client cannot know it arrived."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self.stored: Counter[str] = Counter()
+        self.hang_ups = 0
+        self.lock = threading.Lock()
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        message_id = re.search(rb"^Message-ID: (\S+)", envelope.content, re.MULTILINE | re.I)
+        assert message_id is not None
+        with self.lock:
+            self.stored[message_id.group(1).decode()] += 1
+            hang_up = sum(self.stored.values()) % self.every == 0
+            self.hang_ups += hang_up
+        if hang_up:
+            server.transport.close()
+        return "250 2.0.0 stored"
+
+
+def test_a_connection_dropped_mid_batch_is_reopened_and_nothing_is_lost(
+        quiet_stack: Stack, senders_to: Any) -> None:
+    addresses = queue_invitations(EMAILS)
+    server = HangsUpSometimes(every=7)
+    controller = Controller(server, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        send_until_all_sent(addresses, senders_to(controller.port))
+    finally:
+        controller.stop()
+
+    rows = rows_for(addresses)
+    assert set(server.stored) == {row.message_id for row in rows}, "every email arrived"
+    assert any(count > 1 for count in server.stored.values()), "some connections were dropped"
+    # Only a message whose answer was lost went again, on a fresh connection, under its own id.
+    assert sum(server.stored.values()) - len(rows) <= server.hang_ups
+
+
+class Refuses:
+    """An SMTP server that refuses the first ``command`` with ``reply``, then takes everything;
+    it offers PIPELINING when asked to."""
+
+    def __init__(self, command: str, reply: str, *, pipelining: bool) -> None:
+        self.command = command
+        self.reply = reply
+        self.pipelining = pipelining
+        self.refusals_left = 1
+        self.stored: list[bytes] = []
+
+    def refuses(self, command: str) -> bool:
+        if command != self.command or not self.refusals_left:
+            return False
+        self.refusals_left -= 1
+        return True
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        if self.refuses("MAIL"):
+            return self.reply
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        if self.refuses("RCPT"):
+            return self.reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.refuses("DATA"):
+            return self.reply
+        self.stored.append(envelope.content)
+        return "250 2.0.0 stored"
+
+
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one at a time"])
+@pytest.mark.parametrize(("command", "reply", "permanent"), [
+    ("MAIL", "451 4.3.0 try later", False),
+    ("RCPT", "550 5.1.1 no such user", True),
+    ("DATA", "452 4.3.1 out of space", False),
+])
+def test_a_refusal_names_the_reply_and_the_connection_goes_on(
+        command: str, reply: str, permanent: bool, pipelining: bool) -> None:
+    server = Refuses(command, reply, pipelining=pipelining)
+    controller = Controller(server, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    sender = SmtpSender("127.0.0.1", controller.port, timeout=10)
+    try:
+        with pytest.raises(DeliveryError) as refused:
+            sender.send("no-reply@example.com", "first@example.com", b"Subject: one\r\n\r\nx\r\n")
+        assert str(refused.value) == reply
+        assert refused.value.permanent is permanent
+        answer = sender.send("no-reply@example.com", "second@example.com",
+                             b"Subject: two\r\n\r\n.a line that starts with a period\r\n")
+        assert answer == "250 2.0.0 stored"
+        assert server.stored == [b"Subject: two\r\n\r\n.a line that starts with a period\r\n"]
+    finally:
+        sender.close()
+        controller.stop()
