@@ -62,7 +62,8 @@ class Authentication:
         bearer = _bearer(req)
         if bearer is None and mode == "optional":
             return
-        req.context.actor = authenticate(req.context.session, bearer)
+        # the account the URL names: its admin check rides on the token lookup
+        req.context.actor = authenticate(req.context.session, bearer, params.get("account_id"))
 
 
 def _bearer(req: falcon.Request) -> str | None:

@@ -4,9 +4,13 @@ Starts throwaway PostgreSQL and Redis, the real mailsink, gunicorn serving the A
 and one Celery worker process of concurrency 2. Sends N invitations through the
 HTTP API and times until the sink holds all N. The floor, measured in the same
 run against the same sink: smtplib sending the same number of rendered messages
-over one reused connection.
+over one reused connection. The send path alone (emails already queued) has its own
+floor: smtplib over as many connections at once as the worker opens.
 
-    python bench/invitations.py [--invitations 10000] [--clients 8]
+    python bench/invitations.py [--invitations 10000] [--clients 8] [--api-only]
+
+With ``--api-only`` no worker runs: the API is timed alone (nothing else competes
+for the CPU) and the emails stay queued.
 
 Last line: {"bench": "invitations", "invitations_per_s": …, "floor_per_s": …, "ratio": …}
 """
@@ -40,14 +44,17 @@ from tests.support.servers import (  # noqa: E402
     start_worker,
 )
 
+WORKER_PROCESSES = 2  # one worker, prefork concurrency 2
+
 
 def sink_total(sink: MailSink) -> int:
     page = sink.http.get("/api/messages", params={"limit": 1}).raise_for_status().json()
     return int(page["total"])
 
 
-def measure_floor(sink: MailSink, count: int) -> float:
-    """Raw SMTP: the same kind of rendered invitation, one reused connection."""
+def measure_floor(sink: MailSink, count: int, connections: int = 1) -> float:
+    """Raw SMTP: the same kind of rendered invitation, over reused connections used at once
+    (one thread each, the messages split between them)."""
     from provisioning.mail.message import build_message, make_message_id
     from provisioning.mail.templates import render_email
 
@@ -64,11 +71,16 @@ def measure_floor(sink: MailSink, count: int) -> float:
             message_id=make_message_id(uuid.uuid4().hex, "bench.example.com"),
             sender="no-reply@bench.example.com", recipient=email, subject=rendered.subject,
             text=rendered.text, html=rendered.html)))
+
+    def send(share: list[tuple[str, bytes]]) -> None:
+        with smtplib.SMTP("127.0.0.1", sink.smtp_port) as connection:
+            for email, message in share:
+                connection.sendmail("no-reply@bench.example.com", [email], message)
+
     sink.clear()
     started = time.perf_counter()
-    with smtplib.SMTP("127.0.0.1", sink.smtp_port) as connection:
-        for email, message in messages:
-            connection.sendmail("no-reply@bench.example.com", [email], message)
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(send, [messages[i::connections] for i in range(connections)]))
     elapsed = time.perf_counter() - started
     assert sink_total(sink) == count
     sink.clear()
@@ -110,6 +122,8 @@ def main() -> None:
     parser.add_argument("--invitations", type=int, default=10_000)
     parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
     parser.add_argument("--web-workers", type=int, default=4, help="gunicorn sync workers")
+    parser.add_argument("--api-only", action="store_true",
+                        help="time the API alone: no worker, the emails stay queued")
     args = parser.parse_args()
     count = args.invitations
 
@@ -132,6 +146,7 @@ def main() -> None:
         }
         os.environ.update(env)
         from provisioning.accounts import create_account
+        from provisioning.config import settings
         from provisioning.db import session_scope
         from provisioning.migrate import upgrade
 
@@ -140,11 +155,17 @@ def main() -> None:
             account = create_account(session, name="Bench", admin_email="admin@bench.example.com",
                                      admin_password="bench password", plan="base",
                                      seats=count + 1)
-        floor = measure_floor(sink, min(count, 5000))
-        print(f"floor: raw smtplib, one connection: {floor:,.0f} msgs/s")
-
-        worker = start_worker(work, {**os.environ, **env}, concurrency=2, beat=False)
-        started.append(worker)
+        if not args.api_only:
+            floor = measure_floor(sink, min(count, 5000))
+            print(f"floor: raw smtplib, one connection: {floor:,.0f} msgs/s")
+            # The send path's own floor: as many connections at once as the worker opens.
+            connections = WORKER_PROCESSES * settings().smtp_connections
+            send_floor = measure_floor(sink, min(count, 5000), connections)
+            print(f"send-path floor: raw smtplib, {connections} connections at once: "
+                  f"{send_floor:,.0f} msgs/s")
+            worker = start_worker(work, {**os.environ, **env}, concurrency=WORKER_PROCESSES,
+                                  beat=False)
+            started.append(worker)
         web = ManagedProcess("gunicorn", [
             str(VENV_BIN / "gunicorn"), "api.wsgi:app", "--bind", f"127.0.0.1:{api_port}",
             "--workers", str(args.web_workers), "--log-level", "warning"],
@@ -179,6 +200,10 @@ def main() -> None:
         assert statuses.count(201) == count, {s: statuses.count(s) for s in set(statuses)}
         print(f"API: {count} invitations accepted in {api_done:.1f}s "
               f"({count / api_done:,.0f}/s)")
+        if args.api_only:
+            print(json.dumps({"bench": "invitations", "api_only": True,
+                              "api_invitations_per_s": round(count / api_done, 1)}))
+            return
         wait_until(lambda: sink_total(sink) >= count, timeout=max(600, count / 10),
                    interval=0.2, message="every invitation in the sink")
         elapsed = time.perf_counter() - begin
@@ -189,11 +214,12 @@ def main() -> None:
         print(f"ratio to floor: {ratio:.2f}")
         drain = measure_drain(sink, count)
         print(f"send path alone: {count} queued invitation emails to the sink: "
-              f"{drain:,.0f} emails/s ({drain / floor:.2f} of the floor)")
+              f"{drain:,.0f} emails/s ({drain / send_floor:.2f} of the send-path floor)")
         print(json.dumps({"bench": "invitations", "invitations_per_s": round(rate, 1),
                           "floor_per_s": round(floor, 1), "ratio": round(ratio, 3),
                           "api_invitations_per_s": round(count / api_done, 1),
-                          "send_path_emails_per_s": round(drain, 1)}))
+                          "send_path_emails_per_s": round(drain, 1),
+                          "send_path_floor_per_s": round(send_floor, 1)}))
     finally:
         for process in reversed(started):
             process.stop()

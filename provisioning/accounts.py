@@ -97,6 +97,7 @@ def create_account(
                 plan=plan,
                 period=period,
                 seats_purchased=purchased,
+                full_seats_taken=1,  # the first admin, below
                 current_period_start=now,
                 current_period_end=now + timedelta(days=PERIOD_DAYS[period]),
                 trial_ends_at=now + timedelta(days=chosen.trial_days) if chosen.is_trial else None,

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
 from provisioning.models import AuditEntry
+
+_INSERT = insert(AuditEntry).inline()  # nothing reads its id: no RETURNING
 
 
 def record(
@@ -21,15 +24,14 @@ def record(
     before: dict[str, Any] | None = None,
     after: dict[str, Any] | None = None,
 ) -> None:
-    session.add(
-        AuditEntry(
-            account_id=account_id,
-            actor_id=actor_id,
-            actor_label=actor_label,
-            action=action,
-            target_type=target_type,
-            target_id=None if target_id is None else str(target_id),
-            before=before,
-            after=after,
-        )
-    )
+    """Written at once in the caller's transaction: a Core insert, as nothing reads it back."""
+    session.connection().execute(_INSERT, {
+        "account_id": account_id,
+        "actor_id": actor_id,
+        "actor_label": actor_label,
+        "action": action,
+        "target_type": target_type,
+        "target_id": None if target_id is None else str(target_id),
+        "before": before,
+        "after": after,
+    })

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import pyotp
-from sqlalchemy import select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from provisioning import audit
@@ -29,6 +31,35 @@ MANAGE_USERS = "users.manage"
 
 
 @dataclass(frozen=True)
+class AdministeredAccount:
+    """What a service needs to know of the account an admin acts in."""
+
+    id: int
+    name: str
+    default_language: str
+    seasonal_seats: int
+
+
+@dataclass(frozen=True)
+class Standing:
+    """An identity's membership of one account: what R1 looks at."""
+
+    account_id: int
+    account: AdministeredAccount | None  # None: not a member of it
+    status: str | None
+    role: str | None
+    permissions: list[str] | None
+
+    @classmethod
+    def of(cls, account_id: int, row: Sequence[Any]) -> Standing:
+        """From the columns of ``_STANDING``; all null when the identity is not a member."""
+        key, name, language, seasonal_seats, status, role, permissions = row
+        account = (None if key is None
+                   else AdministeredAccount(key, name, language, seasonal_seats))
+        return cls(account_id, account, status, role, permissions)
+
+
+@dataclass(frozen=True)
 class Actor:
     """Who is making a request: an identity, maybe restricted to one account (API keys)."""
 
@@ -37,6 +68,8 @@ class Actor:
     name: str
     token_id: int
     account_id: int | None = None
+    # Its standing in the account the request names, read with the token (one query).
+    standing: Standing | None = field(default=None, compare=False, repr=False)
 
     @property
     def label(self) -> str:
@@ -110,23 +143,39 @@ def _issue(
     return IssuedToken(id=row.id, token=secret, expires_at=expires_at)
 
 
-def authenticate(session: Session, bearer: str | None) -> Actor:
-    """The actor behind a bearer token, or NotAuthenticated."""
+# Built once: building a statement per request costs more than running it.
+_STANDING = (Account.id, Account.name, Account.default_language, Account.seasonal_seats,
+             Membership.status, Role.name, Role.permissions)
+_TOKEN_AND_STANDING = (
+    select(ApiToken.id, ApiToken.account_id, ApiToken.revoked_at, ApiToken.expires_at,
+           Identity.id, Identity.email, Identity.name, *_STANDING)
+    .join(Identity, Identity.id == ApiToken.identity_id)
+    .outerjoin(Membership, and_(Membership.identity_id == Identity.id,
+                                Membership.account_id == bindparam("account_id")))
+    .outerjoin(Account, Account.id == Membership.account_id)
+    .outerjoin(Role, Role.id == Membership.role_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
+def authenticate(session: Session, bearer: str | None, account_id: int | None = None) -> Actor:
+    """The actor behind a bearer token, or NotAuthenticated.
+
+    With ``account_id`` (the account a request names) the same query reads the
+    actor's standing there, so ``require_admin`` costs no round trip of its own.
+    """
     if not bearer:
         raise NotAuthenticated("Send a bearer token in the Authorization header.")
-    row = session.execute(
-        select(ApiToken.id, ApiToken.account_id, ApiToken.revoked_at, ApiToken.expires_at,
-               Identity.id, Identity.email, Identity.name)
-        .join(Identity, Identity.id == ApiToken.identity_id)
-        .where(ApiToken.token_hash == hash_secret(bearer))
-    ).first()
+    row = session.connection().execute(_TOKEN_AND_STANDING, {
+        "token_hash": hash_secret(bearer), "account_id": account_id}).first()
     if row is None:
         raise NotAuthenticated("The token is not valid.", code="invalid_token")
-    token_id, account_id, revoked_at, expires_at, identity_id, email, name = row
+    token_id, key_account_id, revoked_at, expires_at, identity_id, email, name = row[:7]
     if revoked_at is not None or (expires_at is not None and expires_at <= utcnow()):
         raise NotAuthenticated("The token has expired or was revoked.", code="invalid_token")
+    standing = None if account_id is None else Standing.of(account_id, row[7:])
     return Actor(identity_id=identity_id, email=email, name=name, token_id=token_id,
-                 account_id=account_id)
+                 account_id=key_account_id, standing=standing)
 
 
 def logout(session: Session, actor: Actor) -> None:
@@ -135,24 +184,30 @@ def logout(session: Session, actor: Actor) -> None:
     )
 
 
-def require_admin(session: Session, actor: Actor, account_id: int) -> Account:
+def require_admin(session: Session, actor: Actor, account_id: int) -> AdministeredAccount:
     """R1: the account, if ``actor`` administers it; another account's answers 404."""
     if actor.account_id is not None and actor.account_id != account_id:
         raise NotFound("No such account.")
-    row = session.execute(
-        select(Account, Membership.status, Role.name, Role.permissions)
+    standing = actor.standing
+    if standing is None or standing.account_id != account_id:
+        standing = _standing(session, actor.identity_id, account_id)
+    if standing.account is None:
+        raise NotFound("No such account.")
+    if standing.status != MemberStatus.ACTIVE.value:
+        raise Forbidden("Your membership of this account is not active.")
+    if standing.role != ADMIN_ROLE and MANAGE_USERS not in (standing.permissions or []):
+        raise Forbidden("Only administrators can manage users.", code="admin_required")
+    return standing.account
+
+
+def _standing(session: Session, identity_id: int, account_id: int) -> Standing:
+    row = session.connection().execute(
+        select(*_STANDING)
         .join(Membership, Membership.account_id == Account.id)
         .join(Role, Role.id == Membership.role_id)
-        .where(Account.id == account_id, Membership.identity_id == actor.identity_id)
+        .where(Account.id == account_id, Membership.identity_id == identity_id)
     ).first()
-    if row is None:
-        raise NotFound("No such account.")
-    account, status, role_name, permissions = row
-    if status != MemberStatus.ACTIVE.value:
-        raise Forbidden("Your membership of this account is not active.")
-    if role_name != ADMIN_ROLE and MANAGE_USERS not in (permissions or []):
-        raise Forbidden("Only administrators can manage users.", code="admin_required")
-    return account
+    return Standing.of(account_id, row or (None,) * len(_STANDING))
 
 
 def create_api_key(session: Session, actor: Actor, account_id: int, name: str) -> IssuedToken:

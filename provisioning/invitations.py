@@ -33,6 +33,7 @@ from provisioning.models import (
     MemberStatus,
     utcnow,
 )
+from provisioning.seats import free_seat
 from provisioning.security import (
     hash_password,
     hash_secret,
@@ -252,6 +253,7 @@ def revoke_invitation(session: Session, actor: Actor, account_id: int, member_id
     invitation.membership_id = None
     session.flush()
     session.execute(delete(Membership).where(Membership.id == member_id))
+    free_seat(session, account_id, user_type=membership.user_type, status=membership.status)
     audit.record(session, account_id=account_id, actor_id=actor.identity_id,
                  actor_label=actor.label, action="member.invitation_revoke",
                  target_type="member", target_id=member_id,

@@ -369,6 +369,8 @@ class Subscription(Base):
     plan: Mapped[str] = mapped_column(String(32))
     period: Mapped[str] = mapped_column(String(16), default="monthly")
     seats_purchased: Mapped[int] = mapped_column(Integer)
+    # Seats held by full members (invited or active): see provisioning.seats.
+    full_seats_taken: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     max_seats: Mapped[int | None] = mapped_column(Integer)  # a contract's cap, if any
     current_period_start: Mapped[datetime] = mapped_column(UTCDateTime)
     current_period_end: Mapped[datetime] = mapped_column(UTCDateTime)

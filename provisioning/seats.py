@@ -1,10 +1,19 @@
-"""Seats: who consumes one (R7) and what happens when one more is needed (R8)."""
+"""Seats: who consumes one (R7) and what happens when one more is needed (R8).
+
+Counting an account's members costs a scan that grows with the account, so the
+subscription keeps how many seats its full members take (``full_seats_taken``):
+an invite reads that counter and counts nobody while the seats fit. Every path
+that adds a full member goes through ``take_seat`` or ``settle_seats`` (R8 needs
+them anyway), so the counter never runs low; a path that frees a seat calls
+``free_seat``, and one that forgets only makes the next invite past the purchased
+seats count for real (``settle_seats`` resets the counter to what it counted).
+"""
 
 from __future__ import annotations
 
 from datetime import date
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisioning import audit
@@ -36,16 +45,22 @@ def consumes_seat(user_type: str, status: str, start: date | None, end: date | N
 
 def seat_consuming(today: date) -> ColumnElement[bool]:
     """R7 as a SQL condition, the same rule as ``consumes_seat``."""
+    return or_(_full_holding(), _seasonal_in_window(today))
+
+
+def _full_holding() -> ColumnElement[bool]:
+    """Full members invited or active: a seat whatever the date, so a counter can keep them."""
+    return and_(Membership.status.in_(HOLDING_STATUSES),
+                Membership.user_type == UserType.FULL.value)
+
+
+def _seasonal_in_window(today: date | BindParameter[date]) -> ColumnElement[bool]:
+    """Seasonal members hold a seat only inside their window, so they are counted live."""
     return and_(
         Membership.status.in_(HOLDING_STATUSES),
-        or_(
-            Membership.user_type == UserType.FULL.value,
-            and_(
-                Membership.user_type == UserType.SEASONAL.value,
-                Membership.seasonal_start <= today,
-                Membership.seasonal_end >= today,
-            ),
-        ),
+        Membership.user_type == UserType.SEASONAL.value,
+        Membership.seasonal_start <= today,
+        Membership.seasonal_end >= today,
     )
 
 
@@ -57,6 +72,53 @@ def seats_in_use(session: Session, account_id: int, today: date) -> int:
     ) or 0
 
 
+def take_seat(
+    session: Session, account_id: int, user_type: str, today: date, *, actor_id: int | None,
+    actor_label: str,
+) -> int:
+    """R8 for one new seat-consuming member, without counting the account's members.
+
+    Called last, just before commit, like ``settle_seats``: the counter's UPDATE locks
+    the subscription row, so two admins taking the last seat queue here. While the
+    counted seats fit the purchased ones nothing else is read; past them the members
+    are counted for real before any seat is bought. Returns how many seats were bought.
+    """
+    connection = session.connection()
+    purchased, full_taken = connection.execute(_CHANGE_FULL_SEATS, {
+        "account": account_id, "change": 1 if user_type == UserType.FULL.value else 0,
+    }).one()
+    # A separate statement: under READ COMMITTED it takes a fresh snapshot after the lock
+    # wait, so it sees the seasonal members of the transaction that held the lock.
+    seasonal = connection.execute(_SEASONAL_SEATS, {"account_id": account_id,
+                                                    "today": today}).scalar_one()
+    if full_taken + seasonal <= purchased:
+        return 0
+    # The counter may run high (a seat freed by a path that did not lower it): never bill
+    # on it, count.
+    return settle_seats(session, account_id, today, actor_id=actor_id, actor_label=actor_label)
+
+
+def free_seat(session: Session, account_id: int, *, user_type: str, status: str) -> None:
+    """A member leaves a seat (revoked, disabled, removed): lower the counter ``take_seat``
+    reads. Purchased seats stay as they are (R8)."""
+    if user_type == UserType.FULL.value and status in HOLDING_STATUSES:
+        session.connection().execute(_CHANGE_FULL_SEATS, {"account": account_id, "change": -1})
+
+
+# Built once: on the invite path, building a statement costs more than running it.
+_CHANGE_FULL_SEATS = (
+    update(Subscription)
+    .where(Subscription.account_id == bindparam("account"))
+    .values(full_seats_taken=Subscription.full_seats_taken + bindparam("change"))
+    .returning(Subscription.seats_purchased, Subscription.full_seats_taken)
+)
+_SEASONAL_SEATS = (
+    select(func.count()).select_from(Membership)
+    .where(Membership.account_id == bindparam("account_id"),
+           _seasonal_in_window(bindparam("today")))
+)
+
+
 def settle_seats(
     session: Session, account_id: int, today: date, *, actor_id: int | None, actor_label: str,
 ) -> int:
@@ -64,16 +126,33 @@ def settle_seats(
 
     Called last, just before commit: it locks the subscription row so two admins
     adding members at once cannot both take the last seat, and the lock is held
-    only for the count and the commit. Returns how many seats were bought.
+    only for the count and the commit. It counts the members, and sets the
+    subscription's counter of full members' seats to what it counted. Returns how
+    many seats were bought.
     """
     subscription = session.scalars(
         select(Subscription).where(Subscription.account_id == account_id).with_for_update()
+        .execution_options(populate_existing=True)  # the row as locked, not as read before
     ).one()
-    # A separate statement: under READ COMMITTED it takes a fresh snapshot after the
-    # lock wait, so it counts the members of the transaction that held the lock.
-    needed = seats_in_use(session, account_id, today)
+    # A separate statement: under READ COMMITTED it takes a fresh snapshot after the lock
+    # wait, so it counts the members of the transaction that held the lock.
+    full, needed = session.execute(
+        select(func.count().filter(Membership.user_type == UserType.FULL.value), func.count())
+        .where(Membership.account_id == account_id, seat_consuming(today))
+    ).one()
+    subscription.full_seats_taken = full
+    return _buy_seats(session, subscription, needed, actor_id=actor_id, actor_label=actor_label)
+
+
+def _buy_seats(
+    session: Session, subscription: Subscription, needed: int, *, actor_id: int | None,
+    actor_label: str,
+) -> int:
+    """R8: a paid plan buys the seats ``needed`` beyond the purchased ones; a trial or a cap
+    refuses."""
     if needed <= subscription.seats_purchased:
         return 0
+    account_id = subscription.account_id
     plan = plan_named(subscription.plan)
     cap = subscription.max_seats if subscription.max_seats is not None else plan.max_seats
     if plan.is_trial:

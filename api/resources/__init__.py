@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, is_dataclass
+from dataclasses import fields, is_dataclass
 from typing import Any
 
 import falcon
@@ -16,7 +16,10 @@ def body(req: falcon.Request) -> Any:
 
 
 def shaped(value: Any) -> Any:
-    return asdict(value) if is_dataclass(value) and not isinstance(value, type) else value
+    """A service's answer as JSON-ready dicts; unlike ``asdict`` it deep-copies nothing."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return {field.name: shaped(getattr(value, field.name)) for field in fields(value)}
+    return value
 
 
 def int_param(req: falcon.Request, name: str, default: int | None = None) -> int | None:

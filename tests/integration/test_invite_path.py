@@ -1,0 +1,129 @@
+"""The invite call over PostgreSQL: its answer, what it writes, and who may make it (R1).
+
+The invite answers from what it wrote and checks the admin with the token's own
+query; these stories hold it to what a read of the same member says, and to
+writing all of an invitation or none of it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, update
+
+from provisioning.db import session_scope
+from provisioning.models import (
+    AuditEntry,
+    Identity,
+    Invitation,
+    Membership,
+    OutboxEmail,
+)
+from tests.conftest import AdminAccount, Stack
+
+MEMBER_FIELDS = {"id", "email", "name", "role", "group", "user_type", "language", "status",
+                 "two_factor", "invitation", "created_at"}
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any) -> Stack:
+    return make_stack(worker=False)  # the emails stay queued: the answers stay comparable
+
+
+def fresh_email(prefix: str = "invitee") -> str:
+    return f"{prefix}.{uuid.uuid4().hex[:10]}@example.com"
+
+
+def read_member(stack: Stack, admin: AdminAccount, member_id: int) -> dict[str, Any]:
+    answer = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users/{member_id}",
+                                    headers=admin.headers)
+    assert answer.status_code == 200, answer.json
+    return dict(answer.json)
+
+
+def test_the_answer_is_what_a_read_of_the_member_says(stack: Stack):
+    admin = stack.create_account(language="pt-BR")
+    for payload in ({"email": fresh_email()},
+                    {"email": fresh_email(), "name": "Ana", "role": "admin", "group": "Support",
+                     "language": "es"},
+                    {"email": fresh_email("free"), "user_type": "free"}):
+        answer = stack.invite(admin, **payload)
+        assert answer.status_code == 201, answer.json
+        assert set(answer.json) == MEMBER_FIELDS
+        assert answer.headers["location"] == f"/v1/accounts/{admin.id}/users/{answer.json['id']}"
+        assert answer.json == read_member(stack, admin, answer.json["id"])
+    assert answer.json["group"] == "Free users" and answer.json["language"] == "pt-BR"
+
+
+def test_an_existing_login_with_two_factor_is_invited_as_it_is(stack: Stack):
+    first, second = stack.create_account(), stack.create_account()
+    email = fresh_email("known")
+    assert stack.invite(first, email=email, name="Kim",
+                        initial_password="kims password").status_code == 201
+    with session_scope() as session:
+        session.execute(update(Identity).where(Identity.email == email)
+                        .values(totp_enabled=True))
+    answer = stack.invite(second, email=email.upper(), name="Someone Else", user_type="free")
+    assert answer.status_code == 201, answer.json
+    assert answer.json["two_factor"] is True and answer.json["name"] == "Kim"
+    assert answer.json == read_member(stack, second, answer.json["id"])
+    with session_scope() as session:
+        template = session.scalars(
+            select(OutboxEmail.template)
+            .join(Invitation, Invitation.last_email_id == OutboxEmail.id)
+            .where(Invitation.membership_id == answer.json["id"])).one()
+    assert template == "invite_existing"
+
+
+def test_an_invite_writes_its_member_invitation_email_and_audit_entry_together(stack: Stack):
+    admin = stack.create_account()
+    email = fresh_email()
+    member_id = stack.invite(admin, email=email, name="Bo").json["id"]
+    with session_scope() as session:
+        invitation = session.scalars(select(Invitation)
+                                     .where(Invitation.membership_id == member_id)).one()
+        queued = session.get_one(OutboxEmail, invitation.last_email_id)
+        entry = session.scalars(select(AuditEntry).where(
+            AuditEntry.account_id == admin.id, AuditEntry.action == "member.invite")).one()
+    assert (invitation.email, invitation.sends, invitation.existing_identity) == (email, 1, False)
+    assert (queued.recipient, queued.template, queued.status) == (email, "invite_new", "queued")
+    assert queued.context["invitee_name"] == "Bo" and "invitation_nonce" in queued.context
+    assert (entry.actor_label, entry.target_id) == (admin.email, str(member_id))
+    assert entry.after == {"email": email, "role": "member", "group": None,
+                           "user_type": "full", "language": "en"}
+
+
+def test_a_refused_invite_leaves_nothing_behind(stack: Stack):
+    trial = stack.create_account(plan="trial", seats=1)
+    email = fresh_email("refused")
+    refused = stack.invite(trial, email=email)
+    assert refused.status_code == 402, refused.json
+    with session_scope() as session:
+        left = [session.scalar(select(func.count()).select_from(model).where(column == email))
+                for model, column in ((Identity, Identity.email), (Invitation, Invitation.email),
+                                      (OutboxEmail, OutboxEmail.recipient))]
+        members = session.scalar(select(func.count()).select_from(Membership)
+                                 .where(Membership.account_id == trial.id))
+    assert left == [0, 0, 0] and members == 1
+
+
+def test_r1_the_admin_check_answers_as_before(stack: Stack):
+    admin, other = stack.create_account(), stack.create_account()
+    users = f"/v1/accounts/{admin.id}/users"
+    payload = {"email": fresh_email()}
+    # Not a member of that account, or no such account: it does not exist for them.
+    for path in (users, "/v1/accounts/999999/users"):
+        answer = stack.api.simulate_post(path, json=payload, headers=other.headers)
+        assert answer.status_code == 404 and answer.json["detail"] == "No such account."
+    # An admin whose own membership is not active may not invite.
+    with session_scope() as session:
+        session.execute(update(Membership).where(Membership.account_id == admin.id)
+                        .values(status="inactive"))
+    answer = stack.api.simulate_post(users, json=payload, headers=admin.headers)
+    assert answer.status_code == 403 and "not active" in answer.json["detail"]
+    # A bad token is refused before anything else.
+    answer = stack.api.simulate_post(users, json=payload,
+                                     headers={"Authorization": "Bearer not-a-token"})
+    assert answer.status_code == 401 and answer.json["code"] == "invalid_token"
