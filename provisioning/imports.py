@@ -575,24 +575,22 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
         errors += decided.errors
         tally = Counter(decided.outcome.values())
         failed += tally[ERROR]
-        summary = dict(job.summary or empty_summary())
+        counts = {"failed": failed, COUNTER[UPDATE]: tally[UPDATE],
+                  COUNTER[UNCHANGED]: tally[UNCHANGED]}
         now = utcnow()
         if plan.options.dry_run:
+            counts[COUNTER[CREATE]] = tally[CREATE]
             if plan.options.invite:
-                summary["invitations"] = summary.get("invitations", 0) + len(decided.creates)
-            written: tuple[str, ...] = (UPDATE, UNCHANGED, CREATE)
-        else:
+                counts["invitations"] = len(decided.creates)
+        else:  # new members count once their part is written
             _write_updates(session, decided, now)
             if decided.creates:
-                _queue_part(session, plan, int(checkpoint.get("parts", 0)), decided)
-                checkpoint["parts"] = int(checkpoint.get("parts", 0)) + 1
-            written = (UPDATE, UNCHANGED)  # new members count once their part is written
+                parts = int(checkpoint.get("parts", 0))
+                _queue_part(session, plan, parts, decided)
+                checkpoint["parts"] = parts + 1
         _record_errors(connection, plan.job_id, errors)
         _stage(connection, plan.job_id, rows, decided)
-        for outcome in written:
-            summary[COUNTER[outcome]] = summary.get(COUNTER[outcome], 0) + tally[outcome]
-        summary["failed"] = summary.get("failed", 0) + failed
-        job.summary = summary
+        _add_to_summary(job, counts)
         # Every row of the chunk once: refused by the checks, or decided (errors included);
         # new members count when written.
         job.done = (job.done or 0) + failed - tally[ERROR] + len(rows) - (
@@ -602,6 +600,13 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
                           + (decided.seats_planned if plan.options.dry_run else 0)}
         job.heartbeat_at = now
     return True
+
+
+def _add_to_summary(job: Job, counts: Mapping[str, int]) -> None:
+    summary = dict(job.summary or empty_summary())
+    for key, count in counts.items():
+        summary[key] = summary.get(key, 0) + count
+    job.summary = summary
 
 
 def _record_errors(connection: Connection, job_id: int, errors: Sequence[RowError]) -> None:
@@ -678,13 +683,10 @@ def _write_part(plan: Plan, part_no: int, *, careful: bool = False) -> bool:
                 session.rollback()  # cancelled meanwhile: the part stays unwritten, whole
                 return False
             tally = Counter(decided.outcome.values())
-            summary = dict(job.summary or empty_summary())
-            for key, count in (("created", tally[CREATE]),
-                               ("skipped", tally[UPDATE] + tally[UNCHANGED]),
-                               ("failed", tally[ERROR]), ("invitations", invitations),
-                               ("seats_added", added)):
-                summary[key] = summary.get(key, 0) + count
-            job.summary = summary
+            _add_to_summary(job, {"created": tally[CREATE],
+                                  "skipped": tally[UPDATE] + tally[UNCHANGED],
+                                  "failed": tally[ERROR], "invitations": invitations,
+                                  "seats_added": added})
             job.done = (job.done or 0) + part.rows
             job.heartbeat_at = now
             part.written_at = now
