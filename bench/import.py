@@ -50,8 +50,14 @@ from sqlalchemy import (  # noqa: E402
     insert,
 )
 
-from tests.support.processes import VENV_BIN, ManagedProcess, free_port, wait_until  # noqa: E402
-from tests.support.servers import start_mailsink, start_postgres, start_redis  # noqa: E402
+from tests.support.processes import ManagedProcess, free_port, wait_until  # noqa: E402
+from tests.support.servers import (  # noqa: E402
+    start_mailsink,
+    start_postgres,
+    start_redis,
+    start_web,
+    start_worker,
+)
 
 LANGUAGES = ("en", "es", "pt-BR", "id", "tr", "ru")
 GROUPS = ("Sales", "Marketing", "Support")
@@ -140,10 +146,6 @@ def peak_rss_mb(worker: ManagedProcess) -> float:
     return peak / 1024
 
 
-def sink_total(sink: Any) -> int:
-    page = sink.http.get("/api/messages", params={"limit": 1}).raise_for_status().json()
-    return int(page["total"])
-
 
 def new_account(seats: int) -> tuple[int, str]:
     from provisioning.accounts import create_account
@@ -225,18 +227,11 @@ def main() -> None:
         floor = measure_floor(database_url, rows)
         print(f"floor: Core insert() of {args.rows:,} rows into PostgreSQL: {floor:,.0f} rows/s")
 
-        from tests.support.servers import start_worker
-
         worker = start_worker(work, {**os.environ, **env}, concurrency=2, beat=True)
         started.append(worker)
-        web = ManagedProcess("gunicorn", [
-            str(VENV_BIN / "gunicorn"), "api.wsgi:app", "--bind", f"127.0.0.1:{api_port}",
-            "--workers", "2", "--log-level", "warning"],
-            log_dir=work, env={**os.environ, **env}).start()
+        web = start_web(work, {**os.environ, **env}, api_port, workers=2)
         started.append(web)
         api = f"http://127.0.0.1:{api_port}"
-        wait_until(lambda: httpx.get(f"{api}/healthz").status_code == 200, timeout=60,
-                   message="gunicorn")
 
         account_id, token = new_account(1)
         begin = time.perf_counter()
@@ -255,7 +250,7 @@ def main() -> None:
         begin = time.perf_counter()
         job = wait_for_job(api, token, upload(api_port, token, account_id, invited))
         imported = time.perf_counter() - begin
-        wait_until(lambda: sink_total(sink) >= args.rows, timeout=3600, interval=0.5,
+        wait_until(lambda: sink.total() >= args.rows, timeout=3600, interval=0.5,
                    message="every invitation in the sink")
         sent = time.perf_counter() - begin
         print(f"product, invitations on: {args.rows:,} rows imported in {imported:.2f}s "

@@ -33,23 +33,19 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-import httpx  # noqa: E402
 
-from tests.support.processes import VENV_BIN, ManagedProcess, free_port, wait_until  # noqa: E402
+from tests.support.processes import ManagedProcess, free_port, wait_until  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     MailSink,
     start_mailsink,
     start_postgres,
     start_redis,
+    start_web,
     start_worker,
 )
 
 WORKER_PROCESSES = 2  # one worker, prefork concurrency 2
 
-
-def sink_total(sink: MailSink) -> int:
-    page = sink.http.get("/api/messages", params={"limit": 1}).raise_for_status().json()
-    return int(page["total"])
 
 
 def measure_floor(sink: MailSink, count: int, connections: int = 1) -> float:
@@ -82,7 +78,7 @@ def measure_floor(sink: MailSink, count: int, connections: int = 1) -> float:
     with ThreadPoolExecutor(connections) as pool:
         list(pool.map(send, [messages[i::connections] for i in range(connections)]))
     elapsed = time.perf_counter() - started
-    assert sink_total(sink) == count
+    assert sink.total() == count
     sink.clear()
     return count / elapsed
 
@@ -112,7 +108,7 @@ def measure_drain(sink: MailSink, count: int) -> float:
         session.execute(insert(OutboxEmail), rows)
     started = time.perf_counter()
     dispatch.send_task(outbox.SEND_TASK, [])
-    wait_until(lambda: sink_total(sink) >= count, timeout=max(300, count / 20), interval=0.1,
+    wait_until(lambda: sink.total() >= count, timeout=max(300, count / 20), interval=0.1,
                message="the queued emails in the sink")
     return count / (time.perf_counter() - started)
 
@@ -166,14 +162,8 @@ def main() -> None:
             worker = start_worker(work, {**os.environ, **env}, concurrency=WORKER_PROCESSES,
                                   beat=False)
             started.append(worker)
-        web = ManagedProcess("gunicorn", [
-            str(VENV_BIN / "gunicorn"), "api.wsgi:app", "--bind", f"127.0.0.1:{api_port}",
-            "--workers", str(args.web_workers), "--log-level", "warning"],
-            log_dir=work, env={**os.environ, **env}).start()
+        web = start_web(work, {**os.environ, **env}, api_port, workers=args.web_workers)
         started.append(web)
-        api = f"http://127.0.0.1:{api_port}"
-        wait_until(lambda: httpx.get(f"{api}/healthz").status_code == 200, timeout=60,
-                   message="gunicorn")
 
         headers = {"Authorization": f"Bearer {account.admin_token}",
                    "Content-Type": "application/json"}
@@ -204,7 +194,7 @@ def main() -> None:
             print(json.dumps({"bench": "invitations", "api_only": True,
                               "api_invitations_per_s": round(count / api_done, 1)}))
             return
-        wait_until(lambda: sink_total(sink) >= count, timeout=max(600, count / 10),
+        wait_until(lambda: sink.total() >= count, timeout=max(600, count / 10),
                    interval=0.2, message="every invitation in the sink")
         elapsed = time.perf_counter() - begin
         rate = count / elapsed

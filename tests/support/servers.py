@@ -164,6 +164,11 @@ class MailSink:
         wait_until(lambda: port_open(self.smtp_port) and port_open(self.http_port), timeout=30,
                    message="the mailsink to listen again")
 
+    def total(self) -> int:
+        """How many messages the sink holds, without reading them."""
+        page = self.http.get("/api/messages", params={"limit": 1}).raise_for_status().json()
+        return int(page["total"])
+
     def clear(self) -> None:
         self.http.delete("/api/messages").raise_for_status()
 
@@ -180,6 +185,17 @@ def start_mailsink(log_dir: Path, *, name: str = "mailsink", **faults: float) ->
     process = ManagedProcess(name, argv, log_dir=log_dir).start()
     process.wait_for_log("mailsink ready", timeout=30)
     return MailSink(smtp_port, http_port, process, log_dir / f"{name}.sqlite3")
+
+
+def start_web(log_dir: Path, env: dict[str, str], port: int, *, workers: int = 2
+              ) -> ManagedProcess:
+    """gunicorn serving the API, as the Procfile runs it; returns once it answers."""
+    process = ManagedProcess("gunicorn", [
+        str(VENV_BIN / "gunicorn"), "api.wsgi:app", "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers), "--log-level", "warning"], log_dir=log_dir, env=env).start()
+    wait_until(lambda: port_open(port) and httpx.get(
+        f"http://127.0.0.1:{port}/healthz").status_code == 200, timeout=60, message="gunicorn")
+    return process
 
 
 def start_worker(log_dir: Path, env: dict[str, str], *, name: str = "worker",
