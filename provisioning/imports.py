@@ -65,7 +65,15 @@ from provisioning.importfile import (
     csv_safe,
     read_rows,
 )
-from provisioning.jobs import FINISHED, RUNNERS, JobFailed, csv_report, enqueue, job_view
+from provisioning.jobs import (
+    FINISHED,
+    RUNNERS,
+    JobFailed,
+    csv_report,
+    enqueue,
+    job_view,
+    progress,
+)
 from provisioning.jobs import visible_job as _visible_job
 from provisioning.mail.message import make_message_id
 from provisioning.members import FREE_USERS_GROUP
@@ -181,7 +189,7 @@ def import_members(
             part += 1
     job_id = job.id
     after_commit(session, lambda: enqueue(job_id))
-    return job_view(job)
+    return job_view(session, job)
 
 
 def _spool_dir(config: Settings) -> str:
@@ -251,7 +259,7 @@ def commit_import(session: Session, actor: Actor, job_id: int) -> dict[str, Any]
     dry_run.params = {**params, "committed_as": job.id}
     job_id_ = job.id
     after_commit(session, lambda: enqueue(job_id_))
-    return job_view(job)
+    return job_view(session, job)
 
 
 ROW_REPORT_COLUMNS = ("line", "email", "outcome")
@@ -556,7 +564,8 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
     with session_scope() as session:
         # The subscription before the job row: the order every part's writer locks them in.
         subscription = _subscription(session, plan)
-        job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
+        job = session.scalars(select(Job).where(Job.id == plan.job_id)
+                              .with_for_update(key_share=True)).one()
         checkpoint = dict(job.checkpoint or {})
         if job.status != JobStatus.RUNNING.value or not _at(checkpoint, chunk.start):
             return False
@@ -677,18 +686,17 @@ def _write_part(plan: Plan, part_no: int, *, careful: bool = False) -> bool:
                 added = settle_seats(session, plan.account_id, now.date(),
                                      actor_id=plan.inviter_id, actor_label=plan.actor_label)
             _restage(session, plan.job_id, decided)
+            # FOR KEY SHARE: the planner's chunk (FOR NO KEY UPDATE) goes on beside this part;
+            # a cancel (FOR UPDATE) waits for it, or comes first and the part is not written.
             job = session.scalars(select(Job).where(Job.id == plan.job_id)
-                                  .with_for_update()).one()
+                                  .with_for_update(read=True, key_share=True)).one()
             if job.status != JobStatus.RUNNING.value:
                 session.rollback()  # cancelled meanwhile: the part stays unwritten, whole
                 return False
             tally = Counter(decided.outcome.values())
-            _add_to_summary(job, {"created": tally[CREATE],
-                                  "skipped": tally[UPDATE] + tally[UNCHANGED],
-                                  "failed": tally[ERROR], "invitations": invitations,
-                                  "seats_added": added})
-            job.done = (job.done or 0) + part.rows
-            job.heartbeat_at = now
+            part.counts = {"created": tally[CREATE], "skipped": tally[UPDATE] + tally[UNCHANGED],
+                           "failed": tally[ERROR], "invitations": invitations,
+                           "seats_added": added}
             part.written_at = now
             part.written_by = f"{socket.gethostname()}:{os.getpid()}"[:100]
     except (SeatLimitReached, IntegrityError):
@@ -1022,18 +1030,21 @@ def _staged_rows(session: Session, job_id: int, *criteria: ColumnElement[bool],
 def _finish(plan: Plan) -> None:
     """Mark the job done, write its one audit entry (R14) and drop the uploaded file."""
     with session_scope() as session:
-        job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
+        # Looked at unlocked first: a part written while the planner works does not wait for it.
+        job = session.get_one(Job, plan.job_id)
+        if job.status in FINISHED or _waiting_for_parts(session, job):
+            return
+        session.refresh(job, with_for_update=True)
         if job.status in FINISHED or _waiting_for_parts(session, job):
             return
         job.status = JobStatus.SUCCEEDED.value
         job.finished_at = utcnow()
-        if job.total is None or job.total < job.done:
-            job.total = job.done
-        summary = dict(job.summary or {})
         if plan.options.dry_run:
-            summary["seats"] = _seat_impact(session, plan, int(
-                (job.checkpoint or {}).get("seats_planned", 0)))
-            job.summary = summary
+            job.summary = {**(job.summary or {}), "seats": _seat_impact(session, plan, int(
+                (job.checkpoint or {}).get("seats_planned", 0)))}
+        done, summary = progress(session, job)
+        if job.total is None or job.total < done:
+            job.total = done
         session.execute(delete(JobFile).where(JobFile.job_id == plan.job_id))
         audit.record(session, account_id=plan.account_id, actor_id=plan.inviter_id,
                      actor_label=plan.actor_label,

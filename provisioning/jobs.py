@@ -26,7 +26,8 @@ from provisioning.config import settings
 from provisioning.db import session_scope
 from provisioning.errors import Conflict, NotFound
 from provisioning.importfile import csv_safe
-from provisioning.models import Job, JobError, JobStatus, utcnow
+from provisioning.models import ImportPart, Job, JobError, JobStatus, utcnow
+from provisioning.models import ImportRow as StagedRow
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,21 @@ def enqueue(job_id: int, *, countdown: float | None = None) -> None:
     dispatch.send_task(JOB_TASK, job_id, **options)
 
 
-def job_view(job: Job) -> dict[str, Any]:
+def progress(session: Session, job: Job) -> tuple[int, dict[str, Any]]:
+    """Rows done and the summary: the job's own counts plus those of its written parts."""
+    done, summary = job.done or 0, dict(job.summary or {})
+    for rows, counts in session.execute(
+            select(ImportPart.rows, ImportPart.counts)
+            .where(ImportPart.job_id == job.id, ImportPart.written_at.is_not(None))):
+        done += rows
+        for key, count in (counts or {}).items():
+            summary[key] = summary.get(key, 0) + count
+    return done, summary
+
+
+def job_view(session: Session, job: Job) -> dict[str, Any]:
     params = job.params or {}
+    done, summary = progress(session, job)
     elapsed = None
     if job.started_at is not None:
         elapsed = ((job.finished_at or utcnow()) - job.started_at).total_seconds()
@@ -58,8 +72,8 @@ def job_view(job: Job) -> dict[str, Any]:
         "kind": job.kind,
         "status": job.status,
         "total": job.total,
-        "done": job.done,
-        "summary": job.summary,
+        "done": done,
+        "summary": summary,
         "error": job.error,
         "errors_url": f"/v1/jobs/{job.id}/errors.csv",
         "options": {key: params[key] for key in ("dry_run", "on_existing", "invite")
@@ -68,7 +82,7 @@ def job_view(job: Job) -> dict[str, Any]:
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "elapsed_seconds": None if elapsed is None else round(elapsed, 3),
-        "rows_per_second": (round(job.done / elapsed, 1) if elapsed and job.done else None),
+        "rows_per_second": round(done / elapsed, 1) if elapsed and done else None,
     }
     if job.kind == "import":
         view["rows_url"] = f"/v1/jobs/{job.id}/rows.csv"
@@ -94,7 +108,7 @@ def visible_job(session: Session, actor: Actor, job_id: int, *, lock: bool = Fal
 
 
 def get_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
-    return job_view(visible_job(session, actor, job_id))
+    return job_view(session, visible_job(session, actor, job_id))
 
 
 def cancel_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
@@ -106,8 +120,8 @@ def cancel_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
     job.finished_at = utcnow()
     audit.record(session, account_id=job.account_id, actor_id=actor.identity_id,
                  actor_label=actor.label, action="job.cancel", target_type="job",
-                 target_id=job.id, after={"done": job.done, "total": job.total})
-    return job_view(job)
+                 target_id=job.id, after={"done": progress(session, job)[0], "total": job.total})
+    return job_view(session, job)
 
 
 ERROR_REPORT_COLUMNS = ("line", "column", "code", "message", "value")
@@ -178,10 +192,11 @@ def fail(job_id: int, reason: str) -> None:
         job.status = JobStatus.FAILED.value
         job.error = reason
         job.finished_at = utcnow()
+        done, summary = progress(session, job)
         audit.record(session, account_id=job.account_id, actor_id=job.created_by_id,
                      actor_label=(job.params or {}).get("actor_label", ""),
                      action=f"{job.kind}.failed", target_type="job", target_id=job.id,
-                     after={"error": reason, "done": job.done, "summary": job.summary})
+                     after={"error": reason, "done": done, "summary": summary})
 
 
 def _count_failure(job_id: int) -> None:
@@ -226,6 +241,7 @@ def sweep() -> int:
 def purge(session: Session) -> int:
     """Forget jobs (with their files, rows and error reports) after the retention period."""
     cutoff = utcnow() - timedelta(days=settings().job_retention_days)
-    result = session.execute(delete(Job).where(Job.status.in_(FINISHED),
-                                               Job.finished_at < cutoff))
+    expired = select(Job.id).where(Job.status.in_(FINISHED), Job.finished_at < cutoff)
+    session.execute(delete(StagedRow).where(StagedRow.job_id.in_(expired)))
+    result = session.execute(delete(Job).where(Job.id.in_(expired)))
     return int(getattr(result, "rowcount", 0) or 0)

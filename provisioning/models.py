@@ -163,7 +163,8 @@ class Membership(Base):
     seasonal_start: Mapped[date | None] = mapped_column(Date)
     seasonal_end: Mapped[date | None] = mapped_column(Date)
     note: Mapped[str | None] = mapped_column(Text)
-    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"))
+    # who invited: a record of the past, no foreign key (a check per imported row)
+    invited_by_id: Mapped[int | None] = mapped_column(Id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
@@ -186,7 +187,8 @@ class Invitation(Base):
     email: Mapped[str] = mapped_column(String(320))
     token_nonce: Mapped[str] = mapped_column(String(64))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    invited_by_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id"))
+    # who invited: a record of the past, no foreign key (a check per imported row)
+    invited_by_id: Mapped[int | None] = mapped_column(Id)
     # The invitee already had a login when invited: accepting needs that login.
     existing_identity: Mapped[bool] = mapped_column(Boolean, default=False)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -287,8 +289,8 @@ class ImportRow(Base):
     # First wins: a second row with the same email cannot be staged.
     __table_args__ = (UniqueConstraint("job_id", "email", name="uq_import_rows_email"),)
 
-    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
-                                        primary_key=True)
+    # The job's scratch, purged with it (jobs.purge): no foreign key checked per staged row.
+    job_id: Mapped[int] = mapped_column(Id, primary_key=True)
     line: Mapped[int] = mapped_column(Integer, primary_key=True)
     email: Mapped[str] = mapped_column(String(320))
     name: Mapped[str | None] = mapped_column(String(200))
@@ -323,6 +325,9 @@ class ImportPart(Base):
     seats: Mapped[int] = mapped_column(Integer)  # seats they take, held until written
     written_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     written_by: Mapped[str | None] = mapped_column(String(100))  # host:pid of the worker
+    # What writing it did (created, skipped, failed, invitations, seats_added). The job's
+    # summary adds these up when read, so a writer never waits for the job row.
+    counts: Mapped[dict[str, int] | None] = mapped_column(JSONType)
 
 
 class JobError(Base):
