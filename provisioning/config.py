@@ -51,6 +51,10 @@ class Settings:
     # Outbox: how many emails one task claims and sends, how long a claim lasts
     # before another worker may take the row over, and the retry schedule.
     outbox_batch_size: int
+    # A send task goes on claiming mail that comes due while it sends, for this long,
+    # at most one claim per interval: mail trickling in rides on the task already running.
+    outbox_drain_seconds: float
+    outbox_claim_interval_seconds: float
     # Outcomes are marked in groups of at most this many, at most this old; at most
     # two groups wait unmarked, so a crash resends (same Message-IDs) no more than those.
     outbox_mark_group_size: int
@@ -111,6 +115,8 @@ def load_settings() -> Settings:
         invitation_resend_interval_seconds=_env_int("INVITATION_RESEND_INTERVAL_SECONDS", 60),
         invitation_resends_per_day=_env_int("INVITATION_RESENDS_PER_DAY", 5),
         outbox_batch_size=_env_int("OUTBOX_BATCH_SIZE", 200),
+        outbox_drain_seconds=_env_float("OUTBOX_DRAIN_SECONDS", 10.0),
+        outbox_claim_interval_seconds=_env_float("OUTBOX_CLAIM_INTERVAL_SECONDS", 0.05),
         outbox_mark_group_size=_env_int("OUTBOX_MARK_GROUP_SIZE", 16),
         outbox_mark_interval_seconds=_env_float("OUTBOX_MARK_INTERVAL_SECONDS", 0.1),
         outbox_lease_seconds=_env_int("OUTBOX_LEASE_SECONDS", 300),
@@ -118,7 +124,7 @@ def load_settings() -> Settings:
         outbox_retry_base_seconds=_env_float("OUTBOX_RETRY_BASE_SECONDS", 5.0),
         outbox_retry_max_seconds=_env_float("OUTBOX_RETRY_MAX_SECONDS", 1800.0),
         outbox_sweep_seconds=_env_float("OUTBOX_SWEEP_SECONDS", 30.0),
-        outbox_dispatch_window_seconds=_env_float("OUTBOX_DISPATCH_WINDOW_SECONDS", 0.05),
+        outbox_dispatch_window_seconds=_env_float("OUTBOX_DISPATCH_WINDOW_SECONDS", 0.5),
         invitation_expiry_sweep_seconds=_env_float("INVITATION_EXPIRY_SWEEP_SECONDS", 300.0),
         broker_visibility_timeout=_env_int("BROKER_VISIBILITY_TIMEOUT", 3600),
         default_language=_env("DEFAULT_LANGUAGE", "en"),

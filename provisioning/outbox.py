@@ -13,11 +13,10 @@ import random
 import secrets
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from queue import Empty, SimpleQueue
 from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
@@ -189,56 +188,134 @@ class MarkingFailed(RuntimeError):
 
 def deliver(ids: Sequence[int], senders: Sequence[MailSender], *,
             extra: int | None = None) -> DeliveryReport:
-    """Send the due rows among ``ids`` (and a batch of other due rows) over several connections.
+    """Send the due rows among ``ids`` (and batches of other due rows) over several connections.
 
     Each connection has a thread that takes the next claimed row, renders and
     sends it; outcomes are marked in small groups (``GroupedMarks``), so a crash
     can repeat at most those groups and the messages in flight, each under its
-    own Message-ID.
+    own Message-ID. While the connections send, the task claims what has come
+    due since (at most one claim per ``outbox_claim_interval_seconds``), for up
+    to ``outbox_drain_seconds``: mail that trickles in rides on the task that is
+    already running instead of a task of its own.
     """
     config = settings()
     batch = config.outbox_batch_size if extra is None else extra
-    lease_ends = time.monotonic() + config.outbox_lease_seconds
-    with session_scope() as session:
-        rows = claim(session, ids, extra=max(batch - len(ids), 0))
-    if batch and len(rows) >= batch:
-        # More may be waiting: let another worker process start on the next batch now.
-        dispatch.send_task(SEND_TASK, [])
     report = DeliveryReport()
+    rows, lease_ends = _claim_batch(ids, max(batch - len(ids), 0), batch, config)
+    if not rows:
+        return report
     marks = GroupedMarks(write_marks, report, size=config.outbox_mark_group_size,
                          interval=config.outbox_mark_interval_seconds)
+    line = SendLine(senders, marks, config)
+    drain_ends = time.monotonic() + config.outbox_drain_seconds
     try:
-        _send_over(senders, rows, marks, config, lease_ends)
+        while rows:
+            line.add(rows, lease_ends)
+            next_claim = time.monotonic() + config.outbox_claim_interval_seconds
+            if not batch or not line.wait_for_room(next_claim):
+                break
+            if time.monotonic() >= drain_ends:
+                dispatch.send_task(SEND_TASK, [])  # mail is still coming: a fresh task takes over
+                break
+            rows, lease_ends = _claim_batch([], batch, batch, config)
     finally:
-        marks.close()  # what the server took is marked even when a connection's thread failed
+        try:
+            line.close()
+        finally:
+            marks.close()  # what the server took is marked even when a connection's thread failed
     return report
 
 
-def _send_over(senders: Sequence[MailSender], rows: Sequence[OutboxEmail], marks: GroupedMarks,
-               config: Settings, lease_ends: float) -> None:
-    """One thread per connection (no more than there are rows), each taking the next row.
+def _claim_batch(ids: Sequence[int], extra: int, batch: int, config: Settings
+                 ) -> tuple[list[OutboxEmail], float]:
+    """Claimed rows, and when their lease ends (counted from before the claim)."""
+    lease_ends = time.monotonic() + config.outbox_lease_seconds
+    with session_scope() as session:
+        rows = claim(session, ids, extra=extra)
+    if batch and len(rows) >= batch:
+        # More may be waiting: let another worker process start on the next batch now.
+        dispatch.send_task(SEND_TASK, [])
+    return rows, lease_ends
 
-    Once the claim's lease has run out another worker may claim the rows left,
-    so none is started after that; they go with that worker's claim.
+
+class SendLine:
+    """One thread per connection, each taking the next claimed row, while more are added.
+
+    A row is started only while its claim's lease lasts: after that another worker
+    may claim it, so it is left for that claim (and the line stops taking more).
+    A thread that fails (outcomes that cannot be marked) stops the line; ``close``
+    raises its error.
     """
-    waiting: SimpleQueue[OutboxEmail] = SimpleQueue()
-    for row in rows:
-        waiting.put(row)
 
-    def send_while_rows_wait(sender: MailSender) -> None:
-        while time.monotonic() < lease_ends:
-            try:
-                row = waiting.get_nowait()
-            except Empty:
-                return
-            marks.record(_send_one(row, sender, config))
+    def __init__(self, senders: Sequence[MailSender], marks: GroupedMarks,
+                 config: Settings) -> None:
+        self._senders = senders
+        self._marks = marks
+        self._config = config
+        self._waiting: deque[tuple[OutboxEmail, float]] = deque()
+        self._changed = threading.Condition()
+        self._closing = False
+        self._stopped = False
+        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
 
-    connections = senders[: len(rows)]
-    if not connections:
-        return
-    with ThreadPoolExecutor(len(connections), thread_name_prefix="smtp") as pool:
-        for done in [pool.submit(send_while_rows_wait, sender) for sender in connections]:
-            done.result()
+    def add(self, rows: Sequence[OutboxEmail], lease_ends: float) -> None:
+        with self._changed:
+            self._waiting.extend((row, lease_ends) for row in rows)
+            self._changed.notify_all()
+            want = min(len(self._waiting), len(self._senders))
+        while len(self._threads) < want:  # no more connections than there are rows
+            thread = threading.Thread(target=self._send_while_open,
+                                      args=(self._senders[len(self._threads)],),
+                                      name=f"smtp-{len(self._threads)}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def wait_for_room(self, not_before: float) -> bool:
+        """Wait until the connections are nearly out of rows and ``not_before`` has passed;
+        False if the line stopped (a lease ran out, or a thread failed)."""
+        low = len(self._threads)
+        with self._changed:
+            self._changed.wait_for(lambda: self._stopped or len(self._waiting) <= low)
+            while not self._stopped and (wait := not_before - time.monotonic()) > 0:
+                self._changed.wait(wait)
+            return not self._stopped
+
+    def close(self) -> None:
+        """Send what was added (unless stopped), end the threads; raises a thread's error."""
+        with self._changed:
+            self._closing = True
+            self._changed.notify_all()
+        for thread in self._threads:
+            thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def _next(self) -> tuple[OutboxEmail, float] | None:
+        with self._changed:
+            self._changed.wait_for(lambda: self._waiting or self._closing or self._stopped)
+            if self._stopped or not self._waiting:
+                return None
+            taken = self._waiting.popleft()
+            self._changed.notify_all()
+            return taken
+
+    def _stop(self, error: BaseException | None = None) -> None:
+        with self._changed:
+            self._stopped = True
+            self._error = self._error or error
+            self._changed.notify_all()
+
+    def _send_while_open(self, sender: MailSender) -> None:
+        try:
+            while (taken := self._next()) is not None:
+                row, lease_ends = taken
+                if time.monotonic() >= lease_ends:
+                    self._stop()
+                    return
+                self._marks.record(_send_one(row, sender, self._config))
+        except BaseException as exc:
+            self._stop(exc)
 
 
 def _send_one(row: OutboxEmail, sender: MailSender, config: Settings) -> Outcome:

@@ -12,6 +12,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from provisioning import outbox
+from provisioning import dispatch, outbox
 from provisioning.config import settings
 from provisioning.db import session_scope
 from provisioning.mail.sender import DeliveryError, SmtpSender
@@ -158,6 +159,57 @@ def test_rows_left_when_the_lease_runs_out_go_once_with_the_next_claim(
     deliveries = quiet_stack.sink.deliveries()
     assert {address: deliveries.get(address) for address in addresses} == {
         address: (1, 1) for address in addresses}
+
+
+class QueuesMoreOnFirstSend:
+    """A connection that, as it sends its first message, has more mail queued behind it."""
+
+    def __init__(self, sender: SmtpSender, more: int) -> None:
+        self.sender = sender
+        self.more = more
+        self.queued: list[str] = []
+
+    def send(self, sender: str, recipient: str, message: bytes) -> str:
+        if not self.queued:
+            self.queued = queue_invitations(self.more)
+        return self.sender.send(sender, recipient, message)
+
+
+def test_mail_queued_while_a_task_sends_goes_with_that_task_once(
+        quiet_stack: Stack, senders_to: Any) -> None:
+    first = queue_invitations(5)
+    [connection] = senders_to(quiet_stack.sink.smtp_port, count=1)
+    queues_more = QueuesMoreOnFirstSend(connection, more=7)
+    outbox.deliver([], [queues_more])
+
+    addresses = first + queues_more.queued
+    assert len(addresses) == 12
+    assert all_marked_sent(addresses), "one task sent what came due while it was sending"
+    deliveries = quiet_stack.sink.deliveries()
+    assert {address: deliveries.get(address) for address in addresses} == {
+        address: (1, 1) for address in addresses}
+
+
+def test_a_task_that_has_drained_long_enough_hands_over_to_a_fresh_one(
+        quiet_stack: Stack, senders_to: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(outbox, "settings",
+                        lambda: replace(settings(), outbox_drain_seconds=0.0))
+    monkeypatch.setattr(outbox, "wake_sender", lambda: None)  # only the handover is counted
+    sent_tasks: list[str] = []
+    previous = dispatch.use_sender(lambda name, args, options: sent_tasks.append(name))
+    try:
+        first = queue_invitations(3)
+        [connection] = senders_to(quiet_stack.sink.smtp_port, count=1)
+        queues_more = QueuesMoreOnFirstSend(connection, more=4)
+        outbox.deliver([], [queues_more])
+    finally:
+        dispatch.use_sender(previous)
+
+    assert all_marked_sent(first)
+    assert {row.status for row in rows_for(queues_more.queued)} == {"queued"}, \
+        "mail that came due later is left to the next task"
+    assert outbox.SEND_TASK in sent_tasks, "a fresh task was asked for"
+    send_until_all_sent(queues_more.queued, [connection])
 
 
 class HangsUpSometimes:
