@@ -115,7 +115,7 @@ def load_settings() -> Settings:
         invitation_resend_interval_seconds=_env_int("INVITATION_RESEND_INTERVAL_SECONDS", 60),
         invitation_resends_per_day=_env_int("INVITATION_RESENDS_PER_DAY", 5),
         outbox_batch_size=_env_int("OUTBOX_BATCH_SIZE", 200),
-        outbox_drain_seconds=_env_float("OUTBOX_DRAIN_SECONDS", 10.0),
+        outbox_drain_seconds=_env_float("OUTBOX_DRAIN_SECONDS", 2.0),
         outbox_claim_interval_seconds=_env_float("OUTBOX_CLAIM_INTERVAL_SECONDS", 0.05),
         outbox_mark_group_size=_env_int("OUTBOX_MARK_GROUP_SIZE", 16),
         outbox_mark_interval_seconds=_env_float("OUTBOX_MARK_INTERVAL_SECONDS", 0.1),

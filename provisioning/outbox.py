@@ -196,7 +196,9 @@ def deliver(ids: Sequence[int], senders: Sequence[MailSender], *,
     own Message-ID. While the connections send, the task claims what has come
     due since (at most one claim per ``outbox_claim_interval_seconds``), for up
     to ``outbox_drain_seconds``: mail that trickles in rides on the task that is
-    already running instead of a task of its own.
+    already running instead of a task of its own. A full claim is a backlog: its
+    next batch goes to a task of its own, which takes turns with other work (an
+    import's parts) instead of holding the worker process.
     """
     config = settings()
     batch = config.outbox_batch_size if extra is None else extra
@@ -214,6 +216,8 @@ def deliver(ids: Sequence[int], senders: Sequence[MailSender], *,
             next_claim = time.monotonic() + config.outbox_claim_interval_seconds
             if not batch or not line.wait_for_room(next_claim):
                 break
+            if len(rows) >= batch:
+                break  # a backlog: its next batch is a task of its own, in turn with other work
             if time.monotonic() >= drain_ends:
                 dispatch.send_task(SEND_TASK, [])  # mail is still coming: a fresh task takes over
                 break
