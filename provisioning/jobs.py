@@ -118,10 +118,11 @@ def cancel_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
         raise Conflict(f"This job already {job.status}.", code="job_finished")
     job.status = JobStatus.CANCELLED.value
     job.finished_at = utcnow()
+    view = job_view(session, job)
     audit.record(session, account_id=job.account_id, actor_id=actor.identity_id,
                  actor_label=actor.label, action="job.cancel", target_type="job",
-                 target_id=job.id, after={"done": progress(session, job)[0], "total": job.total})
-    return job_view(session, job)
+                 target_id=job.id, after={"done": view["done"], "total": job.total})
+    return view
 
 
 ERROR_REPORT_COLUMNS = ("line", "column", "code", "message", "value")

@@ -213,11 +213,10 @@ def deliver(ids: Sequence[int], senders: Sequence[MailSender], *,
     try:
         while rows:
             line.add(rows, lease_ends)
-            next_claim = time.monotonic() + config.outbox_claim_interval_seconds
-            if not batch or not line.wait_for_room(next_claim):
+            if not batch or len(rows) >= batch:
+                break  # ids only, or a backlog: its next batch is a task of its own, in turn
+            if not line.wait_for_room(time.monotonic() + config.outbox_claim_interval_seconds):
                 break
-            if len(rows) >= batch:
-                break  # a backlog: its next batch is a task of its own, in turn with other work
             if time.monotonic() >= drain_ends:
                 dispatch.send_task(SEND_TASK, [])  # mail is still coming: a fresh task takes over
                 break
