@@ -62,6 +62,7 @@ from provisioning.importfile import (
     RowError,
     SourceRow,
     check_row,
+    count_rows,
     csv_safe,
     read_rows,
 )
@@ -428,16 +429,14 @@ def _prepare(plan: Plan) -> dict[str, Any]:
     """Before the first chunk: count the rows (limits, progress) or copy the dry run's report."""
     config = settings()
     if plan.snapshot_of is None:
-        total = 0
         try:
             with open_stored_file(plan.job_id, plan.size) as stream:
-                for _ in read_rows(stream, plan.media_type):
-                    total += 1
-                    if total > config.import_max_rows:
-                        raise JobFailed(f"The file has more than {config.import_max_rows:,} rows; "
-                                        "split it into smaller files. Nothing was imported.")
+                total = count_rows(stream, plan.media_type, config.import_max_rows)
         except FileProblem as problem:
             raise JobFailed(f"{problem.message} Nothing was imported.") from None
+        if total > config.import_max_rows:
+            raise JobFailed(f"The file has more than {config.import_max_rows:,} rows; "
+                            "split it into smaller files. Nothing was imported.")
         checkpoint: dict[str, Any] = {"phase": PLANNING, "position": None, "seats_planned": 0,
                                       "parts": 0}
         failed = 0

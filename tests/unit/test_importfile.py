@@ -29,6 +29,7 @@ from provisioning.importfile import (
     RowError,
     SourceRow,
     check_row,
+    count_rows,
     csv_safe,
     fast_email,
     read_rows,
@@ -431,6 +432,46 @@ def test_resuming_after_any_row_gives_exactly_the_rows_after_it(data: str, media
     for index, row in enumerate(everything):
         stream = io.BufferedReader(CountingStream(stored))
         assert list(read_rows(stream, media, row.end)) == everything[index + 1:]
+
+
+# --- Counting ------------------------------------------------------------------------------
+
+# Lines a count by lines could get wrong: blank ones of every kind, a first cell that is
+# only a delimiter, space or a non-ASCII character, and quoted rows spanning lines.
+ODD_LINES = [
+    "ana@example.com,Ana", "", ",,", " , ", "\t", "\u00a0,", "\ufeff", "  bob@example.com,Bob",
+    ",carla@example.com", "Ünal@example.com,Ünal", "\u00a0dina@example.com", "x;y",
+]
+
+
+@pytest.mark.parametrize("delimiter", [",", ";", "\t"])
+@pytest.mark.parametrize("quoted_after", [None, 0, 500, 2999])
+def test_counting_rows_gives_what_reading_them_gives(delimiter: str, quoted_after: int | None):
+    generator = random.Random(7)
+    lines = [delimiter.join(["email", "name"])]
+    for n in range(3000):  # past one 64 KB read, the quotes starting anywhere
+        line = generator.choice(ODD_LINES + [f"user{n}@example.com,User {n}"] * 6)
+        lines.append(line.replace(",", delimiter))
+        if n == quoted_after:
+            lines.append(f'quoted{n}@example.com{delimiter}"Two{delimiter}\nlines"')
+    stored = normalise(("\n".join(lines) + generator.choice(["", "\n"])).encode())
+    expected = len(list(read_rows(io.BytesIO(stored), MEDIA_CSV)))
+    assert count_rows(io.BytesIO(stored), MEDIA_CSV, 10**6) == expected
+
+
+@pytest.mark.parametrize(("data", "media"), [(SAMPLE_CSV, MEDIA_CSV), (JSON_ARRAY, MEDIA_JSON),
+                                             (NDJSON, MEDIA_NDJSON)])
+def test_counting_stops_one_row_past_the_limit(data: str, media: str):
+    stored = normalise(data.encode(), media)
+    everything = len(list(read_rows(io.BytesIO(stored), media)))
+    assert count_rows(io.BytesIO(stored), media, everything) == everything
+    assert count_rows(io.BytesIO(stored), media, everything - 2) == everything - 1
+
+
+def test_counting_an_empty_file_is_the_same_file_problem_as_reading_it():
+    with pytest.raises(FileProblem) as caught:
+        count_rows(io.BytesIO(b""), MEDIA_CSV, 10)
+    assert caught.value.code == "empty_file"
 
 
 # --- JSON and NDJSON -----------------------------------------------------------------------
