@@ -13,11 +13,11 @@ from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
 import psycopg
-from psycopg.types.json import Jsonb
-from sqlalchemy import JSON, ColumnElement, Connection, Table, any_, bindparam, func, select
+from sqlalchemy import ColumnElement, Connection, Table, any_, bindparam, func, select
 from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import QueryableAttribute
+from sqlalchemy.types import TypeEngine
 
 from provisioning.db import Base
 
@@ -61,26 +61,32 @@ def insert_new(connection: Connection, model: type[Base], columns: Sequence[str]
 
 def _copy(connection: Connection, table: Table, columns: Sequence[str],
           rows: Iterable[Sequence[Any]]) -> int:
-    json_columns = {i for i, name in enumerate(columns)
-                    if isinstance(table.c[name].type, JSON)}
+    types = [_copy_type(table.c[name].type, connection) for name in columns]
     quoted = ", ".join(f'"{name}"' for name in columns)
     driver = connection.connection.driver_connection
     assert driver is not None
     try:
-        return _copy_rows(driver, table, quoted, json_columns, rows)
+        return _copy_rows(driver, table, quoted, types, rows)
     except psycopg.IntegrityError as exc:  # the same error an INSERT would raise
         raise IntegrityError(f"COPY {table.name}", None, exc) from exc
 
 
-def _copy_rows(driver: Any, table: Table, quoted: str, json_columns: set[int],
+def _copy_type(column_type: TypeEngine[Any], connection: Connection) -> str:
+    """The column's PostgreSQL type as psycopg names it: ``VARCHAR(320)`` is ``varchar``."""
+    compiled = column_type.compile(dialect=connection.dialect)
+    return compiled.split("(", 1)[0].strip().lower()
+
+
+def _copy_rows(driver: Any, table: Table, quoted: str, types: Sequence[str],
                rows: Iterable[Sequence[Any]]) -> int:
+    # Binary: each value goes as its column's type, about four times cheaper to
+    # write than text (a timestamp's text form costs the most) and to read.
     count = 0
     with driver.cursor() as cursor, cursor.copy(
-        f'COPY "{table.name}" ({quoted}) FROM STDIN'  # noqa: S608 - names come from the schema
+        f'COPY "{table.name}" ({quoted}) FROM STDIN (FORMAT BINARY)'  # noqa: S608 - schema names
     ) as copy:
+        copy.set_types(types)
         for row in rows:
-            if json_columns:
-                row = [Jsonb(value) if i in json_columns else value for i, value in enumerate(row)]
             copy.write_row(row)
             count += 1
     return count

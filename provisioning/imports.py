@@ -710,7 +710,7 @@ def _part_rows(session: Session, job_id: int, part: ImportPart
     """The part's new members in file order, and the identities the plan found for them."""
     in_part = (StagedRow.line.between(part.first_line, part.last_line),
                StagedRow.outcome == CREATE)
-    known = {email: identity_id for email, identity_id in session.execute(
+    known = {email: identity_id for email, identity_id in session.connection().execute(
         select(StagedRow.email, StagedRow.identity_id).where(
             StagedRow.job_id == job_id, StagedRow.identity_id.is_not(None), *in_part))
         if identity_id is not None}
@@ -817,18 +817,18 @@ def _decide(session: Session, plan: Plan, rows: Sequence[ImportRow], free_seats:
     else:
         looked_up = looked_up.where(among(connection, Identity.id, list(known.values())))
     identities = {email: (identity_id, name, has_login) for identity_id, email, name, has_login
-                  in (session.execute(looked_up) if known is None or known else ())}
+                  in (connection.execute(looked_up) if known is None or known else ())}
     ids = [value[0] for value in identities.values()]
     members: dict[int, tuple[int, int, int | None]] = {}
     paid_elsewhere: set[int] = set()
     if ids:
         members = {identity_id: (member_id, role_id, group_id)
-                   for member_id, identity_id, role_id, group_id in session.execute(
+                   for member_id, identity_id, role_id, group_id in connection.execute(
                        select(Membership.id, Membership.identity_id, Membership.role_id,
                               Membership.group_id)
                        .where(Membership.account_id == plan.account_id,
                               among(connection, Membership.identity_id, ids)))}
-        paid_elsewhere = set(session.scalars(
+        paid_elsewhere = set(connection.scalars(
             select(Membership.identity_id).where(
                 among(connection, Membership.identity_id, ids),
                 Membership.account_id != plan.account_id,
@@ -1023,7 +1023,7 @@ def _staged_rows(session: Session, job_id: int, *criteria: ColumnElement[bool],
     columns = [getattr(StagedRow, name) for name in STAGED_FIELDS]
     query = (select(*columns).where(StagedRow.job_id == job_id, *criteria)
              .order_by(StagedRow.line).limit(limit))
-    return [ImportRow(*values) for values in session.execute(query)]
+    return [ImportRow(*values) for values in session.connection().execute(query)]
 
 
 def _finish(plan: Plan) -> None:
