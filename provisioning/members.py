@@ -328,7 +328,7 @@ def _queue_invitation_email(
             "expires_at": link.expires_at.isoformat(),
             outbox.INVITATION_NONCE: link.nonce,
         },
-    ).id
+    )
 
 
 def _resolve_role_and_group(

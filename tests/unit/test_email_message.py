@@ -6,6 +6,7 @@ import email
 import email.policy
 import random
 import re
+import smtplib
 from datetime import UTC, datetime, timedelta, timezone
 from email.header import decode_header, make_header
 from email.message import EmailMessage
@@ -13,6 +14,7 @@ from email.message import EmailMessage
 import pytest
 
 from provisioning.mail.message import build_message, make_message_id
+from provisioning.mail.sender import envelope_path
 
 MESSAGE_ID = "<outbox-42.abc@example.test>"
 WHEN = datetime(2026, 11, 23, 9, 30, tzinfo=timezone(timedelta(hours=3)))
@@ -261,3 +263,10 @@ def test_message_id_is_kept_verbatim_and_must_be_well_formed() -> None:
     for message_id in ("outbox-42@example.test", "<a b@example.test>", "<x>", MESSAGE_ID + "\r\n"):
         with pytest.raises(ValueError, match="Message-ID"):
             build(message_id=message_id)
+
+
+@pytest.mark.parametrize("address", ["ana@example.com", "a.b+c@sub.example.org", "José@example.com",
+                                     '"a b"@example.com', "<ana@example.com>",
+                                     "Ana <ana@example.com>", "o'brien@example.ie"])
+def test_the_envelope_paths_are_what_smtplib_would_send(address: str):
+    assert envelope_path(address) == smtplib.quoteaddr(address)
