@@ -24,7 +24,9 @@ MAX_QUOTED_NAME = 200
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
-_ADDRESS = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}\Z")
+# A plain ``local@domain`` of dot-atoms: the builder takes only these; the SMTP envelope
+# sends them as they are.
+PLAIN_ADDRESS = re.compile(rf"{_DOT_ATOM}@{_DOT_ATOM}\Z")
 _MESSAGE_ID = re.compile(rf"<{_DOT_ATOM}@{_DOT_ATOM}>\Z")
 _DOT_ATOM_TEXT = re.compile(rf"{_DOT_ATOM}\Z")
 _FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]+\Z")
@@ -114,7 +116,7 @@ def _extra_field_name(name: str) -> str:
 
 def _address_field(field: str, address: str, display_name: str | None) -> str:
     """``Field: "Name" <address>``, the name quoted or encoded as its characters need."""
-    if not _ADDRESS.match(address):
+    if not PLAIN_ADDRESS.match(address):
         raise ValueError(f"{field} address {address!r} is not a plain ASCII address")
     name = " ".join((display_name or "").split())
     if not name:

@@ -8,11 +8,10 @@ import smtplib
 import threading
 from typing import Protocol
 
+from provisioning.mail.message import PLAIN_ADDRESS
+
 # RFC 5321 §4.5.2: a line of the message that starts with a period gets one more.
 _LEADING_PERIOD = re.compile(rb"(?m)^\.")
-# A plain ``local@domain`` of dot-atoms (RFC 5321 §4.1.2), as the outbox holds them.
-_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*\Z")
 
 
 class DeliveryError(Exception):
@@ -138,7 +137,7 @@ def _pipelined_envelope(connection: smtplib.SMTP, sender: str,
 def envelope_path(address: str) -> str:
     """``<address>``; what is not a plain address goes through smtplib's parser
     (email.utils, about 20 µs a call), as ``sendmail`` would."""
-    return f"<{address}>" if _PLAIN_ADDRESS.match(address) else smtplib.quoteaddr(address)
+    return f"<{address}>" if PLAIN_ADDRESS.match(address) else smtplib.quoteaddr(address)
 
 
 def _accepted(command: str, code: int) -> bool:
