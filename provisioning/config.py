@@ -130,7 +130,7 @@ def load_settings() -> Settings:
         default_language=_env("DEFAULT_LANGUAGE", "en"),
         import_max_bytes=_env_int("IMPORT_MAX_BYTES", 50 * 1024 * 1024),
         import_max_rows=_env_int("IMPORT_MAX_ROWS", 1_000_000),
-        import_chunk_rows=_env_int("IMPORT_CHUNK_ROWS", 5000),
+        import_chunk_rows=_env_int("IMPORT_CHUNK_ROWS", 10_000),
         job_slice_seconds=_env_float("JOB_SLICE_SECONDS", 10.0),
         job_lease_seconds=_env_float("JOB_LEASE_SECONDS", 60.0),
         job_sweep_seconds=_env_float("JOB_SWEEP_SECONDS", 30.0),
