@@ -93,6 +93,13 @@ def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Outbo
     skipped (SKIP LOCKED on PostgreSQL; SQLite serialises writers).
     """
     config = settings()
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        # A queue's due rows change faster than its statistics: an import queues 100,000
+        # in a minute, and a planner that still counts 20 fetches them all by bitmap and
+        # sorts them, for every claim (40 ms instead of 2). Walking the due index in its
+        # order stops at the rows taken, whatever the statistics say.
+        connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
     wanted: list[int] = []
     if ids:
         wanted += session.scalars(
@@ -101,12 +108,13 @@ def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Outbo
             .with_for_update(skip_locked=True)
         ).all()
     given, now = len(wanted), utcnow()
-    # Abandoned rows first, then due ones in the due index's order (retries, then
-    # fresh mail, each by due time): a claim reads only the rows it takes, however
-    # many sent rows the table keeps.
+    # Abandoned rows first, then retries, then fresh mail, each by due time: one query
+    # per status, so each walks the due index in the order it wants.
+    due_now = OutboxEmail.next_attempt_at <= now
     for others in (select(OutboxEmail.id).where(_abandoned(now, config)),
-                   select(OutboxEmail.id).where(_due(now))
-                   .order_by(OutboxEmail.status, OutboxEmail.next_attempt_at)):
+                   *(select(OutboxEmail.id).where(OutboxEmail.status == status, due_now)
+                     .order_by(OutboxEmail.next_attempt_at)
+                     for status in (EmailStatus.DEFERRED.value, EmailStatus.QUEUED.value))):
         room = extra - (len(wanted) - given)
         if room <= 0:
             break

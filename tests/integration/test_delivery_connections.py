@@ -321,3 +321,29 @@ def test_a_refusal_names_the_reply_and_the_connection_goes_on(
     finally:
         sender.close()
         controller.stop()
+
+
+def test_a_claim_takes_abandoned_rows_then_retries_then_fresh_mail_each_oldest_first(
+        quiet_stack: Stack) -> None:
+    addresses = queue_invitations(6)
+    long_ago = utcnow() - timedelta(days=9000)  # before anything else in the outbox
+    with session_scope() as session:
+        rows = {row.recipient: row for row in rows_for(addresses)}
+        fresh_late, fresh_early, retry_late, retry_early, abandoned, not_yet = (
+            rows[address] for address in addresses)
+        fresh_early.next_attempt_at = long_ago + timedelta(minutes=1)
+        fresh_late.next_attempt_at = long_ago + timedelta(minutes=2)
+        for row, minutes in ((retry_early, 3), (retry_late, 4)):
+            row.status, row.next_attempt_at = "deferred", long_ago + timedelta(minutes=minutes)
+        abandoned.status, abandoned.claimed_at, abandoned.claim_token = (
+            "sending", long_ago, "dead-worker")
+        not_yet.status, not_yet.next_attempt_at = "deferred", utcnow() + timedelta(hours=1)
+        session.add_all(rows.values())
+    taken = []
+    for room in (3, 2):
+        with session_scope() as session:
+            taken.append({row.recipient for row in outbox.claim(session, [], extra=room)})
+    assert taken == [{abandoned.recipient, retry_early.recipient, retry_late.recipient},
+                     {fresh_early.recipient, fresh_late.recipient}]
+    with session_scope() as session:
+        assert session.get_one(OutboxEmail, not_yet.id).status == "deferred"
