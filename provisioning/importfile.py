@@ -689,6 +689,7 @@ def count_rows(stream: BinaryIO, media_type: str, limit: int) -> int:
         return _counted(read_rows(stream, media_type), limit)
     header, offset = _csv_header(stream)
     delimiter = header.delimiter
+    delimiter_byte = ord(delimiter)
     line, rows = header.line, 0
     for raw in _physical_lines(stream, offset):
         if b'"' in raw:
@@ -697,15 +698,12 @@ def count_rows(stream: BinaryIO, media_type: str, limit: int) -> int:
         offset += len(raw)
         line += 1
         # The usual row starts with a visible ASCII character; anything else is looked at.
-        if raw[0] > 0x20 and raw[0] < 0x80 and raw[:1] != _DELIMITER_BYTES[delimiter] or (
+        if 0x20 < raw[0] < 0x80 and raw[0] != delimiter_byte or (
                 raw.decode("utf-8").replace(delimiter, "").strip()):
             rows += 1
             if rows > limit:
                 break
     return rows
-
-
-_DELIMITER_BYTES = {delimiter: delimiter.encode() for delimiter in (",", ";", "\t")}
 
 
 def _counted(rows: Iterator[SourceRow], limit: int) -> int:

@@ -75,9 +75,12 @@ def _claimable(config: Settings) -> Any:
     return or_(_due(now), _abandoned(now, config))
 
 
-def _due(now: datetime) -> Any:
-    return and_(OutboxEmail.status.in_((EmailStatus.QUEUED.value, EmailStatus.DEFERRED.value)),
-                OutboxEmail.next_attempt_at <= now)
+# Waiting to be sent: retries first, then fresh mail (the order a claim takes them in).
+DUE_STATUSES = (EmailStatus.DEFERRED.value, EmailStatus.QUEUED.value)
+
+
+def _due(now: datetime, statuses: Sequence[str] = DUE_STATUSES) -> Any:
+    return and_(OutboxEmail.status.in_(statuses), OutboxEmail.next_attempt_at <= now)
 
 
 def _abandoned(now: datetime, config: Settings) -> Any:
@@ -110,11 +113,9 @@ def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Outbo
     given, now = len(wanted), utcnow()
     # Abandoned rows first, then retries, then fresh mail, each by due time: one query
     # per status, so each walks the due index in the order it wants.
-    due_now = OutboxEmail.next_attempt_at <= now
     for others in (select(OutboxEmail.id).where(_abandoned(now, config)),
-                   *(select(OutboxEmail.id).where(OutboxEmail.status == status, due_now)
-                     .order_by(OutboxEmail.next_attempt_at)
-                     for status in (EmailStatus.DEFERRED.value, EmailStatus.QUEUED.value))):
+                   *(select(OutboxEmail.id).where(_due(now, (status,)))
+                     .order_by(OutboxEmail.next_attempt_at) for status in DUE_STATUSES)):
         room = extra - (len(wanted) - given)
         if room <= 0:
             break
