@@ -7,12 +7,14 @@ strings are English in the templates and translated by the gettext catalogs in
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from functools import cache, lru_cache
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 from babel import Locale
 from babel.dates import format_datetime, get_datetime_format, tokenize_pattern
@@ -23,13 +25,18 @@ from jinja2 import (
     Environment,
     FileSystemLoader,
     StrictUndefined,
+    Template,
     TemplateNotFound,
+    nodes,
     select_autoescape,
 )
+from jinja2.ext import InternationalizationExtension
 
 from provisioning.validation import LANGUAGES
 
 SOURCE_LANGUAGE = "en"
+# A variable in a {% trans %} message, or a percent sign (the block doubles each one).
+_PLACEHOLDER = re.compile(r"%\((\w+)\)s|%%")
 PARTS = ("subject.txt", "body.txt", "body.html")
 DEFAULT_TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
 
@@ -62,13 +69,17 @@ def render_email(
     directory = templates_dir or DEFAULT_TEMPLATES_DIR
     environment = _environment(language, directory)
     try:
-        subject_template, text_template, html_template = (
-            environment.get_template(f"email/{template}/{part}") for part in PARTS
-        )
+        parts = [environment.get_template(f"email/{template}/{part}") for part in PARTS]
     except TemplateNotFound as missing:
         raise LookupError(
             f"no email template {template!r}: {missing.name} is missing from {directory}"
         ) from missing
+    return _render(parts, context)
+
+
+def _render(parts: Sequence[Template], context: Mapping[str, object]) -> RenderedEmail:
+    """Render the subject, text and HTML templates of one email."""
+    subject_template, text_template, html_template = parts
     # Headers are one line; this also drops any line break smuggled in through a name.
     subject = " ".join(subject_template.render(context).split())
     return RenderedEmail(
@@ -78,14 +89,29 @@ def render_email(
     )
 
 
+class _EmailEnvironment(Environment):
+    """An environment whose globals are complete before its first template loads."""
+
+    def make_globals(self, d: MutableMapping[str, Any] | None) -> MutableMapping[str, Any]:
+        # Jinja chains a template's globals to the environment's so later changes show
+        # through; these never change, and a flat copy spares each render walking the chain
+        # (a tenth of an invitation's rendering).
+        return {**self.globals, **(d or {})}
+
+
 @cache
-def _environment(language: str, templates_dir: Path) -> Environment:
-    """One Jinja2 environment per language: it keeps its compiled templates."""
-    environment = Environment(
+def _environment(language: str, templates_dir: Path, *,
+                 compile_translations: bool = True) -> Environment:
+    """One Jinja2 environment per language: it keeps its compiled templates.
+
+    ``compile_translations=False`` leaves the translating to Jinja's own i18n
+    extension at render time, the reference the compiled form must match.
+    """
+    environment = _EmailEnvironment(
         loader=FileSystemLoader(templates_dir),
         autoescape=select_autoescape(enabled_extensions=("html",), default_for_string=False),
         undefined=StrictUndefined,
-        extensions=("jinja2.ext.i18n",),
+        extensions=(CompiledTranslations if compile_translations else "jinja2.ext.i18n",),
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
@@ -100,6 +126,58 @@ def _environment(language: str, templates_dir: Path) -> Environment:
     environment.globals["language"] = language
     environment.filters["format_datetime"] = _datetime_formatter(language)
     return environment
+
+
+class CompiledTranslations(InternationalizationExtension):
+    """``{% trans %}`` translated once, when a template compiles, instead of at every render.
+
+    An environment serves one language (``_environment``), so each message's
+    translation is known when its template compiles: the block becomes the
+    translated text with its variables in place, plain template output, instead
+    of a gettext call and a %-format each time (a third of an invitation's
+    rendering). The output is the same as newstyle gettext's: the translated text
+    is trusted like the template's own, each variable is escaped where the
+    template autoescapes. Plural and context forms, a translation with any other
+    %-format, and ``_()`` calls keep the runtime call.
+    """
+
+    _translations: NullTranslations | None = None
+
+    def _install(self, translations: Any, newstyle: bool | None = None) -> None:
+        self._translations = translations
+        super()._install(translations, newstyle)
+
+    def _make_node(self, singular: str, plural: str | None, context: str | None,
+                   variables: dict[str, nodes.Expr], plural_expr: nodes.Expr | None,
+                   vars_referenced: bool, num_called_num: bool) -> nodes.Output:
+        runtime = super()._make_node(singular, plural, context, variables, plural_expr,
+                                     vars_referenced, num_called_num)
+        newstyle = getattr(self.environment, "newstyle_gettext", False)
+        if self._translations is None or not newstyle or plural_expr or context:
+            return runtime
+        return _inline(self._translations.gettext(singular), variables) or runtime
+
+
+def _inline(translated: str, variables: dict[str, nodes.Expr]) -> nodes.Output | None:
+    """``translated % variables`` as template output; None if it takes more than that."""
+    children: list[nodes.Expr] = []
+    text, position = "", 0
+    for placeholder in _PLACEHOLDER.finditer(translated):
+        literal = translated[position:placeholder.start()]
+        name, position = placeholder[1], placeholder.end()
+        if "%" in literal or (name is not None and name not in variables):
+            return None  # another %-format, or a variable the block lacks: the runtime call
+        if name is None:
+            text += literal + "%"
+        else:
+            children += [nodes.TemplateData(text + literal), variables[name]]
+            text = ""
+    rest = translated[position:]
+    if "%" in rest:
+        return None
+    children.append(nodes.TemplateData(text + rest))
+    return nodes.Output([child for child in children
+                         if not (isinstance(child, nodes.TemplateData) and not child.data)])
 
 
 def _translations(language: str, templates_dir: Path) -> NullTranslations:

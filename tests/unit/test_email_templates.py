@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 
 import pytest
 from babel.messages.pofile import read_po
 from jinja2 import Environment, UndefinedError, meta
 
-from provisioning.mail.templates import DEFAULT_TEMPLATES_DIR, LANGUAGES, render_email
+from provisioning.mail.templates import (
+    DEFAULT_TEMPLATES_DIR,
+    LANGUAGES,
+    PARTS,
+    RenderedEmail,
+    _environment,
+    _render,
+    render_email,
+)
 
 TEMPLATES = ("invite_new", "invite_existing")
 TRANSLATED = tuple(language for language in LANGUAGES if language != "en")
@@ -258,3 +267,50 @@ def test_catalog_translates_every_message_with_the_same_placeholders(language: s
         assert not message.fuzzy, f"{language}: {message.id!r} is fuzzy"
         placeholders = re.findall(r"%\(\w+\)s", str(message.id))
         assert sorted(re.findall(r"%\(\w+\)s", str(message.string))) == sorted(placeholders)
+
+
+def rendered_by_jinja_i18n(template: str, language: str, context: dict[str, object],
+                           templates_dir: Path = DEFAULT_TEMPLATES_DIR) -> RenderedEmail:
+    """The email as Jinja's own i18n extension renders it, translating at every render."""
+    reference = _environment(language, templates_dir, compile_translations=False)
+    return _render([reference.get_template(f"email/{template}/{part}") for part in PARTS],
+                   context)
+
+
+@pytest.mark.parametrize("template", TEMPLATES)
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_translations_compiled_into_templates_render_as_jinja_translates_at_render(
+        template: str, language: str) -> None:
+    contexts = [
+        invitation(),
+        invitation(invitee_name="", inviter_name=""),
+        invitation(invitee_name='<b>Tom & "Jerry"</b> 100% %(x)s', account_name="R&D <Team>",
+                   inviter_name="Zoë 50%%", link=LINK + "?a=1&b=<2>"),
+        invitation(invitee_name="José  Núñez\nda Silva", expires_at=EXPIRES_AT.isoformat()),
+    ]
+    for context in contexts:
+        assert render_email(template, language, context) == rendered_by_jinja_i18n(
+            template, language, context)
+
+
+def test_percent_signs_and_variables_in_a_trans_block_compile_as_gettext_formats_them(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "email" / "offer"
+    folder.mkdir(parents=True)
+    (folder / "subject.txt").write_text("{% trans %}100% off for {{ who }}{% endtrans %}")
+    block = ("{% trans n=count|string %}{{ who }}: {{ n }}% of {{ n }}%, %(n)s stays{% endtrans %}")
+    (folder / "body.txt").write_text(block + "\n")  # trim_blocks takes the newline
+    (folder / "body.html").write_text("<p>" + block + "</p>\n")
+    context = {"who": "<Ana & Bo>", "count": 30}
+
+    compiled = render_email("offer", "en", context, templates_dir=tmp_path)
+
+    assert compiled == rendered_by_jinja_i18n("offer", "en", context, tmp_path)
+    assert compiled.subject == "100% off for <Ana & Bo>"
+    assert compiled.text == "<Ana & Bo>: 30% of 30%, %(n)s stays"
+    assert compiled.html == "<p>&lt;Ana &amp; Bo&gt;: 30% of 30%, %(n)s stays</p>\n"
+    # and the translating happened when the templates compiled: no gettext call is left
+    environment = _environment("en", tmp_path)
+    for part in PARTS:
+        source = (folder / part).read_text()
+        assert "gettext" not in str(environment.compile(source, raw=True))
