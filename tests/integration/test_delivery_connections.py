@@ -24,7 +24,7 @@ from provisioning import dispatch, outbox
 from provisioning.config import settings
 from provisioning.db import session_scope
 from provisioning.mail.sender import DeliveryError, SmtpSender
-from provisioning.models import OutboxEmail, utcnow
+from provisioning.models import EmailStatus, OutboxEmail, utcnow
 from tests.conftest import Stack
 from tests.support.processes import free_port, wait_until
 
@@ -347,3 +347,38 @@ def test_a_claim_takes_abandoned_rows_then_retries_then_fresh_mail_each_oldest_f
                      {fresh_early.recipient, fresh_late.recipient}]
     with session_scope() as session:
         assert session.get_one(OutboxEmail, not_yet.id).status == "deferred"
+
+
+def test_a_group_of_outcomes_sets_each_kind_its_columns_and_only_where_the_claim_holds(
+        quiet_stack: Stack) -> None:
+    addresses = queue_invitations(5)
+    with session_scope() as session:
+        ids = [row.id for row in rows_for(addresses)]
+        claimed = {row.recipient: row for row in outbox.claim(session, ids)}
+    sent, sent_too, deferred, failed, reclaimed = (claimed[address] for address in addresses)
+    now = utcnow()
+    retry_at = now + timedelta(minutes=5)
+
+    def outcome(row: OutboxEmail, status: str, token: str | None = None,
+                **values: Any) -> outbox.Outcome:
+        return outbox.Outcome(row.id, token or row.claim_token or "", EmailStatus(status), values)
+
+    outbox.write_marks([
+        outcome(sent, "sent", sent_at=now, provider_response="250 first", last_error=None),
+        outcome(deferred, "deferred", last_error="451 later", next_attempt_at=retry_at),
+        outcome(sent_too, "sent", sent_at=now, provider_response="250 second", last_error=None),
+        outcome(failed, "failed", last_error="550 no such user"),
+        # another claim took this row meanwhile: an outcome under the old token changes nothing
+        outcome(reclaimed, "sent", token="stale-token", sent_at=now,
+                provider_response="250 late", last_error=None),
+    ])
+
+    rows = {row.recipient: row for row in rows_for(addresses)}
+    columns = [(row.status, row.provider_response, row.last_error, row.sent_at is not None)
+               for row in (rows[address] for address in addresses)]
+    assert columns == [("sent", "250 first", None, True), ("sent", "250 second", None, True),
+                       ("deferred", None, "451 later", False),
+                       ("failed", None, "550 no such user", False),
+                       ("sending", None, None, False)]
+    assert rows[deferred.recipient].next_attempt_at == retry_at
+    assert abs(rows[sent.recipient].sent_at - now) < timedelta(seconds=1)
