@@ -26,7 +26,7 @@ from provisioning import dispatch
 from provisioning.config import Settings, settings
 from provisioning.db import after_commit, engine, session_scope
 from provisioning.mail.message import build_message, make_message_id
-from provisioning.mail.sender import DeliveryError, MailSender
+from provisioning.mail.sender import DeliveryError, MailSender, Outgoing, Result
 from provisioning.mail.templates import render_email
 from provisioning.models import EmailStatus, OutboxEmail, utcnow
 from provisioning.security import invitation_token
@@ -305,9 +305,30 @@ class SendLine:
         if self._error is not None:
             raise self._error
 
-    def _next(self) -> tuple[OutboxEmail, float] | None:
+    def next(self, *, wait: bool) -> Outgoing | None:
+        """The next row that may still be sent, rendered (a connection's ``MessageSource``).
+
+        A row that cannot be rendered is marked failed here and the next one taken.
+        """
+        while (taken := self._take(wait)) is not None:
+            row, lease_ends = taken
+            if time.monotonic() >= lease_ends:
+                self._stop()
+                return None
+            try:
+                message = render(row, self._config)
+            except Exception as exc:  # a template or data fault: retrying will not fix it
+                log.exception("email %s could not be built", row.id)
+                self._marks.record(_failure(row, DeliveryError(
+                    f"cannot build message: {exc}", permanent=True), self._config))
+                continue
+            return Outgoing(row, row.recipient, message)
+        return None
+
+    def _take(self, wait: bool) -> tuple[OutboxEmail, float] | None:
         with self._changed:
-            self._changed.wait_for(lambda: self._waiting or self._closing or self._stopped)
+            if wait:
+                self._changed.wait_for(lambda: self._waiting or self._closing or self._stopped)
             if self._stopped or not self._waiting:
                 return None
             taken = self._waiting.popleft()
@@ -322,28 +343,18 @@ class SendLine:
 
     def _send_while_open(self, sender: MailSender) -> None:
         try:
-            while (taken := self._next()) is not None:
-                row, lease_ends = taken
-                if time.monotonic() >= lease_ends:
-                    self._stop()
-                    return
-                self._marks.record(_send_one(row, sender, self._config))
+            for row, result in sender.send_each(self._config.mail_from, self):
+                assert isinstance(row, OutboxEmail)
+                self._marks.record(_sent_or_failed(row, result, self._config))
         except BaseException as exc:
             self._stop(exc)
 
 
-def _send_one(row: OutboxEmail, sender: MailSender, config: Settings) -> Outcome:
-    """Render and send one claimed row; what to mark it, whatever happened."""
-    try:
-        message = render(row, config)
-        response = sender.send(config.mail_from, row.recipient, message)
-    except DeliveryError as exc:
-        return _failure(row, exc, config)
-    except Exception as exc:  # a template or data fault: retrying will not fix it
-        log.exception("email %s could not be built", row.id)
-        return _failure(row, DeliveryError(f"cannot build message: {exc}", permanent=True),
-                        config)
-    return _outcome(row, EmailStatus.SENT, sent_at=utcnow(), provider_response=response,
+def _sent_or_failed(row: OutboxEmail, result: Result, config: Settings) -> Outcome:
+    """What to mark a row the server answered for."""
+    if isinstance(result, DeliveryError):
+        return _failure(row, result, config)
+    return _outcome(row, EmailStatus.SENT, sent_at=utcnow(), provider_response=result,
                     last_error=None)
 
 

@@ -6,7 +6,8 @@ import contextlib
 import re
 import smtplib
 import threading
-from typing import Protocol
+from collections.abc import Generator, Iterator
+from typing import NamedTuple, Protocol
 
 from provisioning.mail.message import PLAIN_ADDRESS
 
@@ -22,17 +23,51 @@ class DeliveryError(Exception):
         self.permanent = permanent
 
 
-class MailSender(Protocol):
-    def send(self, sender: str, recipient: str, message: bytes) -> str:
-        """Send one message; the server's answer on success, DeliveryError otherwise."""
+class Outgoing(NamedTuple):
+    """One message to send, and the caller's key for its result."""
+
+    key: object
+    recipient: str
+    message: bytes
+
+
+# What became of one message: the server's answer, or why it was not taken.
+Result = str | DeliveryError
+
+
+class MessageSource(Protocol):
+    def next(self, *, wait: bool) -> Outgoing | None:
+        """The next message; None when there is none (``wait``: none will come)."""
         ...
 
 
-class SmtpSender:
+class MailSender:
+    """Sends messages one by one; a transport that can do better overrides ``send_each``."""
+
+    def send(self, sender: str, recipient: str, message: bytes) -> str:
+        """Send one message; the server's answer on success, DeliveryError otherwise."""
+        raise NotImplementedError
+
+    def send_each(self, sender: str, source: MessageSource) -> Iterator[tuple[object, Result]]:
+        """Send what ``source`` hands out until it has no more; each message's key and result."""
+        while (item := source.next(wait=True)) is not None:
+            try:
+                yield item.key, self.send(sender, item.recipient, item.message)
+            except DeliveryError as refused:
+                yield item.key, refused
+
+
+# A connection the server dropped, or that broke under us.
+_CONNECTION_LOST = (smtplib.SMTPServerDisconnected, ConnectionError)
+
+
+class SmtpSender(MailSender):
     """Keeps one SMTP connection open and reconnects when the server drops it.
 
     When the server offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go out in
-    one write: two round trips per message instead of four.
+    one write, and ``send_each`` sends the next message's three in the same
+    write as the current message's content: one round trip per message instead
+    of four, and one write for each on both ends.
     """
 
     def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
@@ -44,43 +79,125 @@ class SmtpSender:
 
     def send(self, sender: str, recipient: str, message: bytes) -> str:
         with self._lock:
-            for attempt in (1, 2):
-                try:
-                    connection = self._connect()
-                except OSError as exc:
-                    self.close()
-                    raise DeliveryError(f"SMTP server unreachable: {exc}",
-                                        permanent=False) from exc
-                try:
-                    return self._send_once(connection, sender, recipient, message)
-                except (smtplib.SMTPServerDisconnected, ConnectionError) as exc:
-                    self.close()  # an idle connection the server dropped: one fresh try
-                    if attempt == 2:
-                        raise DeliveryError(f"SMTP connection lost: {exc}",
-                                            permanent=False) from exc
-                except OSError as exc:
-                    self.close()
-                    raise DeliveryError(f"SMTP connection failed: {exc}",
-                                        permanent=False) from exc
-            raise AssertionError("unreachable")
+            result = self._deliver(sender, Outgoing(None, recipient, message), attempts=2)
+        if isinstance(result, DeliveryError):
+            raise result
+        return result
 
-    def _send_once(self, connection: smtplib.SMTP, sender: str, recipient: str,
-                   message: bytes) -> str:
-        # MAIL, RCPT, DATA by hand (what sendmail does) to keep the server's final
-        # reply: it carries the provider's id for the message.
+    def send_each(self, sender: str, source: MessageSource) -> Iterator[tuple[object, Result]]:
+        with self._lock:
+            try:
+                item = source.next(wait=True)
+                while item is not None:
+                    refusal = self._open_retrying(sender, item)
+                    if refusal is not None:
+                        yield item.key, refusal
+                        item = source.next(wait=True)
+                    else:
+                        item = yield from self._stream(sender, source, item)
+            except BaseException:
+                # Stopped part way (the caller's error, or it stopped listening): the
+                # connection may be inside a message, so it goes without a QUIT (which
+                # would be read as content); the server drops what it had not been given.
+                self._drop()
+                raise
+
+    def _stream(self, sender: str, source: MessageSource, item: Outgoing
+                ) -> Generator[tuple[object, Result], None, Outgoing | None]:
+        """Send ``item`` (its DATA open) and each message that is ready by then, the next
+        envelope riding on the current content; returns the next message to open."""
+        while True:
+            assert self._connection is not None
+            connection = self._connection
+            following = source.next(wait=False) if connection.has_extn("pipelining") else None
+            envelope = b""
+            if following is not None:
+                with contextlib.suppress(ValueError):  # not ASCII: ``_open`` refuses it alone
+                    envelope = _envelope_commands(sender, following.recipient)
+            try:
+                connection.send(_transparent(item.message) + b".\r\n" + envelope)
+                result = _data_reply(connection)
+            except _CONNECTION_LOST:
+                # Whether the server took it is unknown: once more on a fresh connection,
+                # under the same Message-ID.
+                self.close()
+                result = self._deliver(sender, item, attempts=1)
+                envelope = b""  # the following envelope went with the connection
+            except OSError as exc:
+                self.close()
+                result = DeliveryError(f"SMTP connection failed: {exc}", permanent=False)
+                envelope = b""
+            yield item.key, result
+            if following is None:
+                return source.next(wait=True)
+            if not envelope:
+                return following  # it goes on its own
+            try:
+                refusal = _envelope_replies(connection)
+            except OSError:  # lost with the envelope in flight: it starts afresh
+                self.close()
+                return following
+            if refusal is not None:
+                self._reset(connection)
+                yield following.key, refusal
+                return source.next(wait=True)
+            item = following
+
+    def _deliver(self, sender: str, item: Outgoing, *, attempts: int) -> Result:
+        """One message on its own: envelope, content, the server's answer."""
+        for attempt in range(1, attempts + 1):
+            try:
+                refusal = self._open(sender, item)
+                if refusal is not None:
+                    return refusal
+                assert self._connection is not None
+                self._connection.send(_transparent(item.message) + b".\r\n")
+                return _data_reply(self._connection)
+            except _CONNECTION_LOST as exc:
+                self.close()  # an idle connection the server dropped: one fresh try
+                if attempt == attempts:
+                    return DeliveryError(f"SMTP connection lost: {exc}", permanent=False)
+            except OSError as exc:
+                self.close()
+                return DeliveryError(f"SMTP connection failed: {exc}", permanent=False)
+        raise AssertionError("unreachable")
+
+    def _open_retrying(self, sender: str, item: Outgoing) -> DeliveryError | None:
+        """``_open``, once more on a fresh connection if the server had dropped this one."""
+        for attempt in (1, 2):
+            try:
+                return self._open(sender, item)
+            except _CONNECTION_LOST as exc:
+                self.close()
+                if attempt == 2:
+                    return DeliveryError(f"SMTP connection lost: {exc}", permanent=False)
+            except OSError as exc:
+                self.close()
+                return DeliveryError(f"SMTP connection failed: {exc}", permanent=False)
+        raise AssertionError("unreachable")
+
+    def _open(self, sender: str, item: Outgoing) -> DeliveryError | None:
+        """Connect if need be and send the envelope: None once DATA is open, else the
+        refusal. A connection that breaks raises (the callers decide about trying again)."""
+        try:
+            connection = self._connect()
+        except OSError as exc:
+            self.close()
+            return DeliveryError(f"SMTP server unreachable: {exc}", permanent=False)
+        # MAIL, RCPT, DATA by hand (what sendmail does) to keep the server's final reply:
+        # it carries the provider's id for the message.
         if connection.has_extn("pipelining"):
-            refusal = _pipelined_envelope(connection, sender, recipient)
+            try:
+                commands = _envelope_commands(sender, item.recipient)
+            except ValueError as exc:
+                return DeliveryError(f"cannot send to {item.recipient!r}: {exc}", permanent=True)
+            connection.send(commands)
+            refusal = _envelope_replies(connection)
         else:
-            refusal = _envelope(connection, sender, recipient)
+            refusal = _envelope(connection, sender, item.recipient)
         if refusal is not None:
             self._reset(connection)
-            raise refusal
-        connection.send(_transparent(message) + b".\r\n")
-        code, reply = connection.getreply()
-        if code != 250:
-            self._reset(connection)
-            raise DeliveryError(_reply(code, reply), permanent=code >= 500)
-        return _reply(code, reply)
+        return refusal
 
     def _reset(self, connection: smtplib.SMTP) -> None:
         """RSET after a refusal; a server that hung up instead gets a fresh connection next time."""
@@ -97,11 +214,24 @@ class SmtpSender:
             self._connection = connection
         return self._connection
 
+    def _drop(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
     def close(self) -> None:
         if self._connection is not None:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 self._connection.quit()
             self._connection = None
+
+
+def _data_reply(connection: smtplib.SMTP) -> Result:
+    """The server's answer to a message's content."""
+    code, reply = connection.getreply()
+    if code != 250:
+        return DeliveryError(_reply(code, reply), permanent=code >= 500)
+    return _reply(code, reply)
 
 
 def _envelope(connection: smtplib.SMTP, sender: str, recipient: str) -> DeliveryError | None:
@@ -116,11 +246,15 @@ def _envelope(connection: smtplib.SMTP, sender: str, recipient: str) -> Delivery
     return None
 
 
-def _pipelined_envelope(connection: smtplib.SMTP, sender: str,
-                        recipient: str) -> DeliveryError | None:
-    """MAIL, RCPT and DATA in one write, then their three replies, each checked in order."""
-    connection.send(f"MAIL FROM:{envelope_path(sender)}\r\n"
-                    f"RCPT TO:{envelope_path(recipient)}\r\nDATA\r\n")
+def _envelope_commands(sender: str, recipient: str) -> bytes:
+    """MAIL, RCPT and DATA, to go out in one write. The addresses are plain ASCII: the
+    message builder takes no other."""
+    return (f"MAIL FROM:{envelope_path(sender)}\r\n"
+            f"RCPT TO:{envelope_path(recipient)}\r\nDATA\r\n").encode("ascii")
+
+
+def _envelope_replies(connection: smtplib.SMTP) -> DeliveryError | None:
+    """The replies to a pipelined MAIL, RCPT and DATA, each checked in order."""
     replies = [connection.getreply() for _ in range(3)]
     refusals = [
         DeliveryError(_reply(code, reply), permanent=code >= 500)

@@ -11,7 +11,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import timedelta
 from typing import Any
@@ -23,7 +23,7 @@ from sqlalchemy import select
 from provisioning import dispatch, outbox
 from provisioning.config import settings
 from provisioning.db import session_scope
-from provisioning.mail.sender import DeliveryError, SmtpSender
+from provisioning.mail.sender import DeliveryError, MailSender, SmtpSender
 from provisioning.models import EmailStatus, OutboxEmail, utcnow
 from tests.conftest import Stack
 from tests.support.processes import free_port, wait_until
@@ -38,10 +38,11 @@ def quiet_stack(make_stack: Any) -> Stack:
     return make_stack(worker=False, outbox_lease_seconds="1")
 
 
-def queue_invitations(count: int) -> list[str]:
+def queue_invitations(count: int, local_part: Callable[[int], str] = "conn{}".format
+                      ) -> list[str]:
     """``count`` invitation emails in the outbox; their addresses."""
     run = uuid.uuid4().hex[:8]
-    addresses = [f"conn{i}.{run}@example.com" for i in range(count)]
+    addresses = [f"{local_part(i)}.{run}@example.com" for i in range(count)]
     expires_at = (utcnow() + timedelta(days=7)).isoformat()
     with session_scope() as session:
         for address in addresses:
@@ -130,7 +131,7 @@ def test_marks_that_cannot_be_written_leave_rows_to_resend_under_the_same_messag
     assert set(resent) <= {row.recipient for row in unmarked}
 
 
-class SlowFirstSend:
+class SlowFirstSend(MailSender):
     """A connection whose first message takes longer than the claim's lease."""
 
     def __init__(self, sender: SmtpSender, lease_seconds: float) -> None:
@@ -161,7 +162,7 @@ def test_rows_left_when_the_lease_runs_out_go_once_with_the_next_claim(
         address: (1, 1) for address in addresses}
 
 
-class QueuesMoreOnFirstSend:
+class QueuesMoreOnFirstSend(MailSender):
     """A connection that, as it sends its first message, has more mail queued behind it."""
 
     def __init__(self, sender: SmtpSender, more: int) -> None:
@@ -212,12 +213,27 @@ def test_a_task_that_has_drained_long_enough_hands_over_to_a_fresh_one(
     send_until_all_sent(queues_more.queued, [connection])
 
 
-class HangsUpSometimes:
+class OffersPipelining:
+    """An aiosmtpd handler that says PIPELINING when asked to (aiosmtpd reads commands in
+    order however they arrive, so that is all it takes)."""
+
+    pipelining = False
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:
+            return [*responses[:-1], "250-PIPELINING", responses[-1]]
+        return responses
+
+
+class HangsUpSometimes(OffersPipelining):
     """An SMTP server that stores every message and hangs up on every ``every``-th,
     after storing it and before answering: the client cannot know it arrived."""
 
-    def __init__(self, every: int) -> None:
+    def __init__(self, every: int, *, pipelining: bool) -> None:
         self.every = every
+        self.pipelining = pipelining
         self.stored: Counter[str] = Counter()
         self.hang_ups = 0
         self.lock = threading.Lock()
@@ -234,10 +250,11 @@ class HangsUpSometimes:
         return "250 2.0.0 stored"
 
 
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one at a time"])
 def test_a_connection_dropped_mid_batch_is_reopened_and_nothing_is_lost(
-        quiet_stack: Stack, senders_to: Any) -> None:
+        quiet_stack: Stack, senders_to: Any, pipelining: bool) -> None:
     addresses = queue_invitations(EMAILS)
-    server = HangsUpSometimes(every=7)
+    server = HangsUpSometimes(every=7, pipelining=pipelining)
     controller = Controller(server, hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
@@ -252,7 +269,7 @@ def test_a_connection_dropped_mid_batch_is_reopened_and_nothing_is_lost(
     assert sum(server.stored.values()) - len(rows) <= server.hang_ups
 
 
-class Refuses:
+class Refuses(OffersPipelining):
     """An SMTP server that refuses the first ``command`` with ``reply``, then takes everything;
     it offers PIPELINING when asked to."""
 
@@ -268,13 +285,6 @@ class Refuses:
             return False
         self.refusals_left -= 1
         return True
-
-    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
-                          responses: list[str]) -> list[str]:
-        session.host_name = hostname
-        if self.pipelining:
-            return [*responses[:-1], "250-PIPELINING", responses[-1]]
-        return responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str,
                           options: list[str]) -> str:
@@ -381,4 +391,59 @@ def test_a_group_of_outcomes_sets_each_kind_its_columns_and_only_where_the_claim
                        ("failed", None, "550 no such user", False),
                        ("sending", None, None, False)]
     assert rows[deferred.recipient].next_attempt_at == retry_at
-    assert abs(rows[sent.recipient].sent_at - now) < timedelta(seconds=1)
+    sent_at = rows[sent.recipient].sent_at
+    assert sent_at is not None and abs(sent_at - now) < timedelta(seconds=1)
+
+
+class RefusesSome(OffersPipelining):
+    """A PIPELINING server that refuses the recipient ``nobody…`` and, at the end of the
+    content, temp-fails mail for ``later…``; it stores the rest and counts its sessions."""
+
+    pipelining = True
+
+    def __init__(self) -> None:
+        self.stored: Counter[str] = Counter()
+        self.sessions = 0
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        self.sessions += 1
+        return await super().handle_EHLO(server, session, envelope, hostname, responses)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,
+                          options: list[str]) -> str:
+        if address.startswith("nobody"):
+            return "550 5.1.1 no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        [recipient] = envelope.rcpt_tos
+        if recipient.startswith("later"):
+            return "451 4.3.0 try again later"
+        self.stored[recipient] += 1
+        return "250 2.0.0 stored"
+
+
+def test_refusals_in_a_pipelined_stream_land_on_their_own_message(
+        quiet_stack: Stack, senders_to: Any) -> None:
+    kinds = ("conn", "nobody", "conn", "later", "conn", "nobody", "nobody", "later", "conn")
+    addresses = queue_invitations(len(kinds) * 4, lambda i: f"{kinds[i % len(kinds)]}{i}")
+    server = RefusesSome()
+    controller = Controller(server, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    try:
+        [connection] = senders_to(controller.port, count=1)
+        outbox.deliver([], [connection])
+    finally:
+        controller.stop()
+
+    rows = {row.recipient: row for row in rows_for(addresses)}
+    outcomes = {address: (rows[address].status, rows[address].last_error) for address in addresses}
+    expected = {"conn": ("sent", None), "nobody": ("failed", "550 5.1.1 no such user"),
+                "later": ("deferred", "451 4.3.0 try again later")}
+    assert outcomes == {address: expected[re.match("[a-z]+", address)[0]]  # type: ignore[index]
+                        for address in addresses}
+    assert server.stored == Counter(
+        address for address in addresses if address.startswith("conn"))
+    assert server.sessions == 1, "refusals never cost the connection"
