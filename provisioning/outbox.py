@@ -8,6 +8,7 @@ was marked, and then the resend carries the same Message-ID.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import secrets
@@ -17,9 +18,9 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import and_, bindparam, insert, or_, select, update
+from sqlalchemy import Row, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from provisioning import dispatch
@@ -89,7 +90,13 @@ def _abandoned(now: datetime, config: Settings) -> Any:
                 OutboxEmail.claimed_at < now - timedelta(seconds=config.outbox_lease_seconds))
 
 
-def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[OutboxEmail]:
+# A claimed outbox row as the send path reads it: a plain row of the table's columns
+# (a mapped object per email cost the claim half its time).
+Claimed = Row[Any]
+_OUTBOX = cast(Table, OutboxEmail.__table__)
+
+
+def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Claimed]:
     """Claim the given rows that are due, plus up to ``extra`` other due rows.
 
     Claiming is one short transaction of its own; rows another worker holds are
@@ -126,22 +133,21 @@ def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Outbo
         ).all()
     if not wanted:
         return []
-    claimed = session.scalars(
-        update(OutboxEmail)
-        .where(OutboxEmail.id.in_(wanted), _claimable(config))
+    claimed = connection.execute(
+        update(_OUTBOX)
+        .where(_OUTBOX.c.id.in_(wanted), _claimable(config))
         .values(
             status=EmailStatus.SENDING.value,
             claim_token=secrets.token_hex(8),
             claimed_at=utcnow(),
-            attempts=OutboxEmail.attempts + 1,
+            attempts=_OUTBOX.c.attempts + 1,
         )
-        .returning(OutboxEmail)
-        .execution_options(synchronize_session=False)
+        .returning(*_OUTBOX.columns)
     ).all()
     return sorted(claimed, key=lambda row: row.id)
 
 
-def render(row: OutboxEmail, config: Settings) -> bytes:
+def render(row: Claimed, config: Settings) -> bytes:
     """The wire form of one outbox row."""
     context: dict[str, Any] = {
         # JSON keeps times as ISO strings; the templates format real datetimes per language
@@ -241,7 +247,7 @@ def deliver(ids: Sequence[int], senders: Sequence[MailSender], *,
 
 
 def _claim_batch(ids: Sequence[int], extra: int, batch: int, config: Settings
-                 ) -> tuple[list[OutboxEmail], float]:
+                 ) -> tuple[list[Claimed], float]:
     """Claimed rows, and when their lease ends (counted from before the claim)."""
     lease_ends = time.monotonic() + config.outbox_lease_seconds
     with session_scope() as session:
@@ -266,14 +272,14 @@ class SendLine:
         self._senders = senders
         self._marks = marks
         self._config = config
-        self._waiting: deque[tuple[OutboxEmail, float]] = deque()
+        self._waiting: deque[tuple[Claimed, float]] = deque()
         self._changed = threading.Condition()
         self._closing = False
         self._stopped = False
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
 
-    def add(self, rows: Sequence[OutboxEmail], lease_ends: float) -> None:
+    def add(self, rows: Sequence[Claimed], lease_ends: float) -> None:
         with self._changed:
             self._waiting.extend((row, lease_ends) for row in rows)
             self._changed.notify_all()
@@ -325,7 +331,7 @@ class SendLine:
             return Outgoing(row, row.recipient, message)
         return None
 
-    def _take(self, wait: bool) -> tuple[OutboxEmail, float] | None:
+    def _take(self, wait: bool) -> tuple[Claimed, float] | None:
         with self._changed:
             if wait:
                 self._changed.wait_for(lambda: self._waiting or self._closing or self._stopped)
@@ -343,14 +349,15 @@ class SendLine:
 
     def _send_while_open(self, sender: MailSender) -> None:
         try:
-            for row, result in sender.send_each(self._config.mail_from, self):
-                assert isinstance(row, OutboxEmail)
-                self._marks.record(_sent_or_failed(row, result, self._config))
+            # closing: if marking fails, the stream ends at once and lets go of the connection
+            with contextlib.closing(sender.send_each(self._config.mail_from, self)) as results:
+                for row, result in results:
+                    self._marks.record(_sent_or_failed(cast(Claimed, row), result, self._config))
         except BaseException as exc:
             self._stop(exc)
 
 
-def _sent_or_failed(row: OutboxEmail, result: Result, config: Settings) -> Outcome:
+def _sent_or_failed(row: Claimed, result: Result, config: Settings) -> Outcome:
     """What to mark a row the server answered for."""
     if isinstance(result, DeliveryError):
         return _failure(row, result, config)
@@ -358,7 +365,7 @@ def _sent_or_failed(row: OutboxEmail, result: Result, config: Settings) -> Outco
                     last_error=None)
 
 
-def _failure(row: OutboxEmail, error: DeliveryError, config: Settings) -> Outcome:
+def _failure(row: Claimed, error: DeliveryError, config: Settings) -> Outcome:
     if error.permanent or row.attempts >= config.outbox_max_attempts:
         return _outcome(row, EmailStatus.FAILED, last_error=str(error))
     delay = retry_delay(row.attempts, config)
@@ -367,7 +374,7 @@ def _failure(row: OutboxEmail, error: DeliveryError, config: Settings) -> Outcom
     return replace(outcome, retry_in=delay)
 
 
-def _outcome(row: OutboxEmail, status: EmailStatus, **values: Any) -> Outcome:
+def _outcome(row: Claimed, status: EmailStatus, **values: Any) -> Outcome:
     assert row.claim_token is not None, "only a claimed row is sent"
     return Outcome(row.id, row.claim_token, status, values)
 

@@ -6,7 +6,7 @@ import contextlib
 import re
 import smtplib
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Generator
 from typing import NamedTuple, Protocol
 
 from provisioning.mail.message import PLAIN_ADDRESS
@@ -48,7 +48,8 @@ class MailSender:
         """Send one message; the server's answer on success, DeliveryError otherwise."""
         raise NotImplementedError
 
-    def send_each(self, sender: str, source: MessageSource) -> Iterator[tuple[object, Result]]:
+    def send_each(self, sender: str, source: MessageSource
+                  ) -> Generator[tuple[object, Result], None, None]:
         """Send what ``source`` hands out until it has no more; each message's key and result."""
         while (item := source.next(wait=True)) is not None:
             try:
@@ -84,7 +85,8 @@ class SmtpSender(MailSender):
             raise result
         return result
 
-    def send_each(self, sender: str, source: MessageSource) -> Iterator[tuple[object, Result]]:
+    def send_each(self, sender: str, source: MessageSource
+                  ) -> Generator[tuple[object, Result], None, None]:
         with self._lock:
             try:
                 item = source.next(wait=True)
