@@ -104,10 +104,13 @@ def _abandoned(now: datetime, config: Settings) -> Any:
                 OutboxEmail.claimed_at < now - timedelta(seconds=config.outbox_lease_seconds))
 
 
-# A claimed outbox row as the send path reads it: a plain row of the table's columns
+# A claimed outbox row as the send path reads it: a plain row of the columns it needs
 # (a mapped object per email cost the claim half its time).
 Claimed = Row[Any]
 _OUTBOX = cast(Table, OutboxEmail.__table__)
+_SEND_COLUMNS = [_OUTBOX.c[name] for name in (
+    "id", "recipient", "recipient_name", "template", "language", "context", "message_id",
+    "claim_token", "attempts")]
 
 
 def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Claimed]:
@@ -156,7 +159,7 @@ def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Claim
             claimed_at=utcnow(),
             attempts=_OUTBOX.c.attempts + 1,
         )
-        .returning(*_OUTBOX.columns)
+        .returning(*_SEND_COLUMNS)
     ).all()
     return sorted(claimed, key=lambda row: row.id)
 
