@@ -6,10 +6,12 @@ import contextlib
 import re
 import smtplib
 import threading
-from collections.abc import Generator
-from typing import NamedTuple, Protocol
+from collections.abc import Callable, Generator
+from typing import NamedTuple, Protocol, TypeVar
 
 from provisioning.mail.message import PLAIN_ADDRESS
+
+T = TypeVar("T")
 
 # RFC 5321 §4.5.2: a line of the message that starts with a period gets one more.
 _LEADING_PERIOD = re.compile(rb"(?m)^\.")
@@ -147,31 +149,29 @@ class SmtpSender(MailSender):
 
     def _deliver(self, sender: str, item: Outgoing, *, attempts: int) -> Result:
         """One message on its own: envelope, content, the server's answer."""
-        for attempt in range(1, attempts + 1):
-            try:
-                refusal = self._open(sender, item)
-                if refusal is not None:
-                    return refusal
-                assert self._connection is not None
-                self._connection.send(_transparent(item.message) + b".\r\n")
-                return _data_reply(self._connection)
-            except _CONNECTION_LOST as exc:
-                self.close()  # an idle connection the server dropped: one fresh try
-                if attempt == attempts:
-                    return DeliveryError(f"SMTP connection lost: {exc}", permanent=False)
-            except OSError as exc:
-                self.close()
-                return DeliveryError(f"SMTP connection failed: {exc}", permanent=False)
-        raise AssertionError("unreachable")
+        def once() -> Result:
+            refusal = self._open(sender, item)
+            if refusal is not None:
+                return refusal
+            assert self._connection is not None
+            self._connection.send(_transparent(item.message) + b".\r\n")
+            return _data_reply(self._connection)
+
+        return self._trying(once, attempts)
 
     def _open_retrying(self, sender: str, item: Outgoing) -> DeliveryError | None:
         """``_open``, once more on a fresh connection if the server had dropped this one."""
-        for attempt in (1, 2):
+        return self._trying(lambda: self._open(sender, item), attempts=2)
+
+    def _trying(self, step: Callable[[], T], attempts: int) -> T | DeliveryError:
+        """``step``, again on a fresh connection while the server had dropped the one it
+        used (``attempts`` in all); a connection that broke otherwise is closed, reported."""
+        for attempt in range(1, attempts + 1):
             try:
-                return self._open(sender, item)
+                return step()
             except _CONNECTION_LOST as exc:
-                self.close()
-                if attempt == 2:
+                self.close()  # an idle connection the server dropped: one fresh try
+                if attempt == attempts:
                     return DeliveryError(f"SMTP connection lost: {exc}", permanent=False)
             except OSError as exc:
                 self.close()
