@@ -270,3 +270,10 @@ def test_message_id_is_kept_verbatim_and_must_be_well_formed() -> None:
                                      "Ana <ana@example.com>", "o'brien@example.ie"])
 def test_the_envelope_paths_are_what_smtplib_would_send(address: str):
     assert envelope_path(address) == smtplib.quoteaddr(address)
+
+
+def test_the_date_is_written_in_the_zone_it_was_given_even_for_the_same_instant() -> None:
+    in_utc = WHEN.astimezone(UTC)
+    dates = [header(build(date=moment), "Date") for moment in (in_utc, WHEN, in_utc)]
+    assert dates == ["Mon, 23 Nov 2026 06:30:00 +0000", "Mon, 23 Nov 2026 09:30:00 +0300",
+                     "Mon, 23 Nov 2026 06:30:00 +0000"]
