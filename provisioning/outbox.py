@@ -497,17 +497,14 @@ def write_marks(group: list[Outcome]) -> None:
         by_columns.setdefault(tuple(outcome.values), []).append(outcome)
     with engine().begin() as connection:
         for names, outcomes in by_columns.items():
-            if connection.dialect.name == "postgresql":
+            parameters = [{"row_id": outcome.row_id, "token": outcome.claim_token,
+                           "status": outcome.status.value, **outcome.values}
+                          for outcome in outcomes]
+            if connection.dialect.name == "postgresql":  # the same, a column at a time
                 connection.execute(_marks_from_arrays(names), {
-                    "row_id": [outcome.row_id for outcome in outcomes],
-                    "token": [outcome.claim_token for outcome in outcomes],
-                    "status": [outcome.status.value for outcome in outcomes],
-                    **{name: [outcome.values[name] for outcome in outcomes] for name in names},
-                })
+                    key: [row[key] for row in parameters] for key in parameters[0]})
             else:
-                connection.execute(_MARK, [
-                    {"row_id": outcome.row_id, "token": outcome.claim_token,
-                     "status": outcome.status.value, **outcome.values} for outcome in outcomes])
+                connection.execute(_MARK, parameters)
 
 
 @cache

@@ -150,12 +150,13 @@ class CompiledTranslations(InternationalizationExtension):
     def _make_node(self, singular: str, plural: str | None, context: str | None,
                    variables: dict[str, nodes.Expr], plural_expr: nodes.Expr | None,
                    vars_referenced: bool, num_called_num: bool) -> nodes.Output:
-        runtime = super()._make_node(singular, plural, context, variables, plural_expr,
-                                     vars_referenced, num_called_num)
         newstyle = getattr(self.environment, "newstyle_gettext", False)
-        if self._translations is None or not newstyle or plural_expr or context:
-            return runtime
-        return _inline(self._translations.gettext(singular), variables) or runtime
+        if self._translations is not None and newstyle and not plural_expr and not context:
+            inlined = _inline(self._translations.gettext(singular), variables)
+            if inlined is not None:
+                return inlined
+        return super()._make_node(singular, plural, context, variables, plural_expr,
+                                  vars_referenced, num_called_num)
 
 
 def _inline(translated: str, variables: dict[str, nodes.Expr]) -> nodes.Output | None:
