@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import BindParameter, Engine, bindparam, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from provisioning.config import settings
@@ -52,6 +52,12 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.close()
+
+
+def prefixed_values(prefix: str, columns: tuple[str, ...]) -> dict[str, BindParameter[Any]]:
+    """An insert's values as parameters named ``<prefix><column>``: the statement can then
+    ride inside a bigger one (a data-modifying CTE) beside other tables' inserts."""
+    return {column: bindparam(prefix + column) for column in columns}
 
 
 @lru_cache(maxsize=4)

@@ -989,7 +989,7 @@ def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
           make_message_id(new_secret()[:24], config.mail_domain), EmailStatus.QUEUED.value, 0,
           now, now)
          for row, nonce in zip(decided.creates, nonces, strict=True)])
-    after_commit(session, outbox.wake_sender)
+    outbox.wake_after_commit(session)
     insert_rows(connection, Invitation,
                 ("account_id", "membership_id", "email", "token_nonce", "token_hash",
                  "invited_by_id", "existing_identity", "expires_at", "sends", "last_sent_at",

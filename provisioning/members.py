@@ -6,13 +6,26 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, bindparam, func, insert, or_, select
+from sqlalchemy import (
+    Connection,
+    Insert,
+    Select,
+    String,
+    bindparam,
+    cast,
+    func,
+    insert,
+    or_,
+    select,
+    true,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from provisioning import audit, outbox
+from provisioning import audit, outbox, seats
 from provisioning.auth import Actor, require_admin
 from provisioning.config import settings
+from provisioning.db import prefixed_values
 from provisioning.errors import Conflict, FieldError, InvalidInput, NotFound
 from provisioning.models import (
     Account,
@@ -28,7 +41,7 @@ from provisioning.models import (
     utcnow,
 )
 from provisioning.pages import decode_cursor, encode_cursor, page_size
-from provisioning.seats import consumes_seat, take_seat
+from provisioning.seats import consumes_seat, seat_change, take_seat
 from provisioning.security import hash_password, hash_secret, invitation_token, new_secret
 from provisioning.validation import USER_TYPES, Form, check_password
 
@@ -172,41 +185,39 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
     invitee = _invitee(session, account.id, request)
     now = utcnow()
     language = request.language or account.default_language
-    connection = session.connection()
-    member_id = connection.execute(_INSERT_MEMBER, {
-        "account_id": account.id, "identity_id": invitee.id, "role_id": role_id,
-        "group_id": group_id, "user_type": request.user_type,
-        "status": MemberStatus.INVITED.value, "language": language,
-        "seasonal_start": request.seasonal_start, "seasonal_end": request.seasonal_end,
-        "invited_by_id": actor.identity_id, "created_at": now,
-    }).scalar_one()
     link = InvitationLink.fresh(now)
-    email_id = _queue_invitation_email(
-        session, link, account_id=account.id, account_name=account.name, email=invitee.email,
-        name=invitee.name, language=language, existing_identity=invitee.has_login,
-        inviter_name=actor.name or actor.email)
-    connection.execute(_INSERT_INVITATION, {
-        "account_id": account.id, "membership_id": member_id, "email": invitee.email,
-        "token_nonce": link.nonce, "token_hash": link.token_hash,
-        "invited_by_id": actor.identity_id, "existing_identity": invitee.has_login,
-        "expires_at": link.expires_at, "sends": 1, "last_sent_at": now,
-        "last_email_id": email_id,
-    })
-    audit.record(
-        session,
-        account_id=account.id,
-        actor_id=actor.identity_id,
-        actor_label=actor.label,
-        action="member.invite",
-        target_type="member",
-        target_id=member_id,
-        after={"email": invitee.email, "role": request.role, "group": group_name,
-               "user_type": request.user_type, "language": language},
-    )
-    if consumes_seat(request.user_type, MemberStatus.INVITED.value, request.seasonal_start,
-                     request.seasonal_end, now.date()):
-        take_seat(session, account.id, request.user_type, now.date(),
-                  actor_id=actor.identity_id, actor_label=actor.label)
+    takes_seat = consumes_seat(request.user_type, MemberStatus.INVITED.value,
+                               request.seasonal_start, request.seasonal_end, now.date())
+    rows = {
+        "member_account_id": account.id, "member_identity_id": invitee.id,
+        "member_role_id": role_id, "member_group_id": group_id,
+        "member_user_type": request.user_type, "member_status": MemberStatus.INVITED.value,
+        "member_language": language, "member_seasonal_start": request.seasonal_start,
+        "member_seasonal_end": request.seasonal_end, "member_invited_by_id": actor.identity_id,
+        "member_created_at": now,
+        **outbox.new_email(**_invitation_email(
+            link, account_id=account.id, account_name=account.name, email=invitee.email,
+            name=invitee.name, language=language, existing_identity=invitee.has_login,
+            inviter_name=actor.name or actor.email)),
+        "invitation_account_id": account.id, "invitation_email": invitee.email,
+        "invitation_token_nonce": link.nonce, "invitation_token_hash": link.token_hash,
+        "invitation_invited_by_id": actor.identity_id,
+        "invitation_existing_identity": invitee.has_login,
+        "invitation_expires_at": link.expires_at, "invitation_sends": 1,
+        "invitation_last_sent_at": now, "invitation_resends_in_window": 0,
+        "invitation_created_at": now,
+        **audit.entry(
+            account_id=account.id, actor_id=actor.identity_id, actor_label=actor.label,
+            action="member.invite", target_type="member", target_id=None,  # the new member
+            after={"email": invitee.email, "role": request.role, "group": group_name,
+                   "user_type": request.user_type, "language": language}),
+        "seat_account_id": account.id, "seat_change": seat_change(request.user_type),
+    }
+    member_id, counted = _write_invitation(session.connection(), rows, takes_seat)
+    outbox.wake_after_commit(session)
+    if counted is not None:
+        take_seat(session, account.id, now.date(), counted, actor_id=actor.identity_id,
+                  actor_label=actor.label)
     return MemberView(
         id=member_id, email=invitee.email, name=invitee.name, role=request.role,
         group=group_name, user_type=request.user_type, language=language,
@@ -217,8 +228,69 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
     )
 
 
-_INSERT_MEMBER = insert(Membership).returning(Membership.id)
-_INSERT_INVITATION = insert(Invitation).inline()  # nothing reads its id: no RETURNING
+def _write_invitation(connection: Connection, rows: dict[str, Any], takes_seat: bool
+                      ) -> tuple[int, tuple[int, int] | None]:
+    """One invitation's rows: its member, its email, the invitation and its audit entry,
+    and last the seat counter when it takes a seat (``seats.COUNT_SEAT``, which locks
+    the subscription row). Returns the member's id and what the counter returned.
+
+    PostgreSQL writes them in one statement; SQLite, which has no data-modifying CTEs,
+    in one statement each.
+    """
+    if connection.dialect.name == "postgresql":
+        member_id, *counted = connection.execute(_INVITATION_ROWS[takes_seat], rows).one()
+        return member_id, (counted[0], counted[1]) if takes_seat else None
+    member_id = connection.execute(_INSERT_MEMBER, rows).scalar_one()
+    email_id = connection.execute(outbox.QUEUE_EMAIL, rows).scalar_one()
+    connection.execute(_INSERT_INVITATION, {**rows, "invitation_membership_id": member_id,
+                                            "invitation_last_email_id": email_id})
+    connection.execute(audit.INSERT, {**rows, "audit_target_id": str(member_id)})
+    if not takes_seat:
+        return member_id, None
+    purchased, full_taken = connection.execute(seats.COUNT_SEAT, rows).one()
+    return member_id, (purchased, full_taken)
+
+
+_INSERT_MEMBER = insert(Membership).values(prefixed_values("member_", (
+    "account_id", "identity_id", "role_id", "group_id", "user_type", "status", "language",
+    "seasonal_start", "seasonal_end", "invited_by_id", "created_at",
+))).returning(Membership.id)
+
+
+def _insert_invitation(member_id: Any, email_id: Any) -> Insert:
+    return insert(Invitation).values(prefixed_values("invitation_", (
+        "account_id", "email", "token_nonce", "token_hash", "invited_by_id",
+        "existing_identity", "expires_at", "sends", "last_sent_at", "resends_in_window",
+        "created_at",
+    )) | {"membership_id": member_id, "last_email_id": email_id})
+
+
+_INSERT_INVITATION = _insert_invitation(bindparam("invitation_membership_id"),
+                                        bindparam("invitation_last_email_id"))
+
+
+def _invitation_rows_in_one_statement(takes_seat: bool) -> Select[Any]:
+    """``_write_invitation`` on PostgreSQL: the inserts as data-modifying CTEs, each row
+    pointing at the new member's and email's ids."""
+    member = _INSERT_MEMBER.cte("new_member")
+    email = outbox.QUEUE_EMAIL.cte("new_email")
+    member_id = select(member.c.id).scalar_subquery()
+    invitation = _insert_invitation(member_id, select(email.c.id).scalar_subquery())
+    entry = audit.INSERT.values(target_id=cast(member_id, String))
+    rows = select(member.c.id).select_from(member)
+    if takes_seat:
+        # Its WHERE reads the new member, so the member's row is written before the
+        # subscription row is locked, as on SQLite (a unique-key wait never holds the lock).
+        seat = seats.COUNT_SEAT.where(select(member.c.id).exists()).cte("seat")
+        rows = (select(member.c.id, seat.c.seats_purchased, seat.c.full_seats_taken)
+                .select_from(member.join(seat, true())))
+    return rows.add_cte(email, invitation.cte("new_invitation"), entry.cte("new_entry"))
+
+
+_INVITATION_ROWS = {takes_seat: _invitation_rows_in_one_statement(takes_seat)
+                    for takes_seat in (False, True)}
+
+
 # A new address inserts its identity in one round trip; a known one (R2) inserts nothing.
 _INSERT_IDENTITY = {
     "postgresql": postgresql.insert(Identity).on_conflict_do_nothing(
@@ -308,13 +380,16 @@ def send_invitation(
         existing_identity=invitation.existing_identity, inviter_name=inviter_name)
 
 
-def _queue_invitation_email(
-    session: Session, link: InvitationLink, *, account_id: int, account_name: str, email: str,
-    name: str, language: str, existing_identity: bool, inviter_name: str,
-) -> int:
+def _queue_invitation_email(session: Session, link: InvitationLink, **fields: Any) -> int:
+    return outbox.queue_email(session, **_invitation_email(link, **fields))
+
+
+def _invitation_email(
+    link: InvitationLink, *, account_id: int, account_name: str, email: str, name: str,
+    language: str, existing_identity: bool, inviter_name: str,
+) -> outbox.Email:
     """R3's two emails; the context holds the nonce, never the token: the worker derives it."""
-    return outbox.queue_email(
-        session,
+    return outbox.Email(
         account_id=account_id,
         recipient=email,
         recipient_name=name or None,

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, cast
+from typing import Any, TypedDict, Unpack, cast
 
 from sqlalchemy import (
     Row,
@@ -39,7 +39,7 @@ from sqlalchemy.orm import Session
 
 from provisioning import dispatch
 from provisioning.config import Settings, settings
-from provisioning.db import after_commit, engine, session_scope
+from provisioning.db import after_commit, engine, prefixed_values, session_scope
 from provisioning.mail.message import build_message, make_message_id
 from provisioning.mail.sender import DeliveryError, MailSender, Outgoing, Result
 from provisioning.mail.templates import render_email
@@ -55,34 +55,51 @@ INVITATION_NONCE = "invitation_nonce"  # context key: the link is derived at sen
 wake_sender = dispatch.Debounced(SEND_TASK, settings().outbox_dispatch_window_seconds)
 
 
-def queue_email(
-    session: Session,
-    *,
-    account_id: int | None,
-    recipient: str,
-    recipient_name: str | None,
-    template: str,
-    language: str,
-    context: dict[str, Any],
-) -> int:
+def queue_email(session: Session, **fields: Unpack[Email]) -> int:
     """Add an email to the outbox and return its id; it goes to a worker once the
     transaction commits. One Core insert: it rides on the invite path, the busiest."""
-    email_id: int = session.connection().execute(_INSERT_EMAIL, {
-        "account_id": account_id,
-        "recipient": recipient,
-        "recipient_name": recipient_name or None,
-        "template": template,
-        "language": language,
-        "context": context,
-        "message_id": make_message_id(secrets.token_hex(12), settings().mail_domain),
-        "status": EmailStatus.QUEUED.value,
-        "next_attempt_at": utcnow(),
-    }).scalar_one()
-    after_commit(session, wake_sender)
+    email_id: int = session.connection().execute(QUEUE_EMAIL, new_email(**fields)).scalar_one()
+    wake_after_commit(session)
     return email_id
 
 
-_INSERT_EMAIL = insert(OutboxEmail).returning(OutboxEmail.id)
+class Email(TypedDict):
+    account_id: int | None
+    recipient: str
+    recipient_name: str | None
+    template: str
+    language: str
+    context: dict[str, Any]
+
+
+def new_email(**fields: Unpack[Email]) -> dict[str, Any]:
+    """A queued email as ``QUEUE_EMAIL``'s parameters, with its stable Message-ID."""
+    now = utcnow()
+    return {
+        "email_account_id": fields["account_id"],
+        "email_recipient": fields["recipient"],
+        "email_recipient_name": fields["recipient_name"] or None,
+        "email_template": fields["template"],
+        "email_language": fields["language"],
+        "email_context": fields["context"],
+        "email_message_id": make_message_id(secrets.token_hex(12), settings().mail_domain),
+        "email_status": EmailStatus.QUEUED.value,
+        "email_attempts": 0,
+        "email_next_attempt_at": now,
+        "email_created_at": now,
+    }
+
+
+def wake_after_commit(session: Session) -> None:
+    """A worker hears of the session's queued emails once they are committed."""
+    after_commit(session, wake_sender)
+
+
+_EMAIL_COLUMNS = ("account_id", "recipient", "recipient_name", "template", "language",
+                  "context", "message_id", "status", "attempts", "next_attempt_at", "created_at")
+# Built once, to ride in the invite path's statement too.
+QUEUE_EMAIL = insert(OutboxEmail).values(prefixed_values("email_", _EMAIL_COLUMNS)).returning(
+    OutboxEmail.id)
 
 
 def _claimable(config: Settings) -> Any:

@@ -73,24 +73,23 @@ def seats_in_use(session: Session, account_id: int, today: date) -> int:
 
 
 def take_seat(
-    session: Session, account_id: int, user_type: str, today: date, *, actor_id: int | None,
-    actor_label: str,
+    session: Session, account_id: int, today: date, counted: tuple[int, int], *,
+    actor_id: int | None, actor_label: str,
 ) -> int:
     """R8 for one new seat-consuming member, without counting the account's members.
 
-    Called last, just before commit, like ``settle_seats``: the counter's UPDATE locks
-    the subscription row, so two admins taking the last seat queue here. While the
-    counted seats fit the purchased ones nothing else is read; past them the members
-    are counted for real before any seat is bought. Returns how many seats were bought.
+    ``counted`` is the row ``COUNT_SEAT`` returned in this transaction (purchased
+    seats, full members' seats with the new one). That UPDATE comes last, just before
+    commit, and locks the subscription row, so two admins taking the last seat queue
+    there. While the counted seats fit the purchased ones nothing else is read; past
+    them the members are counted for real before any seat is bought. Returns how many
+    seats were bought.
     """
-    connection = session.connection()
-    purchased, full_taken = connection.execute(_CHANGE_FULL_SEATS, {
-        "account": account_id, "change": 1 if user_type == UserType.FULL.value else 0,
-    }).one()
-    # A separate statement: under READ COMMITTED it takes a fresh snapshot after the lock
-    # wait, so it sees the seasonal members of the transaction that held the lock.
-    seasonal = connection.execute(_SEASONAL_SEATS, {"account_id": account_id,
-                                                    "today": today}).scalar_one()
+    purchased, full_taken = counted
+    # A statement of its own: under READ COMMITTED it takes a fresh snapshot after the
+    # lock wait, so it sees the seasonal members of the transaction that held the lock.
+    seasonal = session.connection().execute(_SEASONAL_SEATS, {
+        "account_id": account_id, "today": today}).scalar_one()
     if full_taken + seasonal <= purchased:
         return 0
     # The counter may run high (a seat freed by a path that did not lower it): never bill
@@ -98,18 +97,26 @@ def take_seat(
     return settle_seats(session, account_id, today, actor_id=actor_id, actor_label=actor_label)
 
 
+def seat_change(user_type: str) -> int:
+    """What a new seat-consuming member adds to the counter of full members' seats."""
+    return 1 if user_type == UserType.FULL.value else 0
+
+
 def free_seat(session: Session, account_id: int, *, user_type: str, status: str) -> None:
     """A member leaves a seat (revoked, disabled, removed): lower the counter ``take_seat``
     reads. Purchased seats stay as they are (R8)."""
     if user_type == UserType.FULL.value and status in HOLDING_STATUSES:
-        session.connection().execute(_CHANGE_FULL_SEATS, {"account": account_id, "change": -1})
+        session.connection().execute(COUNT_SEAT, {"seat_account_id": account_id,
+                                                  "seat_change": -1})
 
 
 # Built once: on the invite path, building a statement costs more than running it.
-_CHANGE_FULL_SEATS = (
+# Changes the counter of full members' seats by ``seat_change`` and returns what
+# ``take_seat`` needs.
+COUNT_SEAT = (
     update(Subscription)
-    .where(Subscription.account_id == bindparam("account"))
-    .values(full_seats_taken=Subscription.full_seats_taken + bindparam("change"))
+    .where(Subscription.account_id == bindparam("seat_account_id"))
+    .values(full_seats_taken=Subscription.full_seats_taken + bindparam("seat_change"))
     .returning(Subscription.seats_purchased, Subscription.full_seats_taken)
 )
 _SEASONAL_SEATS = (

@@ -8,20 +8,23 @@ writing all of an invitation or none of it.
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
 from provisioning.db import session_scope
+from provisioning.migrate import upgrade
 from provisioning.models import (
     AuditEntry,
     Identity,
     Invitation,
     Membership,
     OutboxEmail,
+    Subscription,
 )
-from tests.conftest import AdminAccount, Stack
+from tests.conftest import AdminAccount, Stack, activate, deactivate
 
 MEMBER_FIELDS = {"id", "email", "name", "role", "group", "user_type", "language", "status",
                  "two_factor", "invitation", "created_at"}
@@ -93,6 +96,89 @@ def test_an_invite_writes_its_member_invitation_email_and_audit_entry_together(s
     assert (entry.actor_label, entry.target_id) == (admin.email, str(member_id))
     assert entry.after == {"email": email, "role": "member", "group": None,
                            "user_type": "full", "language": "en"}
+
+
+def written_rows(member_id: int) -> dict[str, Any]:
+    """What one invite wrote, with the ids and the secrets that differ by nature taken out
+    once they are checked to point at one another."""
+    with session_scope() as session:
+        member = session.get_one(Membership, member_id)
+        invitation = session.scalars(select(Invitation)
+                                     .where(Invitation.membership_id == member_id)).one()
+        email = session.get_one(OutboxEmail, invitation.last_email_id)
+        entry = session.scalars(select(AuditEntry).where(
+            AuditEntry.action == "member.invite",
+            AuditEntry.target_id == str(member_id))).one()
+        counter = session.scalars(select(Subscription.full_seats_taken)
+                                  .where(Subscription.account_id == member.account_id)).one()
+        rows = {name: {column.key: getattr(row, column.key)
+                       for column in type(row).__table__.columns}
+                for name, row in (("member", member), ("invitation", invitation),
+                                  ("email", email), ("entry", entry))}
+    invited_at = rows["member"]["created_at"]
+    assert invited_at == rows["invitation"]["created_at"] == rows["invitation"]["last_sent_at"]
+    assert rows["email"]["created_at"] == rows["email"]["next_attempt_at"]
+    for name in ("email", "entry"):
+        assert abs((rows[name]["created_at"] - invited_at).total_seconds()) < 5
+    assert rows["email"]["context"].pop("invitation_nonce") == rows["invitation"]["token_nonce"]
+    assert rows["email"]["message_id"].startswith("<")
+    assert rows["entry"]["actor_id"] == rows["member"]["invited_by_id"]
+    for name, keys in (("member", ("id", "account_id", "identity_id", "role_id", "group_id",
+                                   "invited_by_id", "created_at")),
+                       ("invitation", ("id", "account_id", "membership_id", "token_nonce",
+                                       "token_hash", "invited_by_id", "last_email_id",
+                                       "created_at", "last_sent_at", "expires_at")),
+                       ("email", ("id", "account_id", "message_id", "created_at",
+                                  "next_attempt_at")),
+                       ("entry", ("id", "account_id", "actor_id", "target_id", "created_at"))):
+        for key in keys:
+            assert rows[name].pop(key) is not None, (name, key)
+    rows["email"]["context"].pop("expires_at")
+    return {**rows, "seats_counted": counter}
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+def test_an_invite_writes_the_same_rows_on_postgresql_and_on_sqlite(
+        stack: Stack, database: str, tmp_path: Path):
+    """PostgreSQL writes an invitation's rows in one statement, SQLite one by one."""
+    previous = None
+    if database == "sqlite":
+        previous = activate({"PROVISIONING_DATABASE_URL":
+                             f"sqlite:///{tmp_path / 'invites.sqlite3'}"})
+        upgrade()
+    try:
+        admin = stack.create_account(seats=5)
+        full = stack.invite(admin, email="full.member@example.com", name="Bo", role="admin",
+                            group="Support", language="tr")
+        free = stack.invite(admin, email="free.member@example.com", user_type="free")
+        assert (full.status_code, free.status_code) == (201, 201), (full.json, free.json)
+        assert written_rows(full.json["id"]) == {
+            "member": {"user_type": "full", "status": "invited", "language": "tr",
+                       "seasonal_start": None, "seasonal_end": None, "note": None,
+                       "activated_at": None},
+            "invitation": {"email": "full.member@example.com", "existing_identity": False,
+                           "accepted_at": None, "revoked_at": None, "expired_at": None,
+                           "sends": 1, "resend_window_start": None, "resends_in_window": 0},
+            "email": {"recipient": "full.member@example.com", "recipient_name": "Bo",
+                      "template": "invite_new", "language": "tr",
+                      "context": {"account_name": f"Workspace {admin.email[6:12]}",
+                                  "inviter_name": "Ada Admin", "invitee_name": "Bo",
+                                  "email": "full.member@example.com"},
+                      "status": "queued", "attempts": 0, "claimed_at": None,
+                      "claim_token": None, "last_error": None, "provider_response": None,
+                      "sent_at": None},
+            "entry": {"actor_label": admin.email, "action": "member.invite",
+                      "target_type": "member", "before": None,
+                      "after": {"email": "full.member@example.com", "role": "admin",
+                                "group": "Support", "user_type": "full", "language": "tr"}},
+            "seats_counted": 2,  # the admin and the new full member; the free one takes none
+        }
+        free_rows = written_rows(free.json["id"])
+        assert free_rows["entry"]["after"]["group"] == "Free users"
+        assert (free_rows["member"]["user_type"], free_rows["seats_counted"]) == ("free", 2)
+    finally:
+        if previous is not None:
+            deactivate(previous)
 
 
 def test_a_refused_invite_leaves_nothing_behind(stack: Stack):
