@@ -176,13 +176,14 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
     """
     account = require_admin(session, actor, account_id)
     request = InviteRequest.parse(body)
-    role_id, group_id, group_name = _resolve_role_and_group(session, account.id, request)
+    resolved = _resolve(session, account.id, request)
     if request.user_type == UserType.SEASONAL.value and account.seasonal_seats <= 0:
         raise InvalidInput(
             [FieldError("user_type", "This account has no seasonal seats on its contract.",
                         "seasonal_not_available")]
         )
-    invitee = _invitee(session, account.id, request)
+    invitee = _invitee(session, account.id, request, resolved)
+    role_id, group_id, group_name = resolved.role_id, resolved.group_id, resolved.group_name
     now = utcnow()
     language = request.language or account.default_language
     link = InvitationLink.fresh(now)
@@ -291,15 +292,6 @@ _INVITATION_ROWS = {takes_seat: _invitation_rows_in_one_statement(takes_seat)
                     for takes_seat in (False, True)}
 
 
-# A new address inserts its identity in one round trip; a known one (R2) inserts nothing.
-_INSERT_IDENTITY = {
-    "postgresql": postgresql.insert(Identity).on_conflict_do_nothing(
-        index_elements=[Identity.email]).returning(Identity.id),
-    "sqlite": sqlite.insert(Identity).on_conflict_do_nothing(
-        index_elements=[Identity.email]).returning(Identity.id),
-}
-
-
 @dataclass(frozen=True)
 class Invitee:
     """The identity an invitation goes to, as the invitation and the answer need it."""
@@ -311,29 +303,23 @@ class Invitee:
     two_factor: bool
 
 
-def _invitee(session: Session, account_id: int, request: InviteRequest) -> Invitee:
-    """A new identity for a new address (one round trip); else the existing one, checked."""
-    password_hash = (hash_password(request.initial_password)
-                     if request.initial_password is not None else None)
-    connection = session.connection()
-    new_id = connection.scalar(_INSERT_IDENTITY[connection.dialect.name], {
-        "email": request.email, "name": request.name or "", "language": request.language,
-        "password_hash": password_hash,
-    })
-    if new_id is not None:
-        return Invitee(new_id, request.email, request.name or "", has_login=False,
-                       two_factor=False)
+def _invitee(session: Session, account_id: int, request: InviteRequest, resolved: Resolved
+             ) -> Invitee:
+    """The identity ``_resolve`` inserted for a new address; else the existing one, checked."""
+    if resolved.new_identity_id is not None:
+        return Invitee(resolved.new_identity_id, request.email, request.name or "",
+                       has_login=False, two_factor=False)
     identity = session.scalars(select(Identity).where(Identity.email == request.email)).one()
     has_login = identity.password_hash is not None
     _refuse_second_membership(session, account_id, identity, request)
-    if password_hash is not None:
+    if resolved.password_hash is not None:
         if has_login:
             raise InvalidInput([FieldError(
                 "initial_password",
                 "This person already has a login; their password stays unchanged.",
                 "identity_exists",
             )])
-        identity.password_hash = password_hash
+        identity.password_hash = resolved.password_hash
     if request.name and not identity.name:
         identity.name = request.name
     return Invitee(identity.id, identity.email, identity.name, has_login,
@@ -406,38 +392,72 @@ def _invitation_email(
     )
 
 
-def _resolve_role_and_group(
-    session: Session, account_id: int, request: InviteRequest
-) -> tuple[int, int | None, str | None]:
-    """The role's id, and the group's id and name (free users go to the built-in group)."""
+@dataclass(frozen=True)
+class Resolved:
+    """What an invite names, looked up: the role's id, the group's id and name, and the
+    identity inserted for a new address."""
+
+    role_id: int
+    group_id: int | None
+    group_name: str | None
+    new_identity_id: int | None  # None: the address already has an identity (R2 checks it)
+    password_hash: str | None  # of the initial password, when one was given
+
+
+def _resolve(session: Session, account_id: int, request: InviteRequest) -> Resolved:
+    """The role and the group (free users go to the built-in one), and a new identity for
+    a new address, inserted at once: one round trip on PostgreSQL. A request refused here
+    rolls the identity back with the rest."""
     errors: list[FieldError] = []
-    connection = session.connection()
-    role_id = connection.scalar(_ROLE_ID, {"account_id": account_id, "name": request.role})
-    if role_id is None:
-        errors.append(FieldError("role", f"No role named {request.role!r} in this account.",
-                                 "unknown_role"))
     group_name = request.group
     if request.user_type == UserType.FREE.value:
         if group_name not in (None, FREE_USERS_GROUP):
             errors.append(FieldError("group", f"Free users belong to {FREE_USERS_GROUP!r}.",
                                      "invalid_group"))
         group_name = FREE_USERS_GROUP
-    group_id = None
-    if group_name is not None:
-        group_id = connection.scalar(_GROUP_ID, {"account_id": account_id, "name": group_name})
-        if group_id is None:
-            errors.append(FieldError("group", f"No group named {group_name!r} in this account.",
-                                     "unknown_group"))
+    password_hash = (hash_password(request.initial_password)
+                     if request.initial_password is not None else None)
+    now = utcnow()
+    names = {
+        "account_id": account_id, "role": request.role, "group": group_name,
+        "identity_email": request.email, "identity_name": request.name or "",
+        "identity_language": request.language, "identity_password_hash": password_hash,
+        "identity_totp_enabled": False, "identity_created_at": now, "identity_updated_at": now,
+    }
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        role_id, group_id, new_id = connection.execute(_RESOLVE_AND_INSERT_IDENTITY,
+                                                       names).one()
+    else:
+        new_id = connection.scalar(_INSERT_IDENTITY["sqlite"], names)
+        role_id = connection.scalar(_ROLE_ID, names)
+        group_id = connection.scalar(_GROUP_ID, names) if group_name is not None else None
+    if role_id is None:
+        errors.insert(0, FieldError("role", f"No role named {request.role!r} in this account.",
+                                    "unknown_role"))
+    if group_name is not None and group_id is None:
+        errors.append(FieldError("group", f"No group named {group_name!r} in this account.",
+                                 "unknown_group"))
     if errors:
         raise InvalidInput(errors)
-    assert role_id is not None
-    return role_id, group_id, group_name
+    return Resolved(role_id, group_id, group_name, new_id, password_hash)
 
 
 _ROLE_ID = select(Role.id).where(Role.account_id == bindparam("account_id"),
-                                 Role.name == bindparam("name"))
+                                 Role.name == bindparam("role"))
 _GROUP_ID = select(Group.id).where(Group.account_id == bindparam("account_id"),
-                                   Group.name == bindparam("name"))
+                                   Group.name == bindparam("group"))
+# A new address inserts its identity; a known one (R2) inserts nothing.
+_INSERT_IDENTITY = {
+    name: dialect.insert(Identity).values(prefixed_values("identity_", (
+        "email", "name", "language", "password_hash", "totp_enabled", "created_at",
+        "updated_at",
+    ))).on_conflict_do_nothing(index_elements=[Identity.email]).returning(Identity.id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
+_new_identity = _INSERT_IDENTITY["postgresql"].cte("new_identity")
+_RESOLVE_AND_INSERT_IDENTITY = select(_ROLE_ID.scalar_subquery(), _GROUP_ID.scalar_subquery(),
+                                      select(_new_identity.c.id).scalar_subquery())
 
 
 def _refuse_second_membership(

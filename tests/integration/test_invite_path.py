@@ -103,6 +103,7 @@ def written_rows(member_id: int) -> dict[str, Any]:
     once they are checked to point at one another."""
     with session_scope() as session:
         member = session.get_one(Membership, member_id)
+        identity = session.get_one(Identity, member.identity_id)
         invitation = session.scalars(select(Invitation)
                                      .where(Invitation.membership_id == member_id)).one()
         email = session.get_one(OutboxEmail, invitation.last_email_id)
@@ -113,9 +114,11 @@ def written_rows(member_id: int) -> dict[str, Any]:
                                   .where(Subscription.account_id == member.account_id)).one()
         rows = {name: {column.key: getattr(row, column.key)
                        for column in type(row).__table__.columns}
-                for name, row in (("member", member), ("invitation", invitation),
+                for name, row in (("identity", identity), ("member", member),
+                                  ("invitation", invitation),
                                   ("email", email), ("entry", entry))}
     invited_at = rows["member"]["created_at"]
+    assert rows["identity"]["created_at"] == rows["identity"]["updated_at"]
     assert invited_at == rows["invitation"]["created_at"] == rows["invitation"]["last_sent_at"]
     assert rows["email"]["created_at"] == rows["email"]["next_attempt_at"]
     for name in ("email", "entry"):
@@ -123,7 +126,8 @@ def written_rows(member_id: int) -> dict[str, Any]:
     assert rows["email"]["context"].pop("invitation_nonce") == rows["invitation"]["token_nonce"]
     assert rows["email"]["message_id"].startswith("<")
     assert rows["entry"]["actor_id"] == rows["member"]["invited_by_id"]
-    for name, keys in (("member", ("id", "account_id", "identity_id", "role_id", "group_id",
+    for name, keys in (("identity", ("id", "created_at", "updated_at")),
+                       ("member", ("id", "account_id", "identity_id", "role_id", "group_id",
                                    "invited_by_id", "created_at")),
                        ("invitation", ("id", "account_id", "membership_id", "token_nonce",
                                        "token_hash", "invited_by_id", "last_email_id",
@@ -153,6 +157,9 @@ def test_an_invite_writes_the_same_rows_on_postgresql_and_on_sqlite(
         free = stack.invite(admin, email="free.member@example.com", user_type="free")
         assert (full.status_code, free.status_code) == (201, 201), (full.json, free.json)
         assert written_rows(full.json["id"]) == {
+            "identity": {"email": "full.member@example.com", "name": "Bo", "language": "tr",
+                         "password_hash": None, "phone": None, "totp_secret": None,
+                         "totp_enabled": False, "totp_last_step": None},
             "member": {"user_type": "full", "status": "invited", "language": "tr",
                        "seasonal_start": None, "seasonal_end": None, "note": None,
                        "activated_at": None},
@@ -176,6 +183,11 @@ def test_an_invite_writes_the_same_rows_on_postgresql_and_on_sqlite(
         free_rows = written_rows(free.json["id"])
         assert free_rows["entry"]["after"]["group"] == "Free users"
         assert (free_rows["member"]["user_type"], free_rows["seats_counted"]) == ("free", 2)
+        refused = stack.invite(admin, email="refused.member@example.com", role="nobody")
+        assert refused.status_code == 422 and refused.json["errors"][0]["field"] == "role"
+        with session_scope() as session:  # the identity it inserted went with the refusal
+            assert session.scalar(select(func.count()).select_from(Identity).where(
+                Identity.email == "refused.member@example.com")) == 0
     finally:
         if previous is not None:
             deactivate(previous)
