@@ -41,7 +41,7 @@ from provisioning.models import (
     utcnow,
 )
 from provisioning.pages import decode_cursor, encode_cursor, page_size
-from provisioning.seats import consumes_seat, seat_change, take_seat
+from provisioning.seats import SeatCount, consumes_seat, seat_change, take_seat
 from provisioning.security import hash_password, hash_secret, invitation_token, new_secret
 from provisioning.validation import USER_TYPES, Form, check_password
 
@@ -213,10 +213,15 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
             after={"email": invitee.email, "role": request.role, "group": group_name,
                    "user_type": request.user_type, "language": language}),
         "seat_account_id": account.id, "seat_change": seat_change(request.user_type),
+        "seat_today": now.date(),
     }
     member_id, counted = _write_invitation(session.connection(), rows, takes_seat)
     outbox.wake_after_commit(session)
     if counted is not None:
+        if account.seasonal_seats > 0:
+            # Seasonal members may have come in since the statement's snapshot: count anew.
+            # Without seasonal seats on contract nobody can add one (R10).
+            counted = counted._replace(seasonal=None)
         take_seat(session, account.id, now.date(), counted, actor_id=actor.identity_id,
                   actor_label=actor.label)
     return MemberView(
@@ -230,17 +235,18 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
 
 
 def _write_invitation(connection: Connection, rows: dict[str, Any], takes_seat: bool
-                      ) -> tuple[int, tuple[int, int] | None]:
+                      ) -> tuple[int, SeatCount | None]:
     """One invitation's rows: its member, its email, the invitation and its audit entry,
     and last the seat counter when it takes a seat (``seats.COUNT_SEAT``, which locks
     the subscription row). Returns the member's id and what the counter returned.
 
-    PostgreSQL writes them in one statement; SQLite, which has no data-modifying CTEs,
-    in one statement each.
+    PostgreSQL writes them in one statement, which also counts the seasonal members
+    holding a seat as its snapshot saw them; SQLite, which has no data-modifying CTEs,
+    writes them one by one.
     """
     if connection.dialect.name == "postgresql":
         member_id, *counted = connection.execute(_INVITATION_ROWS[takes_seat], rows).one()
-        return member_id, (counted[0], counted[1]) if takes_seat else None
+        return member_id, SeatCount(*counted) if takes_seat else None
     member_id = connection.execute(_INSERT_MEMBER, rows).scalar_one()
     email_id = connection.execute(outbox.QUEUE_EMAIL, rows).scalar_one()
     connection.execute(_INSERT_INVITATION, {**rows, "invitation_membership_id": member_id,
@@ -249,7 +255,7 @@ def _write_invitation(connection: Connection, rows: dict[str, Any], takes_seat: 
     if not takes_seat:
         return member_id, None
     purchased, full_taken = connection.execute(seats.COUNT_SEAT, rows).one()
-    return member_id, (purchased, full_taken)
+    return member_id, SeatCount(purchased, full_taken)
 
 
 _INSERT_MEMBER = insert(Membership).values(prefixed_values("member_", (
@@ -283,7 +289,8 @@ def _invitation_rows_in_one_statement(takes_seat: bool) -> Select[Any]:
         # Its WHERE reads the new member, so the member's row is written before the
         # subscription row is locked, as on SQLite (a unique-key wait never holds the lock).
         seat = seats.COUNT_SEAT.where(select(member.c.id).exists()).cte("seat")
-        rows = (select(member.c.id, seat.c.seats_purchased, seat.c.full_seats_taken)
+        rows = (select(member.c.id, seat.c.seats_purchased, seat.c.full_seats_taken,
+                       seats.SEASONAL_SEATS.scalar_subquery())
                 .select_from(member.join(seat, true())))
     return rows.add_cte(email, invitation.cte("new_invitation"), entry.cte("new_entry"))
 

@@ -12,6 +12,7 @@ seats count for real (``settle_seats`` resets the counter to what it counted).
 from __future__ import annotations
 
 from datetime import date
+from typing import NamedTuple
 
 from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
@@ -72,25 +73,34 @@ def seats_in_use(session: Session, account_id: int, today: date) -> int:
     ) or 0
 
 
+class SeatCount(NamedTuple):
+    """What ``COUNT_SEAT`` returned, and the seasonal members holding a seat when the
+    caller knows that no transaction can have added one since its statement's snapshot."""
+
+    purchased: int
+    full_taken: int  # with the new member's seat
+    seasonal: int | None = None  # None: count them now
+
+
 def take_seat(
-    session: Session, account_id: int, today: date, counted: tuple[int, int], *,
+    session: Session, account_id: int, today: date, counted: SeatCount, *,
     actor_id: int | None, actor_label: str,
 ) -> int:
     """R8 for one new seat-consuming member, without counting the account's members.
 
-    ``counted`` is the row ``COUNT_SEAT`` returned in this transaction (purchased
-    seats, full members' seats with the new one). That UPDATE comes last, just before
-    commit, and locks the subscription row, so two admins taking the last seat queue
-    there. While the counted seats fit the purchased ones nothing else is read; past
-    them the members are counted for real before any seat is bought. Returns how many
-    seats were bought.
+    ``counted`` comes from ``COUNT_SEAT`` in this transaction. That UPDATE comes last,
+    just before commit, and locks the subscription row, so two admins taking the last
+    seat queue there. While the counted seats fit the purchased ones nothing else is
+    read; past them the members are counted for real before any seat is bought.
+    Returns how many seats were bought.
     """
-    purchased, full_taken = counted
-    # A statement of its own: under READ COMMITTED it takes a fresh snapshot after the
-    # lock wait, so it sees the seasonal members of the transaction that held the lock.
-    seasonal = session.connection().execute(_SEASONAL_SEATS, {
-        "account_id": account_id, "today": today}).scalar_one()
-    if full_taken + seasonal <= purchased:
+    seasonal = counted.seasonal
+    if seasonal is None:
+        # A statement of its own: under READ COMMITTED it takes a fresh snapshot after the
+        # lock wait, so it sees the seasonal members of the transaction that held the lock.
+        seasonal = session.connection().execute(SEASONAL_SEATS, {
+            "seat_account_id": account_id, "seat_today": today}).scalar_one()
+    if counted.full_taken + seasonal <= counted.purchased:
         return 0
     # The counter may run high (a seat freed by a path that did not lower it): never bill
     # on it, count.
@@ -119,10 +129,10 @@ COUNT_SEAT = (
     .values(full_seats_taken=Subscription.full_seats_taken + bindparam("seat_change"))
     .returning(Subscription.seats_purchased, Subscription.full_seats_taken)
 )
-_SEASONAL_SEATS = (
+SEASONAL_SEATS = (
     select(func.count()).select_from(Membership)
-    .where(Membership.account_id == bindparam("account_id"),
-           _seasonal_in_window(bindparam("today")))
+    .where(Membership.account_id == bindparam("seat_account_id"),
+           _seasonal_in_window(bindparam("seat_today")))
 )
 
 

@@ -29,6 +29,7 @@ from provisioning.models import (
     Subscription,
     utcnow,
 )
+from provisioning.seats import seats_in_use
 from provisioning.security import invitation_token
 from tests.conftest import AdminAccount, Stack, activate, deactivate
 from tests.support.imports import people_csv, run_import
@@ -99,14 +100,18 @@ def allow_seasonal_users(account: AdminAccount) -> None:
         session.execute(update(Account).where(Account.id == account.id).values(seasonal_seats=5))
 
 
-def race(stack: Stack, admin: AdminAccount, count: int) -> list[int]:
-    """``count`` invitations sent at the same moment; their status codes, sorted."""
+def race(stack: Stack, admin: AdminAccount, count: int,
+         payloads: list[dict[str, Any]] | None = None) -> list[int]:
+    """``count`` invitations (of ``payloads``, else plain ones) sent at the same moment;
+    their status codes, sorted."""
+    payloads = payloads or [{} for _ in range(count)]
     barrier = threading.Barrier(count)
     answers: list[int] = [0] * count
 
     def invite(index: int) -> None:
         barrier.wait()
-        answers[index] = stack.invite(admin, email=fresh_email("race")).status_code
+        answers[index] = stack.invite(admin, email=fresh_email("race"),
+                                      **payloads[index]).status_code
 
     threads = [threading.Thread(target=invite, args=(i,)) for i in range(count)]
     for thread in threads:
@@ -177,6 +182,30 @@ def test_a_seasonal_member_inside_its_window_takes_a_seat_the_counter_does_not_h
     assert refused.status_code == 402 and refused.json["code"] == "seat_limit_trial"
     invited(stack, trial, email=fresh_email("later"), user_type="seasonal", **later)
     assert_counter_true(trial, 1)
+
+
+def test_the_last_seat_goes_to_one_of_a_seasonal_and_a_full_member_invited_at_once(
+        stack: Stack):
+    window = {"user_type": "seasonal", "seasonal_start": str(TODAY),
+              "seasonal_end": str(TODAY + timedelta(days=1))}
+    for _ in range(5):
+        trial = stack.create_account(plan="trial", seats=2)  # the admin and one free seat
+        allow_seasonal_users(trial)
+        assert race(stack, trial, 2, [window, {}]) == [201, 402]
+        with session_scope() as session:
+            assert seats_in_use(session, trial.id, TODAY) == 2
+
+
+def test_seasonal_members_keep_their_seats_when_the_contract_drops_its_seasonal_seats(
+        stack: Stack):
+    trial = stack.create_account(plan="trial", seats=2)
+    allow_seasonal_users(trial)
+    invited(stack, trial, email=fresh_email("season"), user_type="seasonal",
+            seasonal_start=str(TODAY), seasonal_end=str(TODAY + timedelta(days=1)))
+    with session_scope() as session:
+        session.execute(update(Account).where(Account.id == trial.id).values(seasonal_seats=0))
+    refused = stack.invite(trial, email=fresh_email())
+    assert refused.status_code == 402 and refused.json["code"] == "seat_limit_trial"
 
 
 def test_a_counter_that_ran_high_makes_nobody_pay_and_starts_over_from_the_truth(
