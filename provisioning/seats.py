@@ -58,7 +58,9 @@ def _full_holding() -> ColumnElement[bool]:
 def _seasonal_in_window(today: date | BindParameter[date]) -> ColumnElement[bool]:
     """Seasonal members hold a seat only inside their window, so they are counted live."""
     return and_(
-        Membership.status.in_(HOLDING_STATUSES),
+        # Not IN: an IN list is rendered into the SQL on every execution, and this rides
+        # on the invite path.
+        or_(*(Membership.status == status for status in HOLDING_STATUSES)),
         Membership.user_type == UserType.SEASONAL.value,
         Membership.seasonal_start <= today,
         Membership.seasonal_end >= today,
