@@ -444,6 +444,8 @@ def test_refusals_in_a_pipelined_stream_land_on_their_own_message(
                 "later": ("deferred", "451 4.3.0 try again later")}
     assert outcomes == {address: expected[re.match("[a-z]+", address)[0]]  # type: ignore[index]
                         for address in addresses}
-    assert server.stored == Counter(
+    # The claim may also take rows an earlier test left (this module's lease is 1 s).
+    assert Counter({address: count for address, count in server.stored.items()
+                    if address in addresses}) == Counter(
         address for address in addresses if address.startswith("conn"))
     assert server.sessions == 1, "refusals never cost the connection"
