@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Insert,
     Select,
@@ -215,13 +216,12 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         "seat_account_id": account.id, "seat_change": seat_change(request.user_type),
         "seat_today": now.date(),
     }
-    member_id, counted = _write_invitation(session.connection(), rows, takes_seat)
+    # Without seasonal seats on contract nobody can add a seasonal member (R10), so the
+    # rows' own statement may count them; elsewhere one may have come in since its snapshot.
+    member_id, counted = _write_invitation(session.connection(), rows, takes_seat=takes_seat,
+                                           seasonal_here=account.seasonal_seats <= 0)
     outbox.wake_after_commit(session)
     if counted is not None:
-        if account.seasonal_seats > 0:
-            # Seasonal members may have come in since the statement's snapshot: count anew.
-            # Without seasonal seats on contract nobody can add one (R10).
-            counted = counted._replace(seasonal=None)
         take_seat(session, account.id, now.date(), counted, actor_id=actor.identity_id,
                   actor_label=actor.label)
     return MemberView(
@@ -234,18 +234,19 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
     )
 
 
-def _write_invitation(connection: Connection, rows: dict[str, Any], takes_seat: bool
-                      ) -> tuple[int, SeatCount | None]:
+def _write_invitation(connection: Connection, rows: dict[str, Any], *, takes_seat: bool,
+                      seasonal_here: bool) -> tuple[int, SeatCount | None]:
     """One invitation's rows: its member, its email, the invitation and its audit entry,
     and last the seat counter when it takes a seat (``seats.COUNT_SEAT``, which locks
     the subscription row). Returns the member's id and what the counter returned.
 
-    PostgreSQL writes them in one statement, which also counts the seasonal members
-    holding a seat as its snapshot saw them; SQLite, which has no data-modifying CTEs,
-    writes them one by one.
+    PostgreSQL writes them in one statement, which with ``seasonal_here`` also counts
+    the seasonal members holding a seat as its snapshot saw them; SQLite, which has no
+    data-modifying CTEs, writes them one by one (``take_seat`` counts those members).
     """
     if connection.dialect.name == "postgresql":
-        member_id, *counted = connection.execute(_INVITATION_ROWS[takes_seat], rows).one()
+        statement = _INVITATION_ROWS[takes_seat, takes_seat and seasonal_here]
+        member_id, *counted = connection.execute(statement, rows).one()
         return member_id, SeatCount(*counted) if takes_seat else None
     member_id = connection.execute(_INSERT_MEMBER, rows).scalar_one()
     email_id = connection.execute(outbox.QUEUE_EMAIL, rows).scalar_one()
@@ -276,7 +277,8 @@ _INSERT_INVITATION = _insert_invitation(bindparam("invitation_membership_id"),
                                         bindparam("invitation_last_email_id"))
 
 
-def _invitation_rows_in_one_statement(takes_seat: bool) -> Select[Any]:
+def _invitation_rows_in_one_statement(takes_seat: bool, counts_seasonal: bool
+                                      ) -> Select[Any]:
     """``_write_invitation`` on PostgreSQL: the inserts as data-modifying CTEs, each row
     pointing at the new member's and email's ids."""
     member = _INSERT_MEMBER.cte("new_member")
@@ -289,14 +291,15 @@ def _invitation_rows_in_one_statement(takes_seat: bool) -> Select[Any]:
         # Its WHERE reads the new member, so the member's row is written before the
         # subscription row is locked, as on SQLite (a unique-key wait never holds the lock).
         seat = seats.COUNT_SEAT.where(select(member.c.id).exists()).cte("seat")
-        rows = (select(member.c.id, seat.c.seats_purchased, seat.c.full_seats_taken,
-                       seats.SEASONAL_SEATS.scalar_subquery())
-                .select_from(member.join(seat, true())))
+        counted: list[ColumnElement[Any]] = [seat.c.seats_purchased, seat.c.full_seats_taken]
+        if counts_seasonal:
+            counted.append(seats.SEASONAL_SEATS.scalar_subquery())
+        rows = select(member.c.id, *counted).select_from(member.join(seat, true()))
     return rows.add_cte(email, invitation.cte("new_invitation"), entry.cte("new_entry"))
 
 
-_INVITATION_ROWS = {takes_seat: _invitation_rows_in_one_statement(takes_seat)
-                    for takes_seat in (False, True)}
+_INVITATION_ROWS = {key: _invitation_rows_in_one_statement(*key)
+                    for key in ((False, False), (True, False), (True, True))}
 
 
 @dataclass(frozen=True)
@@ -367,14 +370,10 @@ def send_invitation(
     invitation.expired_at = None
     invitation.sends = (invitation.sends or 0) + 1
     invitation.last_sent_at = now
-    invitation.last_email_id = _queue_invitation_email(
-        session, link, account_id=account.id, account_name=account.name, email=identity.email,
+    invitation.last_email_id = outbox.queue_email(session, **_invitation_email(
+        link, account_id=account.id, account_name=account.name, email=identity.email,
         name=identity.name, language=membership.language,
-        existing_identity=invitation.existing_identity, inviter_name=inviter_name)
-
-
-def _queue_invitation_email(session: Session, link: InvitationLink, **fields: Any) -> int:
-    return outbox.queue_email(session, **_invitation_email(link, **fields))
+        existing_identity=invitation.existing_identity, inviter_name=inviter_name))
 
 
 def _invitation_email(
