@@ -116,7 +116,7 @@ def load_settings() -> Settings:
         invitation_resends_per_day=_env_int("INVITATION_RESENDS_PER_DAY", 5),
         outbox_batch_size=_env_int("OUTBOX_BATCH_SIZE", 500),
         outbox_drain_seconds=_env_float("OUTBOX_DRAIN_SECONDS", 2.0),
-        outbox_claim_interval_seconds=_env_float("OUTBOX_CLAIM_INTERVAL_SECONDS", 0.05),
+        outbox_claim_interval_seconds=_env_float("OUTBOX_CLAIM_INTERVAL_SECONDS", 0.25),
         outbox_mark_group_size=_env_int("OUTBOX_MARK_GROUP_SIZE", 32),
         outbox_mark_interval_seconds=_env_float("OUTBOX_MARK_INTERVAL_SECONDS", 0.1),
         outbox_lease_seconds=_env_int("OUTBOX_LEASE_SECONDS", 300),

@@ -151,6 +151,7 @@ def make_stack(postgres: PostgresServer, redis_server: RedisServer, log_dir: Pat
         from provisioning.migrate import upgrade
 
         name = request.module.__name__.rsplit(".", 1)[-1]
+        name += f"-{len(started) + 1}" if started else ""  # each stack its own logs and store
         var_dir = log_dir / name
         var_dir.mkdir(exist_ok=True)
         sink = start_mailsink(var_dir, name=f"{name}-mailsink", **(sink_faults or {}))

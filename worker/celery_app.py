@@ -30,10 +30,18 @@ def broker_options(config: Settings) -> dict[str, object]:
     return {"visibility_timeout": config.broker_visibility_timeout}
 
 
+def broker_transport(config: Settings) -> str | None:
+    """The transport for the broker URL: kombu's own, except Redis' (see redis_transport)."""
+    if config.broker_url.startswith("redis://"):
+        return "worker.redis_transport:Transport"
+    return None
+
+
 def create_app(config: Settings | None = None) -> Celery:
     config = config or settings()
     app = Celery("provisioner", broker=config.broker_url)
     app.conf.update(
+        broker_transport=broker_transport(config),
         broker_transport_options=broker_options(config),
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,

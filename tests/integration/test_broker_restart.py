@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 
 from tests.support.processes import wait_until
 from tests.support.servers import RedisServer, start_redis
-from tests.support.stories import all_sent, outbox_counts
+from tests.support.stories import all_sent, assert_each_got_exactly_one, invite_many, outbox_counts
 
 
 @pytest.fixture(scope="module")
@@ -49,3 +50,28 @@ def test_invitations_made_while_redis_is_down_are_delivered_once_it_is_back(
                interval=0.5, message=f"emails after the restart; now {outbox_counts(admin.id)}")
     for email in before + during:
         assert len(stack.sink.messages(to=email)) == 1, email
+
+
+def test_a_worker_survives_redis_going_away_while_its_send_task_drains(
+    make_stack: Any, own_redis: RedisServer
+):
+    # The sink answers slowly, so the send task is still draining (unacknowledged) when
+    # Redis stops; the worker must reconnect rather than exit.
+    stack = make_stack(broker_url=own_redis.url(1), sink_faults={"delay_ms": 40})
+    admin, emails = invite_many(stack, 60)
+    wait_until(lambda: outbox_counts(admin.id).get("sent", 0) > 0, timeout=30,
+               interval=0.05, message="the first emails of the drain")
+    own_redis.stop()
+    assert outbox_counts(admin.id).get("sent", 0) < len(emails), "the drain ended too soon"
+    time.sleep(2)  # the consumer notices, collects the connection and retries meanwhile
+    restarted = start_redis(own_redis.process.log_path.parent, port=own_redis.port)
+    own_redis.process = restarted.process
+
+    later = [f"later{i}.{uuid.uuid4().hex[:8]}@example.com" for i in range(5)]
+    for email in later:  # delivered only if the worker still consumes (its beat sweeps)
+        assert stack.invite(admin, email=email).status_code == 201
+    wait_until(lambda: all_sent(len(emails) + len(later), admin.id), timeout=120, interval=0.5,
+               message=f"every email after the restart; now {outbox_counts(admin.id)}")
+    assert stack.worker is not None and stack.worker.running()
+    assert "Unrecoverable error" not in stack.worker.log()
+    assert_each_got_exactly_one(stack, emails + later)
