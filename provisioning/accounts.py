@@ -26,7 +26,7 @@ from provisioning.models import (
     utcnow,
 )
 from provisioning.pages import decode_cursor, encode_cursor, page_size
-from provisioning.plans import CATALOG, plan_named
+from provisioning.plans import CATALOG, PERIOD_DAYS, plan_named
 from provisioning.security import hash_password
 from provisioning.validation import Form, check_password, normalise_email, normalise_language
 
@@ -40,7 +40,6 @@ PERMISSIONS = (
 )
 MEMBER_PERMISSIONS = ["leads.view", "leads.edit", "contacts.view", "contacts.edit",
                       "pipelines.view", "tasks.view", "tasks.edit"]
-PERIOD_DAYS = {"monthly": 30, "annual": 365}
 
 
 @dataclass(frozen=True)

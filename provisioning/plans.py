@@ -10,6 +10,12 @@ if TYPE_CHECKING:
     from provisioning.models import Subscription
 
 
+# A subscription's billing periods: how long each runs, and how many months of a
+# seat's price it holds.
+PERIOD_DAYS = {"monthly": 30, "annual": 365}
+PERIOD_MONTHS = {"monthly": 1, "annual": 12}
+
+
 @dataclass(frozen=True)
 class Plan:
     name: str
@@ -44,5 +50,5 @@ def prorated_charge_cents(subscription: Subscription, seats: int, now: datetime)
     left = (subscription.current_period_end - now).total_seconds()
     if period <= 0 or left <= 0:
         return 0
-    months = 12 if subscription.period == "yearly" else 1
+    months = PERIOD_MONTHS[subscription.period]
     return round(price * months * seats * min(left / period, 1.0))

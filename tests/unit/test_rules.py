@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
@@ -16,6 +16,7 @@ from provisioning.errors import InvalidInput
 from provisioning.members import InviteRequest, invitation_state
 from provisioning.outbox import retry_delay
 from provisioning.pages import decode_cursor, encode_cursor
+from provisioning.plans import prorated_charge_cents
 from provisioning.seats import consumes_seat
 from provisioning.security import hash_secret, invitation_token
 from provisioning.validation import normalise_email, normalise_language
@@ -128,3 +129,17 @@ def test_invite_request_names_every_bad_field():
     request = InviteRequest.parse({"email": " A@Example.com ", "seasonal_start": None})
     assert (request.email, request.role, request.user_type) == ("a@example.com", "member", "full")
     assert request.seasonal_start is None
+
+
+@pytest.mark.parametrize(("period", "days", "months"), [("monthly", 30, 1), ("annual", 365, 12)])
+def test_r8_seats_bought_mid_period_cost_what_is_left_of_that_period(period: str, days: int,
+                                                                       months: int):
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    subscription = SimpleNamespace(plan="base", period=period, current_period_start=start,
+                                   current_period_end=start + timedelta(days=days))
+    halfway = start + timedelta(days=days / 2)
+    # base: 15.00 a seat a month; three seats for half of the period
+    assert prorated_charge_cents(subscription, 3, halfway) == round(1500 * months * 3 / 2)
+    assert prorated_charge_cents(subscription, 3, start) == 1500 * months * 3
+    assert prorated_charge_cents(subscription, 3, start + timedelta(days=days + 1)) == 0
+    assert prorated_charge_cents(subscription, 0, halfway) == 0
