@@ -9,6 +9,7 @@ import falcon
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from provisioning import errors
+from provisioning.db import is_conflict
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +87,10 @@ def raced(resp: falcon.Response) -> None:
 
 def _integrity_error(req: falcon.Request, resp: falcon.Response, ex: IntegrityError,
                      _params: Any) -> None:
-    raced(resp)
+    if is_conflict(ex):
+        raced(resp)
+    else:
+        _unexpected(req, resp, ex, _params)
 
 
 def _unavailable(req: falcon.Request, resp: falcon.Response, ex: OperationalError,

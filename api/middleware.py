@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from api.errors import raced
 from provisioning.auth import authenticate
-from provisioning.db import new_session
+from provisioning.db import is_conflict, new_session
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,10 @@ class DatabaseSession:
                 session.commit()
             else:
                 session.rollback()
-        except IntegrityError:  # the commit itself met a racing request
+        except IntegrityError as error:  # the commit itself met a racing request
             session.rollback()
+            if not is_conflict(error):
+                raise
             raced(resp)
         finally:
             session.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import BindParameter, Engine, bindparam, create_engine, event
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from provisioning.config import settings
@@ -112,3 +113,19 @@ def _run_after_commit(session: Session) -> None:
 @event.listens_for(Session, "after_rollback")
 def _drop_after_commit(session: Session) -> None:
     session.info.pop(AFTER_COMMIT, None)
+
+
+# What concurrent writers can do to each other: take the same unique value, or remove a
+# row the other refers to. Any other constraint failing (NOT NULL, CHECK) is a bug.
+_CONFLICT_SQLSTATES = frozenset({"23505", "23503", "23P01"})  # unique, foreign key, exclusion
+_CONFLICT_SQLITE = frozenset({"SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY",
+                              "SQLITE_CONSTRAINT_FOREIGNKEY"})
+
+
+def is_conflict(error: IntegrityError) -> bool:
+    """Whether an integrity error is a race with another writer, not a broken statement."""
+    original = error.orig
+    sqlstate = getattr(original, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in _CONFLICT_SQLSTATES
+    return getattr(original, "sqlite_errorname", None) in _CONFLICT_SQLITE

@@ -11,9 +11,11 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import falcon.testing
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 
+from api.app import create_app
 from provisioning.db import session_scope
 from provisioning.migrate import upgrade
 from provisioning.models import (
@@ -225,3 +227,44 @@ def test_r1_the_admin_check_answers_as_before(stack: Stack):
     answer = stack.api.simulate_post(users, json=payload,
                                      headers={"Authorization": "Bearer not-a-token"})
     assert answer.status_code == 401 and answer.json["code"] == "invalid_token"
+
+
+class _Writes:
+    """Writes an identity with a given email, in the request (``at=request``) or at commit."""
+
+    auth = "none"
+
+    def on_post(self, req: Any, resp: Any) -> None:
+        email = req.get_param("email")  # absent: NULL, which no identity may have
+        if req.get_param("at") == "commit":
+            req.context.session.add(Identity(email=email))
+        else:
+            req.context.session.execute(insert(Identity).values(email=email))
+        resp.media = {}
+
+
+@pytest.mark.parametrize("database", ["postgresql", "sqlite"])
+@pytest.mark.parametrize("at", ["request", "commit"])
+def test_a_taken_value_answers_409_and_a_broken_statement_500(
+        stack: Stack, database: str, at: str, tmp_path: Path):
+    previous = None
+    if database == "sqlite":
+        previous = activate({"PROVISIONING_DATABASE_URL": f"sqlite:///{tmp_path / 'w.sqlite3'}"})
+        upgrade()
+    try:
+        app = create_app()
+        app.add_route("/writes", _Writes())
+        client = falcon.testing.TestClient(app)
+        email = fresh_email()
+        assert client.simulate_post("/writes", params={"email": email, "at": at}).status_code == 200
+        taken = client.simulate_post("/writes", params={"email": email, "at": at})
+        assert (taken.status_code, taken.json["code"]) == (409, "conflict")
+        broken = client.simulate_post("/writes", params={"at": at})
+        assert (broken.status_code, broken.json["code"]) == (500, "internal_error")
+        assert broken.headers["content-type"] == "application/problem+json"
+        with session_scope() as session:
+            assert session.scalar(select(func.count()).select_from(Identity)
+                                  .where(Identity.email == email)) == 1
+    finally:
+        if previous is not None:
+            deactivate(previous)
