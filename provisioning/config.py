@@ -60,6 +60,7 @@ class Settings:
     outbox_mark_group_size: int
     outbox_mark_interval_seconds: float
     outbox_lease_seconds: int
+    outbox_retention_days: int
     outbox_max_attempts: int
     outbox_retry_base_seconds: float
     outbox_retry_max_seconds: float
@@ -120,6 +121,7 @@ def load_settings() -> Settings:
         outbox_mark_group_size=_env_int("OUTBOX_MARK_GROUP_SIZE", 32),
         outbox_mark_interval_seconds=_env_float("OUTBOX_MARK_INTERVAL_SECONDS", 0.1),
         outbox_lease_seconds=_env_int("OUTBOX_LEASE_SECONDS", 300),
+        outbox_retention_days=_env_int("OUTBOX_RETENTION_DAYS", 30),
         outbox_max_attempts=_env_int("OUTBOX_MAX_ATTEMPTS", 12),
         outbox_retry_base_seconds=_env_float("OUTBOX_RETRY_BASE_SECONDS", 5.0),
         outbox_retry_max_seconds=_env_float("OUTBOX_RETRY_MAX_SECONDS", 1800.0),

@@ -28,6 +28,7 @@ from sqlalchemy import (
     and_,
     any_,
     bindparam,
+    delete,
     func,
     insert,
     or_,
@@ -43,7 +44,7 @@ from provisioning.db import after_commit, engine, prefixed_values, session_scope
 from provisioning.mail.message import build_message, make_message_id
 from provisioning.mail.sender import DeliveryError, MailSender, Outgoing, Result
 from provisioning.mail.templates import render_email
-from provisioning.models import EmailStatus, OutboxEmail, utcnow
+from provisioning.models import EmailStatus, Invitation, OutboxEmail, utcnow
 from provisioning.security import invitation_token
 
 log = logging.getLogger(__name__)
@@ -569,3 +570,34 @@ def sweep() -> int:
     for start in range(0, len(ids), size):
         dispatch.send_task(SEND_TASK, ids[start : start + size])
     return len(ids)
+
+
+FINISHED_STATUSES = (EmailStatus.SENT.value, EmailStatus.FAILED.value)
+
+
+def purge(*, chunk: int = 5_000) -> int:
+    """Forget sent and failed emails after ``outbox_retention_days``; returns how many.
+
+    A row's last attempt (``next_attempt_at``, indexed with the status) dates it. The
+    email an open invitation last sent is kept whatever its age: the member's
+    invitation state ("sent", "failed") is read from it. Deletes in chunks, one
+    transaction each, so a large backlog never holds a long lock.
+    """
+    cutoff = utcnow() - timedelta(days=settings().outbox_retention_days)
+    now = utcnow()
+    still_read = select(Invitation.last_email_id).where(
+        Invitation.last_email_id.is_not(None), Invitation.accepted_at.is_(None),
+        Invitation.revoked_at.is_(None), Invitation.expires_at > now)
+    old = (select(OutboxEmail.id)
+           .where(OutboxEmail.status.in_(FINISHED_STATUSES), OutboxEmail.next_attempt_at < cutoff,
+                  OutboxEmail.id.not_in(still_read))
+           .limit(chunk))
+    purged = 0
+    while True:
+        with session_scope() as session:
+            ids = list(session.scalars(old))
+            if ids:
+                session.execute(delete(OutboxEmail).where(OutboxEmail.id.in_(ids)))
+        purged += len(ids)
+        if len(ids) < chunk:
+            return purged

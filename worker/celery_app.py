@@ -62,6 +62,10 @@ def create_app(config: Settings | None = None) -> Celery:
                 "task": "provisioning.sweep_jobs",
                 "schedule": timedelta(seconds=config.job_sweep_seconds),
             },
+            "purge-outbox": {
+                "task": "provisioning.purge_outbox",
+                "schedule": timedelta(hours=1),
+            },
             "purge-jobs": {
                 "task": "provisioning.purge_jobs",
                 "schedule": timedelta(hours=6),

@@ -81,6 +81,11 @@ def sweep_jobs() -> int:
     return jobs.sweep()
 
 
+@app.task(name="provisioning.purge_outbox")
+def purge_outbox() -> int:
+    return outbox.purge()
+
+
 @app.task(name="provisioning.purge_jobs")
 def purge_jobs() -> int:
     with session_scope() as session:
