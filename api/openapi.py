@@ -71,6 +71,11 @@ def document() -> dict[str, Any]:
                                  "post": _op("Create a custom role", status="201", body="Role")},
             account + "/groups": {"get": _op("Groups")},
             account + "/audit": {"get": _op("Audit log", params=["cursor", "limit"])},
+            account + "/imports": {
+                "get": _op("List imports, newest first", params=["status", "cursor", "limit"]),
+                "post": _op("Import people from a CSV, JSON or NDJSON file", status="202",
+                            params=["dry_run", "on_existing", "invite"]),
+            },
             "/v1/jobs/{job_id}": {"get": _op("A job's status and progress")},
             "/v1/invitations/{token}": {"get": _op("Preview an invitation", auth=False)},
             "/v1/invitations/{token}/accept": {"post": _op("Accept", body="Accept", auth=False)},

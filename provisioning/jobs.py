@@ -24,10 +24,11 @@ from provisioning import audit, dispatch
 from provisioning.auth import Actor, require_admin
 from provisioning.config import settings
 from provisioning.db import session_scope
-from provisioning.errors import Conflict, NotFound
+from provisioning.errors import Conflict, FieldError, InvalidInput, NotFound
 from provisioning.importfile import csv_safe
 from provisioning.models import ImportPart, Job, JobError, JobStatus, utcnow
 from provisioning.models import ImportRow as StagedRow
+from provisioning.pages import decode_cursor, encode_cursor, page_size
 
 log = logging.getLogger(__name__)
 
@@ -49,21 +50,51 @@ def enqueue(job_id: int, *, countdown: float | None = None) -> None:
     dispatch.send_task(JOB_TASK, job_id, **options)
 
 
-def progress(session: Session, job: Job) -> tuple[int, dict[str, Any]]:
+Progress = tuple[int, dict[str, Any]]  # rows done, and the summary's counts
+
+
+def progress(session: Session, job: Job) -> Progress:
     """Rows done and the summary: the job's own counts plus those of its written parts."""
-    done, summary = job.done or 0, dict(job.summary or {})
-    for rows, counts in session.execute(
-            select(ImportPart.rows, ImportPart.counts)
-            .where(ImportPart.job_id == job.id, ImportPart.written_at.is_not(None))):
-        done += rows
+    return progress_of(session, [job])[job.id]
+
+
+def progress_of(session: Session, jobs: Sequence[Job]) -> dict[int, Progress]:
+    """``progress`` of several jobs, their written parts read in one query."""
+    seen = {job.id: (job.done or 0, dict(job.summary or {})) for job in jobs}
+    for job_id, rows, counts in session.execute(
+            select(ImportPart.job_id, ImportPart.rows, ImportPart.counts)
+            .where(ImportPart.job_id.in_(list(seen)), ImportPart.written_at.is_not(None))):
+        done, summary = seen[job_id]
         for key, count in (counts or {}).items():
             summary[key] = summary.get(key, 0) + count
-    return done, summary
+        seen[job_id] = (done + rows, summary)
+    return seen
 
 
-def job_view(session: Session, job: Job) -> dict[str, Any]:
+def list_jobs(session: Session, actor: Actor, account_id: int, kind: str, status: str | None,
+              cursor: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
+    """An account's jobs of one kind, newest first, a page at a time; ``status`` filters."""
+    require_admin(session, actor, account_id)
+    if status is not None and status not in set(JobStatus):
+        raise InvalidInput([FieldError(
+            "status", f"Use one of {', '.join(JobStatus)}.", "invalid")])
+    size = page_size(limit)
+    query = select(Job).where(Job.account_id == account_id, Job.kind == kind)
+    if status is not None:
+        query = query.where(Job.status == status)
+    before = decode_cursor(cursor)
+    if before is not None:
+        query = query.where(Job.id < before)
+    found = list(session.scalars(query.order_by(Job.id.desc()).limit(size + 1)))
+    page = found[:size]
+    progress_by_job = progress_of(session, page)
+    items = [job_view(session, job, progress_by_job[job.id]) for job in page]
+    return items, (encode_cursor(page[-1].id) if len(found) > size else None)
+
+
+def job_view(session: Session, job: Job, known: Progress | None = None) -> dict[str, Any]:
     params = job.params or {}
-    done, summary = progress(session, job)
+    done, summary = known or progress(session, job)
     elapsed = None
     if job.started_at is not None:
         elapsed = ((job.finished_at or utcnow()) - job.started_at).total_seconds()

@@ -7,6 +7,7 @@ from typing import BinaryIO, cast
 
 import falcon
 
+from api.resources import int_param
 from provisioning import imports, jobs
 from provisioning.errors import FieldError, InvalidInput
 from provisioning.importfile import MEDIA_BY_EXTENSION
@@ -27,6 +28,12 @@ def _upload(req: falcon.Request) -> tuple[BinaryIO, str | None, int | None]:
 
 
 class Imports:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        items, next_cursor = jobs.list_jobs(
+            req.context.session, req.context.actor, account_id, imports.KIND,
+            req.get_param("status"), req.get_param("cursor"), int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}
+
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         options = imports.ImportOptions.parse(
             {name: req.get_param(name) for name in ("dry_run", "on_existing", "invite")})

@@ -386,3 +386,30 @@ def test_an_upload_cut_off_mid_way_is_refused_and_imports_nothing(stack: Stack):
     assert answer.json["errors"][0]["code"] == "incomplete_upload"
     assert "cut off" in answer.json["detail"]
     assert member_count(admin.id) == 1
+
+
+def test_an_admin_lists_the_accounts_imports_newest_first_with_their_progress(stack: Stack):
+    admin, other = stack.create_account(seats=20), stack.create_account()
+    first = run_import(stack, admin, people_csv(3)[0])
+    second = run_import(stack, admin, people_csv(2)[0], dry_run="true")
+    run_import(stack, other, people_csv(1)[0])  # another account's: never listed here
+    url = f"/v1/accounts/{admin.id}/imports"
+
+    listed = stack.api.simulate_get(url, headers=admin.headers).json
+    assert [job["id"] for job in listed["items"]] == [second["id"], first["id"]]
+    assert listed["next_cursor"] is None
+    assert listed["items"][1] == first  # the same view as GET /v1/jobs/{id}, progress included
+    assert counts(listed["items"][1])["created"] == 3 and listed["items"][0]["commit_url"]
+
+    page = stack.api.simulate_get(url, params={"limit": 1}, headers=admin.headers).json
+    rest = stack.api.simulate_get(url, params={"limit": 1, "cursor": page["next_cursor"]},
+                                  headers=admin.headers).json
+    assert [j["id"] for j in page["items"] + rest["items"]] == [second["id"], first["id"]]
+    assert rest["next_cursor"] is None
+    running = stack.api.simulate_get(url, params={"status": "running"}, headers=admin.headers)
+    assert running.json["items"] == []
+
+    bad = stack.api.simulate_get(url, params={"status": "done"}, headers=admin.headers)
+    assert bad.status_code == 422 and bad.json["errors"][0]["field"] == "status"
+    assert stack.api.simulate_get(url, headers=other.headers).status_code == 404
+    assert stack.api.simulate_get(url).status_code == 401
