@@ -16,6 +16,7 @@ import pytest
 
 from tests.support.processes import ManagedProcess
 from tests.support.servers import (
+    REDIS_DATABASES,
     MailSink,
     PostgresServer,
     RedisServer,
@@ -47,7 +48,7 @@ def redis_server(log_dir: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
-_redis_databases = iter(range(1, 16))
+_redis_databases = iter(range(1, REDIS_DATABASES))
 
 
 def activate(env: dict[str, str]) -> dict[str, str | None]:

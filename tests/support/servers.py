@@ -107,11 +107,15 @@ class RedisServer:
         self.process.stop()
 
 
+REDIS_DATABASES = 256  # one per stack a test session builds (db 0 stays unused)
+
+
 def start_redis(log_dir: Path, port: int | None = None) -> RedisServer:
     port = port or free_port()
     process = ManagedProcess(
         "redis",
         ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--databases", str(REDIS_DATABASES),
          "--appendonly", "no", "--dir", str(log_dir)],
         log_dir=log_dir,
     ).start()
