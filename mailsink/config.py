@@ -29,6 +29,13 @@ class SinkConfig:
     tempfail_rate: float
     delay_ms: int
     seed: int | None
+    # TLS and a login, to try a production SMTP set-up against the sink: with a
+    # certificate the sink requires STARTTLS (or, ``implicit_tls``, speaks TLS from the
+    # first byte); with ``auth`` (``user:password``) it requires that login.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    implicit_tls: bool = False
+    auth: tuple[str, str] | None = None
 
 
 def _rate(text: str) -> float:
@@ -43,6 +50,20 @@ def _non_negative(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected 0 or more, not {text}")
     return value
+
+
+def _flag(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in {"1", "0", "true", "false", "yes", "no", "on", "off"}:
+        raise argparse.ArgumentTypeError(f"expected true or false, not {text}")
+    return value in {"1", "true", "yes", "on"}
+
+
+def _login(text: str) -> tuple[str, str]:
+    user, colon, password = text.partition(":")
+    if not (user and colon and password):
+        raise argparse.ArgumentTypeError("expected USER:PASSWORD")
+    return user, password
 
 
 def parse_config(argv: Sequence[str] | None = None) -> SinkConfig:
@@ -71,9 +92,18 @@ def parse_config(argv: Sequence[str] | None = None) -> SinkConfig:
     option("tempfail-rate", "0", type=_rate, metavar="SHARE")
     option("delay-ms", "0", type=_non_negative, metavar="MS")
     option("seed", None, type=int)
+    option("tls-cert", None, type=Path, metavar="PEM")
+    option("tls-key", None, type=Path, metavar="PEM")
+    option("implicit-tls", "false", type=_flag, metavar="BOOL")
+    option("auth", None, type=_login, metavar="USER:PASSWORD")
     args = parser.parse_args(argv)
     if args.reject_rate + args.tempfail_rate > 1.0:
         parser.error("--reject-rate and --tempfail-rate add up to more than 1")
+    if (args.tls_cert is None) != (args.tls_key is None):
+        parser.error("--tls-cert and --tls-key go together")
+    if args.tls_cert is None and (args.implicit_tls or args.auth):
+        parser.error("--implicit-tls and --auth need --tls-cert and --tls-key "
+                     "(a login crosses the network encrypted only)")
     return SinkConfig(
         smtp_host=args.smtp_host,
         smtp_port=args.smtp_port,
@@ -84,4 +114,8 @@ def parse_config(argv: Sequence[str] | None = None) -> SinkConfig:
         tempfail_rate=args.tempfail_rate,
         delay_ms=args.delay_ms,
         seed=args.seed,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        implicit_tls=args.implicit_tls,
+        auth=args.auth,
     )

@@ -6,11 +6,13 @@ import asyncio
 import logging
 import random
 import signal
+import ssl
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mailsink.config import LOG_FORMAT, SinkConfig, parse_config
-from mailsink.smtp import FaultPlan, SinkHandler, SinkSMTP
+from mailsink.smtp import FaultPlan, LoginCheck, SinkHandler, SinkSMTP
 from mailsink.store import MessageStore
 from mailsink.web import HttpServer, create_app
 from mailsink.writer import MessageWriter
@@ -19,6 +21,21 @@ logger = logging.getLogger("mailsink")
 
 # A fixed name: aiosmtpd would otherwise resolve the host's FQDN on every connection.
 SMTP_HOSTNAME = "mailsink"
+
+
+def _security(config: SinkConfig) -> tuple[ssl.SSLContext | None, dict[str, Any]]:
+    """The listening socket's TLS (implicit TLS only) and the SMTP session's options."""
+    if config.tls_cert is None:
+        return None, {}
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(config.tls_cert, config.tls_key)
+    if config.implicit_tls:
+        options: dict[str, Any] = {"auth_require_tls": False}  # the whole session is TLS
+    else:
+        options = {"tls_context": context, "require_starttls": True}
+    if config.auth:
+        options.update(authenticator=LoginCheck(*config.auth), auth_required=True)
+    return (context if config.implicit_tls else None), options
 
 
 async def serve(config: SinkConfig) -> bool:
@@ -35,10 +52,13 @@ async def serve(config: SinkConfig) -> bool:
         rng=random.Random(config.seed),
     )
     handler = SinkHandler(writer, faults)
+    listening_tls, session_options = _security(config)
     smtp_server = await loop.create_server(
-        lambda: SinkSMTP(handler, hostname=SMTP_HOSTNAME, enable_SMTPUTF8=True, loop=loop),
+        lambda: SinkSMTP(handler, hostname=SMTP_HOSTNAME, enable_SMTPUTF8=True, loop=loop,
+                         **session_options),
         host=config.smtp_host,
         port=config.smtp_port,
+        ssl=listening_tls,
     )
     http_server = HttpServer(create_app(store), config.http_host, config.http_port)
     http_server.start()
@@ -48,9 +68,11 @@ async def serve(config: SinkConfig) -> bool:
         loop.add_signal_handler(signum, stop_requested.set)
     smtp_port = smtp_server.sockets[0].getsockname()[1]
     logger.info(
-        "mailsink ready smtp=%s:%d http=http://%s:%d/ db=%s",
+        "mailsink ready smtp=%s:%d%s http=http://%s:%d/ db=%s",
         config.smtp_host,
         smtp_port,
+        (" implicit-tls" if config.implicit_tls else " starttls" if config.tls_cert else "")
+        + (" auth" if config.auth else ""),
         config.http_host,
         http_server.port,
         config.db,

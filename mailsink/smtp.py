@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import random
 import re
@@ -10,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from aiosmtpd.smtp import MISSING, SMTP, Envelope, Session, syntax
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session, syntax
 
 from mailsink.store import Delivery
 from mailsink.writer import MessageWriter, StoreFailed, WriterStopped
@@ -85,6 +86,21 @@ class SinkHandler:
         except StoreFailed:
             return STORE_FAILED  # the writer logged why; the client may retry later
         return f"250 2.0.0 Ok: stored as {message_id}"
+
+
+class LoginCheck:
+    """aiosmtpd's authenticator for the one login the sink was given (AUTH PLAIN, LOGIN)."""
+
+    def __init__(self, user: str, password: str) -> None:
+        self._user = user.encode()
+        self._password = password.encode()
+
+    def __call__(self, server: SMTP, session: Session, envelope: Envelope, mechanism: str,
+                 auth_data: object) -> AuthResult:
+        matches = isinstance(auth_data, LoginPassword) and (
+            hmac.compare_digest(auth_data.login, self._user)
+            & hmac.compare_digest(auth_data.password, self._password))
+        return AuthResult(success=bool(matches), handled=False)
 
 
 class SinkSMTP(SMTP):

@@ -91,7 +91,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for key in ("account", "login", "password", "token"):
         print(f"{key}: {demo[key]}")
     print(f"api: {config.public_url}/v1  (OpenAPI: {config.public_url}/openapi.json)")
-    print(f"mail: http://127.0.0.1:8025/  (SMTP sink on {config.smtp_host}:{config.smtp_port})")
+    print(f"mail: http://127.0.0.1:8025/  (SMTP sink on {config.smtp.host}:{config.smtp.port})")
     return 0
 
 

@@ -7,9 +7,11 @@ filesystem transport under ``var/``, the mailsink on 127.0.0.1:1025.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+
+from provisioning.mail.sender import SmtpServer
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PREFIX = "PROVISIONING_"
@@ -33,13 +35,11 @@ class Settings:
     var_dir: Path
     database_url: str
     broker_url: str
-    smtp_host: str
-    smtp_port: int
-    smtp_timeout: float
+    smtp: SmtpServer
     # SMTP connections each worker process keeps open and sends over at once.
     smtp_connections: int
     public_url: str
-    secret_key: str
+    secret_key: str = field(repr=False)  # never in a log line
     mail_from: str
     mail_from_name: str
     product_name: str
@@ -95,6 +95,22 @@ class Settings:
         return self.mail_from.rpartition("@")[2] or "provisioner.local"
 
 
+def _smtp_server() -> SmtpServer:
+    ca_file = _env("SMTP_CA_FILE", "")
+    try:
+        return SmtpServer(
+            host=_env("SMTP_HOST", "127.0.0.1"),
+            port=_env_int("SMTP_PORT", 1025),
+            timeout=_env_float("SMTP_TIMEOUT", 30.0),
+            security=_env("SMTP_SECURITY", "none").strip().lower(),
+            username=_env("SMTP_USERNAME", "") or None,
+            password=_env("SMTP_PASSWORD", "") or None,
+            ca_file=Path(ca_file) if ca_file else None,
+        )
+    except ValueError as exc:
+        raise ValueError(f"{PREFIX}SMTP_SECURITY / {PREFIX}SMTP_USERNAME: {exc}") from None
+
+
 def load_settings() -> Settings:
     """Read the settings from the environment (no caching: tests change it)."""
     var_dir = Path(_env("VAR_DIR", str(REPO_ROOT / "var"))).resolve()
@@ -102,9 +118,7 @@ def load_settings() -> Settings:
         var_dir=var_dir,
         database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'provisioner.sqlite3'}"),
         broker_url=_env("BROKER_URL", "filesystem://"),
-        smtp_host=_env("SMTP_HOST", "127.0.0.1"),
-        smtp_port=_env_int("SMTP_PORT", 1025),
-        smtp_timeout=_env_float("SMTP_TIMEOUT", 30.0),
+        smtp=_smtp_server(),
         smtp_connections=_env_int("SMTP_CONNECTIONS", 8),
         public_url=_env("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
         secret_key=_env("SECRET_KEY", DEVELOPMENT_SECRET_KEY),

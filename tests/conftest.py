@@ -147,7 +147,7 @@ def make_stack(postgres: PostgresServer, redis_server: RedisServer, log_dir: Pat
     """Build one stack for this module (own database, Redis db, sink, worker)."""
     started: list[tuple[Stack, dict[str, str | None]]] = []
 
-    def build(*, worker: bool = True, sink_faults: dict[str, float] | None = None,
+    def build(*, worker: bool = True, sink_options: dict[str, object] | None = None,
               broker_url: str | None = None, **overrides: str) -> Stack:
         from provisioning.migrate import upgrade
 
@@ -155,7 +155,7 @@ def make_stack(postgres: PostgresServer, redis_server: RedisServer, log_dir: Pat
         name += f"-{len(started) + 1}" if started else ""  # each stack its own logs and store
         var_dir = log_dir / name
         var_dir.mkdir(exist_ok=True)
-        sink = start_mailsink(var_dir, name=f"{name}-mailsink", **(sink_faults or {}))
+        sink = start_mailsink(var_dir, name=f"{name}-mailsink", **(sink_options or {}))
         database_url = postgres.create_database(f"t_{name}_{uuid.uuid4().hex[:6]}")
         broker_url = broker_url or redis_server.url(next(_redis_databases))
         env = stack_env(database_url=database_url, broker_url=broker_url, sink=sink,

@@ -23,7 +23,8 @@ def smtp_senders() -> list[SmtpSender]:
     """This process's SMTP connections, each opened on first use and reused by every send task."""
     if not _senders:
         config = settings()
-        _senders.extend(SmtpSender(config.smtp_host, config.smtp_port, config.smtp_timeout)
+        tls = config.smtp.tls_context()  # one for all: it holds the loaded CAs
+        _senders.extend(SmtpSender(config.smtp, tls_context=tls)
                         for _ in range(max(config.smtp_connections, 1)))
     return _senders
 

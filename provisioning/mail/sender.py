@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import re
 import smtplib
+import ssl
 import threading
 from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import NamedTuple, Protocol, TypeVar
 
 from provisioning.mail.message import PLAIN_ADDRESS
@@ -63,6 +66,37 @@ class MailSender:
 # A connection the server dropped, or that broke under us.
 _CONNECTION_LOST = (smtplib.SMTPServerDisconnected, ConnectionError)
 
+# How the connection is protected: not at all (a sink on this machine), STARTTLS on a
+# plain port (587), or TLS from the first byte (465).
+SECURITY_MODES = ("none", "starttls", "tls")
+
+
+@dataclass(frozen=True)
+class SmtpServer:
+    """Where mail goes and how to get in: the relay, its TLS, the account's login."""
+
+    host: str
+    port: int
+    timeout: float = 30.0
+    security: str = "none"
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca_file: Path | None = None  # trust this CA bundle instead of the system's
+
+    def __post_init__(self) -> None:
+        if self.security not in SECURITY_MODES:
+            raise ValueError(f"SMTP security is one of {', '.join(SECURITY_MODES)}, "
+                             f"not {self.security!r}")
+        if self.username and self.security == "none":
+            raise ValueError("an SMTP login needs TLS (security starttls or tls): "
+                             "the password would cross the network in the clear")
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client side of TLS: the server's certificate and name are checked."""
+        if self.security == "none":
+            return None
+        return ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+
 
 class SmtpSender(MailSender):
     """Keeps one SMTP connection open and reconnects when the server drops it.
@@ -73,10 +107,11 @@ class SmtpSender(MailSender):
     of four, and one write for each on both ends.
     """
 
-    def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
-        self.host = host
-        self.port = port
-        self.timeout = timeout
+    def __init__(self, server: SmtpServer, *, tls_context: ssl.SSLContext | None = None
+                 ) -> None:
+        self.server = server
+        # One context serves every connection of the process (it holds the loaded CAs).
+        self._tls = tls_context or server.tls_context()
         self._connection: smtplib.SMTP | None = None
         self._lock = threading.Lock()
 
@@ -185,7 +220,7 @@ class SmtpSender(MailSender):
             connection = self._connect()
         except OSError as exc:
             self.close()
-            return DeliveryError(f"SMTP server unreachable: {exc}", permanent=False)
+            return _connect_failure(exc)
         # MAIL, RCPT, DATA by hand (what sendmail does) to keep the server's final reply:
         # it carries the provider's id for the message.
         if connection.has_extn("pipelining"):
@@ -210,9 +245,23 @@ class SmtpSender(MailSender):
 
     def _connect(self) -> smtplib.SMTP:
         if self._connection is None:
-            connection = smtplib.SMTP(timeout=self.timeout)
-            connection.connect(self.host, self.port)
-            connection.ehlo_or_helo_if_needed()
+            server = self.server
+            # Given the host, smtplib connects at once and checks the certificate's name.
+            connection = (
+                smtplib.SMTP_SSL(server.host, server.port, timeout=server.timeout,
+                                 context=self._tls)
+                if server.security == "tls"
+                else smtplib.SMTP(server.host, server.port, timeout=server.timeout))
+            try:
+                connection.ehlo_or_helo_if_needed()
+                if server.security == "starttls":
+                    connection.starttls(context=self._tls)
+                    connection.ehlo()  # RFC 3207 §4.2: what the server offers may change
+                if server.username:
+                    connection.login(server.username, server.password or "")
+            except BaseException:
+                connection.close()
+                raise
             self._connection = connection
         return self._connection
 
@@ -228,11 +277,29 @@ class SmtpSender(MailSender):
             self._connection = None
 
 
+def _connect_failure(exc: OSError) -> DeliveryError:
+    """Why no session could be opened. Always temporary: a wrong password or an untrusted
+    certificate is the relay's set-up, and the emails go once it is put right."""
+    if isinstance(exc, smtplib.SMTPAuthenticationError):
+        reason = f"SMTP login refused: {_reply(exc.smtp_code, exc.smtp_error)}"
+    elif isinstance(exc, smtplib.SMTPNotSupportedError):
+        reason = f"SMTP server does not offer what the settings ask for: {exc}"
+    elif isinstance(exc, ssl.SSLCertVerificationError):
+        reason = f"SMTP server's certificate not trusted: {exc.verify_message}"
+    elif isinstance(exc, ssl.SSLError):
+        reason = f"SMTP TLS failed: {exc}"
+    elif isinstance(exc, smtplib.SMTPResponseException):
+        reason = f"SMTP session refused: {_reply(exc.smtp_code, exc.smtp_error)}"
+    else:
+        reason = f"SMTP server unreachable: {exc}"
+    return DeliveryError(reason, permanent=False)
+
+
 def _data_reply(connection: smtplib.SMTP) -> Result:
     """The server's answer to a message's content."""
     code, reply = connection.getreply()
     if code != 250:
-        return DeliveryError(_reply(code, reply), permanent=code >= 500)
+        return _refused(code, reply)
     return _reply(code, reply)
 
 
@@ -241,10 +308,10 @@ def _envelope(connection: smtplib.SMTP, sender: str, recipient: str) -> Delivery
     for command, argument in (("mail", sender), ("rcpt", recipient)):
         code, reply = getattr(connection, command)(argument)
         if not _accepted(command, code):
-            return DeliveryError(_reply(code, reply), permanent=code >= 500)
+            return _refused(code, reply)
     code, reply = connection.docmd("data")
     if code != 354:
-        return DeliveryError(_reply(code, reply), permanent=code >= 500)
+        return _refused(code, reply)
     return None
 
 
@@ -259,7 +326,7 @@ def _envelope_replies(connection: smtplib.SMTP) -> DeliveryError | None:
     """The replies to a pipelined MAIL, RCPT and DATA, each checked in order."""
     replies = [connection.getreply() for _ in range(3)]
     refusals = [
-        DeliveryError(_reply(code, reply), permanent=code >= 500)
+        _refused(code, reply)
         for command, (code, reply) in zip(("mail", "rcpt", "data"), replies, strict=True)
         if not _accepted(command, code)
     ]
@@ -287,6 +354,17 @@ def _transparent(message: bytes) -> bytes:
     if message.startswith(b".") or b"\n." in message:
         message = _LEADING_PERIOD.sub(b"..", message)
     return message if message.endswith(b"\r\n") else message + b"\r\n"
+
+
+# Refusals of the session, not of the message (RFC 4954 §6): the relay wants a login
+# or TLS that the settings do not give. The email waits for the set-up to be put right.
+_SESSION_REFUSALS = frozenset({530, 535, 538})
+
+
+def _refused(code: int, reply: bytes | str) -> DeliveryError:
+    """The server's refusal: permanent for a 5xx answer about the message itself."""
+    return DeliveryError(_reply(code, reply),
+                         permanent=code >= 500 and code not in _SESSION_REFUSALS)
 
 
 def _reply(code: int, reply: bytes | str) -> str:

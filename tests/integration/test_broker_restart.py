@@ -57,7 +57,7 @@ def test_a_worker_survives_redis_going_away_while_its_send_task_drains(
 ):
     # The sink answers slowly, so the send task is still draining (unacknowledged) when
     # Redis stops; the worker must reconnect rather than exit.
-    stack = make_stack(broker_url=own_redis.url(1), sink_faults={"delay_ms": 40})
+    stack = make_stack(broker_url=own_redis.url(1), sink_options={"delay_ms": 40})
     admin, emails = invite_many(stack, 60)
     wait_until(lambda: outbox_counts(admin.id).get("sent", 0) > 0, timeout=30,
                interval=0.05, message="the first emails of the drain")

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from provisioning import dispatch, outbox
 from provisioning.config import settings
 from provisioning.db import session_scope
-from provisioning.mail.sender import DeliveryError, MailSender, SmtpSender
+from provisioning.mail.sender import DeliveryError, MailSender, SmtpSender, SmtpServer
 from provisioning.models import EmailStatus, OutboxEmail, utcnow
 from tests.conftest import Stack
 from tests.support.processes import free_port, wait_until
@@ -80,7 +80,7 @@ def senders_to() -> Iterator[Any]:
     opened: list[SmtpSender] = []
 
     def open_senders(port: int, count: int = CONNECTIONS) -> list[SmtpSender]:
-        opened.extend(SmtpSender("127.0.0.1", port, timeout=10) for _ in range(count))
+        opened.extend(SmtpSender(SmtpServer("127.0.0.1", port, timeout=10)) for _ in range(count))
         return opened[-count:]
 
     yield open_senders
@@ -318,7 +318,7 @@ def test_a_refusal_names_the_reply_and_the_connection_goes_on(
     server = Refuses(command, reply, pipelining=pipelining)
     controller = Controller(server, hostname="127.0.0.1", port=free_port())
     controller.start()
-    sender = SmtpSender("127.0.0.1", controller.port, timeout=10)
+    sender = SmtpSender(SmtpServer("127.0.0.1", controller.port, timeout=10))
     try:
         with pytest.raises(DeliveryError) as refused:
             sender.send("no-reply@example.com", "first@example.com", b"Subject: one\r\n\r\nx\r\n")

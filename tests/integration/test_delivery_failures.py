@@ -20,7 +20,7 @@ def email_rows(account_id: int) -> list[OutboxEmail]:
 
 
 def test_a_permanent_refusal_marks_the_email_failed_with_the_reason(make_stack: Any):
-    stack = make_stack(sink_faults={"reject_rate": 1.0})
+    stack = make_stack(sink_options={"reject_rate": 1.0})
     admin = stack.create_account()
     email = f"refused.{uuid.uuid4().hex[:8]}@example.com"
     member = stack.invite(admin, email=email).json

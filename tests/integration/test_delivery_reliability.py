@@ -19,7 +19,7 @@ from tests.support.stories import (
 
 
 def test_with_half_the_messages_temp_failed_all_are_delivered_exactly_once(make_stack: Any):
-    stack = make_stack(sink_faults={"tempfail_rate": 0.5, "seed": 7})
+    stack = make_stack(sink_options={"tempfail_rate": 0.5, "seed": 7})
     admin, emails = invite_many(stack, INVITATIONS)
     wait_until(lambda: all_sent(INVITATIONS, admin.id), timeout=180, interval=0.5,
                message=f"all sent; now {outbox_counts(admin.id)}")

@@ -18,7 +18,7 @@ from tests.support.stories import (
 def test_sigkill_mid_send_then_restart_leaves_one_email_per_address(make_stack: Any):
     # A slow sink keeps the worker (two processes, several connections each) busy long
     # enough to be killed in the middle.
-    stack = make_stack(sink_faults={"delay_ms": 250})
+    stack = make_stack(sink_options={"delay_ms": 250})
     admin, emails = invite_many(stack, INVITATIONS)
     wait_until(lambda: len(stack.sink.messages(q="@example.com")) >= 30, timeout=60,
                message="the first emails to arrive")

@@ -180,12 +180,14 @@ class MailSink:
         self.process.stop()
 
 
-def start_mailsink(log_dir: Path, *, name: str = "mailsink", **faults: float) -> MailSink:
+def start_mailsink(log_dir: Path, *, name: str = "mailsink", **options: object) -> MailSink:
+    """The sink with its command-line ``options`` (``tempfail_rate=0.5``, ``tls_cert=…``)."""
     smtp_port, http_port = free_port(), free_port()
     argv = [sys.executable, "-m", "mailsink", "--smtp-port", str(smtp_port),
             "--http-port", str(http_port), "--db", str(log_dir / f"{name}.sqlite3")]
-    for option, value in faults.items():
-        argv += [f"--{option.replace('_', '-')}", str(value)]
+    for option, value in options.items():
+        argv += [f"--{option.replace('_', '-')}", str(value).lower() if isinstance(value, bool)
+                 else str(value)]
     process = ManagedProcess(name, argv, log_dir=log_dir).start()
     process.wait_for_log("mailsink ready", timeout=30)
     return MailSink(smtp_port, http_port, process, log_dir / f"{name}.sqlite3")
