@@ -4,6 +4,7 @@ import logging
 
 from api.app import create_app
 from provisioning.config import settings
+from worker.celery_app import client_app
 
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 if settings().uses_development_key and not settings().is_sqlite:
@@ -11,4 +12,5 @@ if settings().uses_development_key and not settings().is_sqlite:
         "PROVISIONING_SECRET_KEY is the development default: invitation links are guessable "
         "by anyone who reads the database. Set a secret key in production."
     )
+client_app()  # a broker URL that cannot work stops gunicorn here, not at the first invite
 app = create_app()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ssl
 from datetime import timedelta
 from functools import lru_cache
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery import Celery
 from kombu import Queue
@@ -32,16 +34,56 @@ def broker_options(config: Settings) -> dict[str, object]:
 
 def broker_transport(config: Settings) -> str | None:
     """The transport for the broker URL: kombu's own, except Redis' (see redis_transport)."""
-    if config.broker_url.startswith("redis://"):
+    if config.broker_url.startswith(("redis://", "rediss://")):
         return "worker.redis_transport:Transport"
     return None
 
 
+CERT_REQS = {"required": ssl.CERT_REQUIRED, "optional": ssl.CERT_OPTIONAL,
+             "none": ssl.CERT_NONE}
+SSL_FILES = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile")
+
+
+def broker_ssl(config: Settings) -> dict[str, object] | None:
+    """TLS settings for a ``rediss://`` broker, read from its query as redis-py spells them.
+
+    Naming our transport hides the scheme from kombu, which would otherwise switch
+    TLS on itself, without checking the certificate; here it is checked unless the
+    URL says ``ssl_cert_reqs=none``.
+    """
+    url = urlsplit(config.broker_url)
+    if url.scheme != "rediss":
+        return None
+    query = dict(parse_qsl(url.query, keep_blank_values=True))
+    unknown = sorted(key for key in query
+                     if key.startswith("ssl_") and key not in ("ssl_cert_reqs", *SSL_FILES))
+    if unknown:
+        raise ValueError(f"PROVISIONING_BROKER_URL: unknown TLS setting {', '.join(unknown)}; "
+                         f"known are ssl_cert_reqs, {', '.join(SSL_FILES)}")
+    reqs = query.get("ssl_cert_reqs", "required")
+    cert_reqs = CERT_REQS.get(reqs.lower().removeprefix("cert_"))
+    if cert_reqs is None:
+        raise ValueError(f"PROVISIONING_BROKER_URL: ssl_cert_reqs is one of "
+                         f"{', '.join(CERT_REQS)}, not {reqs!r}")
+    return {"ssl_cert_reqs": cert_reqs, **{key: query.get(key) or None for key in SSL_FILES}}
+
+
+def _without_ssl_query(broker_url: str) -> str:
+    # kombu reads ssl_* from the URL too, and they would replace broker_use_ssl whole.
+    url = urlsplit(broker_url)
+    query = [(key, value) for key, value in parse_qsl(url.query, keep_blank_values=True)
+             if not key.startswith("ssl_")]
+    return urlunsplit(url._replace(query=urlencode(query)))
+
+
 def create_app(config: Settings | None = None) -> Celery:
     config = config or settings()
-    app = Celery("provisioner", broker=config.broker_url)
+    use_ssl = broker_ssl(config)
+    broker_url = _without_ssl_query(config.broker_url) if use_ssl else config.broker_url
+    app = Celery("provisioner", broker=broker_url)
     app.conf.update(
         broker_transport=broker_transport(config),
+        broker_use_ssl=use_ssl,
         broker_transport_options=broker_options(config),
         broker_connection_retry_on_startup=True,
         task_ignore_result=True,

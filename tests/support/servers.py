@@ -13,7 +13,8 @@ import tempfile
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 import httpx
 import psycopg
@@ -25,6 +26,9 @@ from tests.support.processes import (
     port_open,
     wait_until,
 )
+
+if TYPE_CHECKING:
+    from tests.support.tls import TlsFiles
 
 
 def postgres_bindir() -> Path:
@@ -99,9 +103,14 @@ def start_postgres(log_dir: Path) -> PostgresServer:
 class RedisServer:
     port: int
     process: ManagedProcess
+    tls: TlsFiles | None = None
 
     def url(self, db: int = 0) -> str:
-        return f"redis://127.0.0.1:{self.port}/{db}"
+        """The broker URL; over TLS it names the CA that signed the server's certificate."""
+        if self.tls is None:
+            return f"redis://127.0.0.1:{self.port}/{db}"
+        query = urlencode({"ssl_cert_reqs": "required", "ssl_ca_certs": str(self.tls.ca)})
+        return f"rediss://127.0.0.1:{self.port}/{db}?{query}"
 
     def stop(self) -> None:
         self.process.stop()
@@ -110,17 +119,24 @@ class RedisServer:
 REDIS_DATABASES = 256  # one per stack a test session builds (db 0 stays unused)
 
 
-def start_redis(log_dir: Path, port: int | None = None) -> RedisServer:
+def start_redis(log_dir: Path, port: int | None = None, *, tls: TlsFiles | None = None
+                ) -> RedisServer:
+    """A Redis on a free port; with ``tls`` it speaks TLS only, on that port."""
     port = port or free_port()
+    listen = ["--port", str(port)]
+    if tls is not None:
+        listen = ["--port", "0", "--tls-port", str(port), "--tls-cert-file", str(tls.certificate),
+                  "--tls-key-file", str(tls.key), "--tls-ca-cert-file", str(tls.ca),
+                  "--tls-auth-clients", "no"]
     process = ManagedProcess(
         "redis",
-        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        ["redis-server", *listen, "--bind", "127.0.0.1", "--save", "",
          "--databases", str(REDIS_DATABASES),
          "--appendonly", "no", "--dir", str(log_dir)],
         log_dir=log_dir,
     ).start()
     wait_until(lambda: port_open(port), timeout=30, message="Redis to listen")
-    return RedisServer(port, process)
+    return RedisServer(port, process, tls)
 
 
 @dataclass
@@ -213,5 +229,9 @@ def start_worker(log_dir: Path, env: dict[str, str], *, name: str = "worker",
     if beat:
         argv += ["-B", "--schedule", str(Path(env["PROVISIONING_VAR_DIR"]) / f"{name}-beat")]
     process = ManagedProcess(name, argv, log_dir=log_dir, env=env).start()
-    process.wait_for_log(" ready.", timeout=90)
+    try:
+        process.wait_for_log(" ready.", timeout=90)
+    except BaseException:
+        process.stop()  # no caller holds it yet to stop it later
+        raise
     return process
