@@ -42,8 +42,6 @@ from datetime import date
 from functools import lru_cache
 from typing import BinaryIO, NoReturn
 
-import email_validator
-
 from provisioning.errors import InvalidInput
 from provisioning.validation import MAX_NAME_LENGTH, USER_TYPES, normalise_email, normalise_language
 
@@ -830,42 +828,6 @@ def _json_rows(stream: BinaryIO, start: Position | None) -> Iterator[SourceRow]:
 
 # --- Checking one row ------------------------------------------------------------------
 
-_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
-# An ASCII dot-atom local part and a domain of LDH labels under an all-letter TLD.
-_PLAIN_EMAIL = re.compile(
-    rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{1,63}"
-)
-# email-validator refuses these domains and every domain under them.
-_SPECIAL_USE_ENDINGS = tuple(
-    mark + name.lower() for name in email_validator.SPECIAL_USE_DOMAIN_NAMES for mark in "@."
-)
-
-
-def fast_email(value: str) -> str | None:
-    """The normalised address when it is certainly what ``normalise_email`` returns.
-
-    Covers the common plain-ASCII address (a dot-atom local part, LDH domain labels,
-    a TLD of letters) in a fraction of email-validator's time, and returns None for
-    anything else, valid or not, so the caller falls back to ``normalise_email``.
-    Left to the validator as well: local parts over 64 characters, addresses over
-    254, any "--" in the domain (R-LDH and Punycode "xn--" labels), and the
-    special-use domains email-validator refuses (its own list, read at import).
-    """
-    return _plain_email(value.strip())
-
-
-def _plain_email(address: str) -> str | None:
-    """fast_email for a value that is already trimmed."""
-    if len(address) > 254 or _PLAIN_EMAIL.fullmatch(address) is None:
-        return None
-    lowered = address.lower()
-    at = lowered.index("@")
-    if at > 64 or lowered.find("--", at) >= 0 or lowered.endswith(_SPECIAL_USE_ENDINGS):
-        return None
-    return lowered
-
-
 def csv_safe(value: str) -> str:
     """A value for the error report that spreadsheets show as text, never run as a formula."""
     return "'" + value if value.startswith(_FORMULA_STARTS) else value
@@ -945,15 +907,13 @@ def check_row(row: SourceRow, catalog: Catalog) -> ImportRow | list[RowError]:
     email_raw = get("email")
     email_text = text("email")
     if email_text is not None:
-        email = _plain_email(email_text) or ""
-        if not email:
-            try:
-                email = normalise_email(email_text)
-            except InvalidInput as exc:
-                problem = exc.errors[0]
-                errors.append(
-                    RowError(line, "email", problem.code, problem.message, _shown(email_text))
-                )
+        try:
+            email = normalise_email(email_text)
+        except InvalidInput as exc:
+            problem = exc.errors[0]
+            errors.append(
+                RowError(line, "email", problem.code, problem.message, _shown(email_text))
+            )
     elif email_raw is None or isinstance(email_raw, str):  # else: already invalid_type
         errors.append(RowError(line, "email", "required", "An email address is required.", None))
 

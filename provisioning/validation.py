@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
+import email_validator
 from email_validator import EmailNotValidError, validate_email
 
 from provisioning.errors import FieldError, InvalidInput
@@ -20,11 +22,49 @@ def normalise_email(value: Any, field: str = "email") -> str:
     """R2: trimmed, validated, and lower-cased so comparisons ignore case."""
     if not isinstance(value, str) or not value.strip():
         raise InvalidInput([FieldError(field, "An email address is required.", "required")])
+    address = value.strip()
+    return plain_email(address) or validated_email(address, field)
+
+
+def validated_email(address: str, field: str = "email") -> str:
+    """email-validator's verdict on a trimmed address: the whole of RFC 5321/6531."""
     try:
-        checked = validate_email(value.strip(), check_deliverability=False)
+        checked = validate_email(address, check_deliverability=False)
     except EmailNotValidError as exc:
         raise InvalidInput([FieldError(field, str(exc), "invalid_email")]) from None
     return checked.normalized.lower()
+
+
+_ATEXT = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-"
+# An ASCII dot-atom local part and a domain of LDH labels under an all-letter TLD.
+_PLAIN_EMAIL = re.compile(
+    rf"[{_ATEXT}]+(?:\.[{_ATEXT}]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{1,63}"
+)
+# email-validator refuses these domains and every domain under them.
+_SPECIAL_USE_ENDINGS = tuple(
+    mark + name.lower() for name in email_validator.SPECIAL_USE_DOMAIN_NAMES for mark in "@."
+)
+
+
+def plain_email(address: str) -> str | None:
+    """The trimmed ``address`` normalised, when it is certainly what ``validated_email``
+    returns; None leaves it to the validator.
+
+    Covers the common plain-ASCII address (a dot-atom local part, LDH domain labels,
+    a TLD of letters) in a fraction of email-validator's time (which is most of an
+    import's row and a tenth of an invitation's API time). Left to the validator:
+    local parts over 64 characters, addresses over 254, any "--" in the domain (R-LDH
+    and Punycode "xn--" labels), and the special-use domains email-validator refuses
+    (its own list, read at import).
+    """
+    if len(address) > 254 or _PLAIN_EMAIL.fullmatch(address) is None:
+        return None
+    lowered = address.lower()
+    at = lowered.index("@")
+    if at > 64 or lowered.find("--", at) >= 0 or lowered.endswith(_SPECIAL_USE_ENDINGS):
+        return None
+    return lowered
 
 
 def normalise_language(value: Any, field: str = "language") -> str:
