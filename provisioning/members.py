@@ -72,6 +72,9 @@ class InvitationView:
     expires_at: datetime | None
     last_sent_at: datetime | None
     sends: int
+    # Why the email never arrived, as the recipient's server put it ("550 5.1.1 no such
+    # user"): only when it failed for good, so the admin can correct the address.
+    failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -494,16 +497,18 @@ def _refuse_second_membership(
 
 def member_view(
     membership: Membership, invitation: Invitation | None, email_status: str | None,
-    now: datetime,
+    now: datetime, email_error: str | None = None,
 ) -> MemberView:
     identity = membership.identity
     invitation_view = None
     if invitation is not None:
+        state = invitation_state(invitation, email_status, now)
         invitation_view = InvitationView(
-            state=invitation_state(invitation, email_status, now),
+            state=state,
             expires_at=invitation.expires_at,
             last_sent_at=invitation.last_sent_at,
             sends=invitation.sends,
+            failure=email_error if state == "failed" else None,
         )
     elif membership.status == MemberStatus.INVITED.value:
         # imported without invitations: "resend" sends the first one
@@ -524,9 +529,9 @@ def member_view(
     )
 
 
-def _members_query(account_id: int) -> Select[Membership, Invitation, str]:
+def _members_query(account_id: int) -> Select[Membership, Invitation, str, str | None]:
     return (
-        select(Membership, Invitation, OutboxEmail.status)
+        select(Membership, Invitation, OutboxEmail.status, OutboxEmail.last_error)
         .join(Identity, Identity.id == Membership.identity_id)
         .outerjoin(Invitation, Invitation.membership_id == Membership.id)
         .outerjoin(OutboxEmail, OutboxEmail.id == Invitation.last_email_id)
@@ -539,7 +544,7 @@ def get_member(session: Session, actor: Actor, account_id: int, member_id: int) 
     row = session.execute(_members_query(account_id).where(Membership.id == member_id)).first()
     if row is None:
         raise NotFound("No such member in this account.")
-    return member_view(row[0], row[1], row[2], utcnow())
+    return member_view(row[0], row[1], row[2], utcnow(), row[3])
 
 
 def list_members(
@@ -575,6 +580,6 @@ def list_members(
         query = query.where(Membership.id > after)
     rows = session.execute(query.order_by(Membership.id).limit(size + 1)).all()
     now = utcnow()
-    items = [member_view(row[0], row[1], row[2], now) for row in rows[:size]]
+    items = [member_view(row[0], row[1], row[2], now, row[3]) for row in rows[:size]]
     next_cursor = encode_cursor(items[-1].id) if len(rows) > size else None
     return Page(items=items, next_cursor=next_cursor, total=total)

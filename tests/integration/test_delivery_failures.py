@@ -32,6 +32,10 @@ def test_a_permanent_refusal_marks_the_email_failed_with_the_reason(make_stack: 
     shown = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users/{member['id']}",
                                    headers=admin.headers).json
     assert shown["invitation"]["state"] == "failed"
+    assert shown["invitation"]["failure"] == rows[0].last_error, "the admin sees why"
+    listed = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users", params={"q": email},
+                                    headers=admin.headers).json["items"][0]
+    assert listed["invitation"]["failure"].startswith("550")
     assert stack.sink.messages(to=email) == []
 
 
@@ -50,6 +54,7 @@ def test_while_the_smtp_server_is_down_emails_wait_and_then_go_once(make_stack: 
     member = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users", params={"q": emails[0]},
                                     headers=admin.headers).json["items"][0]
     assert member["invitation"]["state"] == "deferred"
+    assert member["invitation"]["failure"] is None, "a retry is no failure (nor the relay's news)"
 
     stack.sink.restart()
     assert port_open(stack.sink.smtp_port)
