@@ -22,6 +22,18 @@ def _env(name: str, default: str) -> str:
     return os.environ.get(PREFIX + name, default)
 
 
+def _secret(name: str, default: str) -> str:
+    """A secret from the environment, or from the file ``…_FILE`` names (Docker and
+    Kubernetes secrets), its trailing newline dropped."""
+    path = os.environ.get(f"{PREFIX}{name}_FILE")
+    if path:
+        try:
+            return Path(path).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ValueError(f"{PREFIX}{name}_FILE: cannot read {path}: {exc.strerror}") from None
+    return _env(name, default)
+
+
 def _env_int(name: str, default: int) -> int:
     return int(_env(name, str(default)))
 
@@ -97,6 +109,7 @@ class Settings:
 
 def _smtp_server() -> SmtpServer:
     ca_file = _env("SMTP_CA_FILE", "")
+    password = _secret("SMTP_PASSWORD", "") or None
     try:
         return SmtpServer(
             host=_env("SMTP_HOST", "127.0.0.1"),
@@ -104,7 +117,7 @@ def _smtp_server() -> SmtpServer:
             timeout=_env_float("SMTP_TIMEOUT", 30.0),
             security=_env("SMTP_SECURITY", "none").strip().lower(),
             username=_env("SMTP_USERNAME", "") or None,
-            password=_env("SMTP_PASSWORD", "") or None,
+            password=password,
             ca_file=Path(ca_file) if ca_file else None,
         )
     except ValueError as exc:
@@ -121,7 +134,7 @@ def load_settings() -> Settings:
         smtp=_smtp_server(),
         smtp_connections=_env_int("SMTP_CONNECTIONS", 8),
         public_url=_env("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
-        secret_key=_env("SECRET_KEY", DEVELOPMENT_SECRET_KEY),
+        secret_key=_secret("SECRET_KEY", DEVELOPMENT_SECRET_KEY),
         mail_from=_env("MAIL_FROM", "no-reply@provisioner.local"),
         mail_from_name=_env("MAIL_FROM_NAME", "Provisioner"),
         product_name=_env("PRODUCT_NAME", "Provisioner"),

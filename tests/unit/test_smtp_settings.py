@@ -37,6 +37,22 @@ def test_a_production_relay_is_read_from_the_environment(monkeypatch: pytest.Mon
     assert context is not None and context.check_hostname
 
 
+def test_secrets_may_come_from_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+    (tmp_path / "smtp").write_text("from-a-file\n")
+    (tmp_path / "key").write_text("signing key from a file")
+    monkeypatch.setenv("PROVISIONING_SMTP_SECURITY", "tls")
+    monkeypatch.setenv("PROVISIONING_SMTP_USERNAME", "apikey")
+    monkeypatch.setenv("PROVISIONING_SMTP_PASSWORD", "the variable loses to the file")
+    monkeypatch.setenv("PROVISIONING_SMTP_PASSWORD_FILE", str(tmp_path / "smtp"))
+    monkeypatch.setenv("PROVISIONING_SECRET_KEY_FILE", str(tmp_path / "key"))
+    config = load_settings()
+    assert (config.smtp.password, config.secret_key) == ("from-a-file",
+                                                          "signing key from a file")
+    monkeypatch.setenv("PROVISIONING_SMTP_PASSWORD_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ValueError, match="^PROVISIONING_SMTP_PASSWORD_FILE: cannot read"):
+        load_settings()
+
+
 @pytest.mark.parametrize(("security", "username", "complaint"), [
     ("ssl", "", "one of none, starttls, tls, not 'ssl'"),
     ("none", "apikey", "needs TLS"),
