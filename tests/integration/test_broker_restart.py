@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -63,7 +62,13 @@ def test_a_worker_survives_redis_going_away_while_its_send_task_drains(
                interval=0.05, message="the first emails of the drain")
     own_redis.stop()
     assert outbox_counts(admin.id).get("sent", 0) < len(emails), "the drain ended too soon"
-    time.sleep(2)  # the consumer notices, collects the connection and retries meanwhile
+    worker = stack.worker
+    assert worker is not None
+    # Redis comes back only once the consumer has collected the broken connection (the
+    # close that used to crash it) and tried again, or has died trying.
+    wait_until(lambda: any(sign in worker.log() for sign in (
+        "consumer: Cannot connect to", "Unrecoverable error")), timeout=30, interval=0.1,
+        message="the worker to notice that Redis is gone")
     restarted = start_redis(own_redis.process.log_path.parent, port=own_redis.port)
     own_redis.process = restarted.process
 
