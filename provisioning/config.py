@@ -108,13 +108,14 @@ class Settings:
 
 
 def _smtp_server() -> SmtpServer:
-    ca_file = _env("SMTP_CA_FILE", "")
+    # Read first, so a port or timeout that is not a number is not blamed on the TLS setting.
+    host, port = _env("SMTP_HOST", "127.0.0.1"), _env_int("SMTP_PORT", 1025)
+    timeout = _env_float("SMTP_TIMEOUT", 30.0)
     password = _secret("SMTP_PASSWORD", "") or None
+    ca_file = _env("SMTP_CA_FILE", "")
     try:
         return SmtpServer(
-            host=_env("SMTP_HOST", "127.0.0.1"),
-            port=_env_int("SMTP_PORT", 1025),
-            timeout=_env_float("SMTP_TIMEOUT", 30.0),
+            host=host, port=port, timeout=timeout,
             security=_env("SMTP_SECURITY", "none").strip().lower(),
             username=_env("SMTP_USERNAME", "") or None,
             password=password,

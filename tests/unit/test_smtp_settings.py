@@ -66,6 +66,13 @@ def test_a_wrong_relay_set_up_stops_the_process_naming_the_setting(
     assert complaint in str(raised.value)
 
 
+def test_a_port_that_is_not_a_number_is_not_blamed_on_tls(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("PROVISIONING_SMTP_PORT", "smtp")
+    with pytest.raises(ValueError) as raised:
+        load_settings()
+    assert "SMTP_SECURITY" not in str(raised.value)
+
+
 def test_a_ca_file_that_is_not_there_is_refused_when_the_context_is_made(tmp_path: Path):
     with pytest.raises(FileNotFoundError):
         SmtpServer("smtp.example.com", 465, security="tls",
