@@ -38,7 +38,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/mypy api worker provisioning mailsink
+	$(BIN)/mypy api worker provisioning mailsink cli
 
 clean:
 	rm -rf var .pytest_cache

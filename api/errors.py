@@ -8,8 +8,8 @@ from typing import Any
 import falcon
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from provisioning import errors
-from provisioning.db import is_conflict
+from provisioning.core import errors
+from provisioning.core.db import is_conflict
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ import falcon
 from sqlalchemy.exc import IntegrityError
 
 from api.errors import raced
-from provisioning.auth import authenticate
-from provisioning.db import is_conflict, new_session
+from provisioning.access.auth import authenticate
+from provisioning.core.db import is_conflict, new_session
 
 log = logging.getLogger(__name__)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from provisioning.accounts import PERMISSIONS
-from provisioning.validation import LANGUAGES
+from provisioning.accounts.roles import PERMISSIONS
+from provisioning.core.validation import LANGUAGES
 
 PROBLEM = {"$ref": "#/components/responses/Problem"}
 

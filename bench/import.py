@@ -157,8 +157,8 @@ def peak_rss_mb(worker: ManagedProcess) -> float:
 
 
 def new_account(seats: int) -> tuple[int, str]:
-    from provisioning.accounts import create_account
-    from provisioning.db import session_scope
+    from provisioning.accounts.workspaces import create_account
+    from provisioning.core.db import session_scope
 
     with session_scope() as session:
         made = create_account(session, name="Bench", plan="base", seats=seats,
@@ -171,9 +171,10 @@ def sqlite_figures(path: Path, rows: list[dict[str, Any]], work: Path) -> tuple[
     """The same pipeline on the embedded default, in-process (no HTTP, no broker)."""
     import falcon.testing
 
-    from provisioning import dispatch, jobs
-    from provisioning.config import settings
-    from provisioning.migrate import upgrade
+    from provisioning.core import dispatch
+    from provisioning.core.config import settings
+    from provisioning.core.migrate import upgrade
+    from provisioning.jobs import runs
 
     url = f"sqlite:///{work / 'bench-import.sqlite3'}"
     os.environ["PROVISIONING_DATABASE_URL"] = url
@@ -191,10 +192,10 @@ def sqlite_figures(path: Path, rows: list[dict[str, Any]], work: Path) -> tuple[
                                   headers={"Authorization": f"Bearer {token}",
                                            "Content-Type": "text/csv"})
     job_id = answer.json["job"]["id"]
-    jobs.run_job(job_id)
+    runs.run_job(job_id)
     while client.simulate_get(f"/v1/jobs/{job_id}", headers={
             "Authorization": f"Bearer {token}"}).json["status"] == "running":
-        jobs.run_job(job_id)
+        runs.run_job(job_id)
     return len(rows) / (time.perf_counter() - started), floor
 
 
@@ -224,8 +225,8 @@ def main() -> None:
             "PROVISIONING_IMPORT_MAX_BYTES": str(256 * 1024 * 1024),
         }
         os.environ.update(env)
-        from provisioning.config import settings
-        from provisioning.migrate import upgrade
+        from provisioning.core.config import settings
+        from provisioning.core.migrate import upgrade
 
         settings.cache_clear()
         upgrade()

@@ -97,9 +97,11 @@ def measure_drain(sink: MailSink, count: int) -> float:
 
     from sqlalchemy import insert
 
-    from provisioning import dispatch, outbox
-    from provisioning.db import session_scope
-    from provisioning.models import OutboxEmail, utcnow
+    from provisioning.core import dispatch
+    from provisioning.core.db import session_scope
+    from provisioning.core.models import utcnow
+    from provisioning.mail import outbox
+    from provisioning.mail.models import OutboxEmail
 
     expires = (datetime.now(UTC) + timedelta(days=7)).isoformat()
     rows = [{
@@ -170,10 +172,10 @@ def main() -> None:
             "PROVISIONING_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
         }
         os.environ.update(env)
-        from provisioning.accounts import create_account
-        from provisioning.config import settings
-        from provisioning.db import session_scope
-        from provisioning.migrate import upgrade
+        from provisioning.accounts.workspaces import create_account
+        from provisioning.core.config import settings
+        from provisioning.core.db import session_scope
+        from provisioning.core.migrate import upgrade
 
         upgrade()
         with session_scope() as session:

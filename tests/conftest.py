@@ -27,6 +27,15 @@ from tests.support.servers import (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def task_sender() -> None:
+    """The test process is an entrypoint too: services it calls enqueue through Celery."""
+    from provisioning.core import dispatch
+    from worker.celery_app import send_task
+
+    dispatch.use_sender(send_task)
+
+
 @pytest.fixture(scope="session")
 def log_dir() -> Iterator[Path]:
     directory = Path(tempfile.mkdtemp(prefix="provisioner-tests-"))
@@ -53,7 +62,7 @@ _redis_databases = iter(range(1, REDIS_DATABASES))
 
 def activate(env: dict[str, str]) -> dict[str, str | None]:
     """Point this test process's configuration at a stack; returns what to restore."""
-    from provisioning.config import settings
+    from provisioning.core.config import settings
 
     previous = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
@@ -62,7 +71,7 @@ def activate(env: dict[str, str]) -> dict[str, str | None]:
 
 
 def deactivate(previous: dict[str, str | None]) -> None:
-    from provisioning.config import settings
+    from provisioning.core.config import settings
 
     for key, value in previous.items():
         if value is None:
@@ -105,8 +114,8 @@ class Stack:
 
     def create_account(self, *, plan: str = "base", seats: int = 10,
                        language: str = "en") -> AdminAccount:
-        from provisioning.accounts import create_account
-        from provisioning.db import session_scope
+        from provisioning.accounts.workspaces import create_account
+        from provisioning.core.db import session_scope
 
         email = f"admin-{uuid.uuid4().hex[:10]}@example.com"
         with session_scope() as session:
@@ -149,7 +158,7 @@ def make_stack(postgres: PostgresServer, redis_server: RedisServer, log_dir: Pat
 
     def build(*, worker: bool = True, sink_options: dict[str, object] | None = None,
               broker_url: str | None = None, **overrides: str) -> Stack:
-        from provisioning.migrate import upgrade
+        from provisioning.core.migrate import upgrade
 
         name = request.module.__name__.rsplit(".", 1)[-1]
         name += f"-{len(started) + 1}" if started else ""  # each stack its own logs and store

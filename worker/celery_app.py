@@ -5,12 +5,13 @@ from __future__ import annotations
 import ssl
 from datetime import timedelta
 from functools import lru_cache
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from celery import Celery
 from kombu import Queue
 
-from provisioning.config import Settings, settings
+from provisioning.core.config import Settings, settings
 
 SEND_QUEUE = "email"
 DEFAULT_QUEUE = "default"
@@ -128,6 +129,13 @@ def create_app(config: Settings | None = None) -> Celery:
 @lru_cache(maxsize=4)
 def _client_for(config: Settings) -> Celery:
     return create_app(config)
+
+
+def send_task(name: str, args: list[Any], options: dict[str, Any]) -> None:
+    """The sender the entrypoints connect to ``provisioning.core.dispatch``."""
+    # No publish retries: a request must not hang on a broker that is down; the
+    # sweeper re-enqueues whatever a failed publish left behind.
+    client_app().send_task(name, args=args, retry=False, **options)
 
 
 def client_app() -> Celery:

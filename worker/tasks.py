@@ -8,10 +8,13 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_shutdown, worker_ready
 
-from provisioning import imports, invitations, jobs, outbox
-from provisioning.config import settings
-from provisioning.db import session_scope
+from provisioning.core.config import settings
+from provisioning.core.db import session_scope
+from provisioning.imports import options, planning
+from provisioning.jobs import runs
+from provisioning.mail import delivery, outbox
 from provisioning.mail.sender import SmtpSender
+from provisioning.members import invitations
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,7 @@ def _close_smtp(**_: Any) -> None:
 @worker_ready.connect
 def _recover_on_start(**_: Any) -> None:
     """A worker that starts picks up what a dead one left behind."""
-    for sweep in (outbox.sweep, jobs.sweep):
+    for sweep in (outbox.sweep, runs.sweep):
         try:
             sweep()
         except Exception:
@@ -47,7 +50,7 @@ def _recover_on_start(**_: Any) -> None:
 
 @app.task(name=outbox.SEND_TASK, bind=True, acks_late=True)
 def send_emails(self: Task, ids: list[int]) -> dict[str, int]:
-    report = outbox.deliver(ids, smtp_senders())
+    report = delivery.deliver(ids, smtp_senders())
     if report.deferred:
         # Stay under the broker's visibility timeout; the sweeper covers longer waits.
         countdown = min(report.retry_in, settings().broker_visibility_timeout / 2)
@@ -67,19 +70,19 @@ def expire_invitations() -> int:
         return invitations.expire_invitations(session)
 
 
-@app.task(name=jobs.JOB_TASK, acks_late=True)
+@app.task(name=runs.JOB_TASK, acks_late=True)
 def run_job(job_id: int) -> None:
-    jobs.run_job(job_id)
+    runs.run_job(job_id)
 
 
-@app.task(name=imports.PART_TASK, acks_late=True)
+@app.task(name=options.PART_TASK, acks_late=True)
 def write_import_part(job_id: int, part: int) -> None:
-    imports.write_part(job_id, part)
+    planning.write_part(job_id, part)
 
 
 @app.task(name="provisioning.sweep_jobs")
 def sweep_jobs() -> int:
-    return jobs.sweep()
+    return runs.sweep()
 
 
 @app.task(name="provisioning.purge_outbox")
@@ -90,7 +93,7 @@ def purge_outbox() -> int:
 @app.task(name="provisioning.purge_jobs")
 def purge_jobs() -> int:
     with session_scope() as session:
-        return jobs.purge(session)
+        return runs.purge(session)
 
 
-assert imports.KIND in jobs.RUNNERS  # importing the module registers the import runner
+assert options.KIND in runs.RUNNERS  # importing the module registers the import runner

@@ -7,7 +7,7 @@ from typing import Any
 
 import falcon
 
-from provisioning.errors import FieldError, InvalidInput
+from provisioning.core.errors import FieldError, InvalidInput
 
 
 def body(req: falcon.Request) -> Any:

@@ -3,8 +3,8 @@ from __future__ import annotations
 import falcon
 
 from api.resources import body, shaped
-from provisioning import auth
-from provisioning.validation import Form
+from provisioning.access import auth
+from provisioning.core.validation import Form
 
 
 class Login:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import falcon
 
 from api.resources import body, shaped
-from provisioning import invitations
+from provisioning.members import invitations
 
 
 class InvitationPreview:

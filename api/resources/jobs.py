@@ -8,9 +8,11 @@ from typing import BinaryIO, cast
 import falcon
 
 from api.resources import int_param
-from provisioning import imports, jobs
-from provisioning.errors import FieldError, InvalidInput
-from provisioning.importfile import MEDIA_BY_EXTENSION
+from provisioning.core.errors import FieldError, InvalidInput
+from provisioning.imports import upload
+from provisioning.imports.formats import MEDIA_BY_EXTENSION
+from provisioning.imports.options import KIND, ImportOptions
+from provisioning.jobs import runs
 
 CSV = "text/csv; charset=utf-8"
 
@@ -29,16 +31,16 @@ def _upload(req: falcon.Request) -> tuple[BinaryIO, str | None, int | None]:
 
 class Imports:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        items, next_cursor = jobs.list_jobs(
-            req.context.session, req.context.actor, account_id, imports.KIND,
+        items, next_cursor = runs.list_jobs(
+            req.context.session, req.context.actor, account_id, KIND,
             req.get_param("status"), req.get_param("cursor"), int_param(req, "limit"))
         resp.media = {"items": items, "next_cursor": next_cursor}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        options = imports.ImportOptions.parse(
+        options = ImportOptions.parse(
             {name: req.get_param(name) for name in ("dry_run", "on_existing", "invite")})
         stream, media_type, length = _upload(req)
-        job = imports.import_members(req.context.session, req.context.actor, account_id,
+        job = upload.import_members(req.context.session, req.context.actor, account_id,
                                      stream, media_type, options, length=length)
         resp.status = falcon.HTTP_202
         resp.location = f"/v1/jobs/{job['id']}"
@@ -47,26 +49,26 @@ class Imports:
 
 class Job:
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.media = jobs.get_job(req.context.session, req.context.actor, job_id)
+        resp.media = runs.get_job(req.context.session, req.context.actor, job_id)
 
 
 class JobErrors:
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         resp.content_type = CSV
         resp.downloadable_as = f"job-{job_id}-errors.csv"
-        resp.stream = jobs.error_report(req.context.session, req.context.actor, job_id)
+        resp.stream = runs.error_report(req.context.session, req.context.actor, job_id)
 
 
 class JobRows:
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         resp.content_type = CSV
         resp.downloadable_as = f"job-{job_id}-rows.csv"
-        resp.stream = imports.row_report(req.context.session, req.context.actor, job_id)
+        resp.stream = upload.row_report(req.context.session, req.context.actor, job_id)
 
 
 class JobCommit:
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        job = imports.commit_import(req.context.session, req.context.actor, job_id)
+        job = upload.commit_import(req.context.session, req.context.actor, job_id)
         resp.status = falcon.HTTP_202
         resp.location = f"/v1/jobs/{job['id']}"
         resp.media = {"job": job}
@@ -74,4 +76,4 @@ class JobCommit:
 
 class JobCancel:
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.media = jobs.cancel_job(req.context.session, req.context.actor, job_id)
+        resp.media = runs.cancel_job(req.context.session, req.context.actor, job_id)

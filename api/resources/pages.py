@@ -7,9 +7,9 @@ from functools import lru_cache
 import falcon
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-from provisioning.config import REPO_ROOT
-from provisioning.errors import NotFound
-from provisioning.invitations import preview_invitation
+from provisioning.core.config import REPO_ROOT
+from provisioning.core.errors import NotFound
+from provisioning.members.invitations import preview_invitation
 
 
 @lru_cache(maxsize=1)

@@ -4,7 +4,7 @@ import falcon
 from sqlalchemy import text
 
 from api.openapi import document
-from provisioning.db import engine
+from provisioning.core.db import engine
 
 
 class Health:

@@ -32,7 +32,7 @@ from jinja2 import (
 )
 from jinja2.ext import InternationalizationExtension
 
-from provisioning.validation import LANGUAGES
+from provisioning.core.validation import LANGUAGES
 
 SOURCE_LANGUAGE = "en"
 # A variable in a {% trans %} message, or a percent sign (the block doubles each one).

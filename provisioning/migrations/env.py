@@ -1,12 +1,14 @@
-"""Alembic environment: the URL comes from provisioning.config, the schema from the models."""
+"""Alembic environment: the URL comes from the settings, the schema from every package's models."""
 
 from __future__ import annotations
 
 from alembic import context
 
-from provisioning import models  # noqa: F401  (registers every table)
-from provisioning.config import settings
-from provisioning.db import Base, make_engine
+from provisioning.core.config import settings
+from provisioning.core.db import Base, make_engine
+from provisioning.core.schema import import_every_model
+
+import_every_model()
 
 config = context.config
 target_metadata = Base.metadata

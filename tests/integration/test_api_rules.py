@@ -38,8 +38,8 @@ def member_token(stack: Stack, admin: AdminAccount, *, role: str = "member") -> 
                                     json={"email": email, "password": "member password"})
     # invited, not yet accepted: it has a password but no active membership yet
     assert assert_problem(login, 401)["code"] == "invitation_pending"
-    from provisioning.db import session_scope
-    from provisioning.models import Membership
+    from provisioning.core.db import session_scope
+    from provisioning.members.models import Membership
 
     with session_scope() as session:
         session.get_one(Membership, invited.json["id"]).status = "active"
@@ -131,8 +131,8 @@ def test_seats_trial_refuses_paid_plan_buys_one_more(stack: Stack):
 
     paid = stack.create_account(plan="base", seats=1)
     assert stack.invite(paid, email=fresh_email()).status_code == 201
-    from provisioning.db import session_scope
-    from provisioning.models import Subscription
+    from provisioning.billing.models import Subscription
+    from provisioning.core.db import session_scope
 
     with session_scope() as session:
         subscription = session.query(Subscription).filter_by(account_id=paid.id).one()

@@ -9,8 +9,8 @@ import pyotp
 import pytest
 from sqlalchemy import update
 
-from provisioning.db import session_scope
-from provisioning.models import Identity
+from provisioning.core.db import session_scope
+from provisioning.members.models import Identity
 from tests.conftest import Stack
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from kombu.exceptions import OperationalError
 
-from provisioning.config import load_settings
+from provisioning.core.config import load_settings
 from tests.support.processes import wait_until
 from tests.support.servers import RedisServer, start_redis
 from tests.support.stories import all_sent

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 
-from provisioning.migrate import alembic_config, upgrade
+from provisioning.core.migrate import alembic_config, upgrade
 from tests.support.processes import VENV_BIN
 from tests.support.servers import PostgresServer
 

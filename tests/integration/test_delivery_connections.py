@@ -20,11 +20,13 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
-from provisioning import dispatch, outbox
-from provisioning.config import settings
-from provisioning.db import session_scope
+from provisioning.core import dispatch
+from provisioning.core.config import settings
+from provisioning.core.db import session_scope
+from provisioning.core.models import utcnow
+from provisioning.mail import delivery, outbox
+from provisioning.mail.models import EmailStatus, OutboxEmail
 from provisioning.mail.sender import DeliveryError, MailSender, SmtpSender, SmtpServer
-from provisioning.models import EmailStatus, OutboxEmail, utcnow
 from tests.conftest import Stack
 from tests.support.processes import free_port, wait_until
 
@@ -68,7 +70,7 @@ def all_marked_sent(addresses: list[str]) -> bool:
 def send_until_all_sent(addresses: list[str], senders: list[SmtpSender]) -> None:
     """Run the send task's body until every row is sent (retries and abandoned claims included)."""
     def sent() -> bool:
-        outbox.deliver([], senders)
+        delivery.deliver([], senders)
         return all_marked_sent(addresses)
 
     wait_until(sent, timeout=60, interval=0.1, message="every email marked sent")
@@ -105,22 +107,22 @@ def test_marks_that_cannot_be_written_leave_rows_to_resend_under_the_same_messag
         quiet_stack: Stack, senders_to: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     addresses = queue_invitations(EMAILS)
     written = Counter[str]()
-    real_write = outbox.write_marks
+    real_write = delivery.write_marks
 
-    def database_gone_after_the_first_group(group: list[outbox.Outcome]) -> None:
+    def database_gone_after_the_first_group(group: list[delivery.Outcome]) -> None:
         written["groups"] += 1
         if written["groups"] > 1:
             raise ConnectionError("the database went away")
         real_write(group)
 
-    monkeypatch.setattr(outbox, "write_marks", database_gone_after_the_first_group)
+    monkeypatch.setattr(delivery, "write_marks", database_gone_after_the_first_group)
     senders = senders_to(quiet_stack.sink.smtp_port)
-    with pytest.raises(outbox.MarkingFailed):
-        outbox.deliver([], senders)
+    with pytest.raises(delivery.MarkingFailed):
+        delivery.deliver([], senders)
     unmarked = [row for row in rows_for(addresses) if row.status == "sending"]
     assert unmarked, "some emails were accepted by the server but not marked"
 
-    monkeypatch.setattr(outbox, "write_marks", real_write)
+    monkeypatch.setattr(delivery, "write_marks", real_write)
     send_until_all_sent(addresses, senders)  # once the lease runs out, they go again
 
     deliveries = quiet_stack.sink.deliveries()
@@ -153,7 +155,7 @@ def test_rows_left_when_the_lease_runs_out_go_once_with_the_next_claim(
     addresses = queue_invitations(10)
     [connection] = senders_to(quiet_stack.sink.smtp_port, count=1)
     slow = SlowFirstSend(connection, settings().outbox_lease_seconds)
-    outbox.deliver([], [slow])
+    delivery.deliver([], [slow])
     assert slow.sent == 1, "nothing is started once another worker may claim the rows"
 
     send_until_all_sent(addresses, [connection])
@@ -181,7 +183,7 @@ def test_mail_queued_while_a_task_sends_goes_with_that_task_once(
     first = queue_invitations(5)
     [connection] = senders_to(quiet_stack.sink.smtp_port, count=1)
     queues_more = QueuesMoreOnFirstSend(connection, more=7)
-    outbox.deliver([], [queues_more])
+    delivery.deliver([], [queues_more])
 
     addresses = first + queues_more.queued
     assert len(addresses) == 12
@@ -193,7 +195,7 @@ def test_mail_queued_while_a_task_sends_goes_with_that_task_once(
 
 def test_a_task_that_has_drained_long_enough_hands_over_to_a_fresh_one(
         quiet_stack: Stack, senders_to: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(outbox, "settings",
+    monkeypatch.setattr(delivery, "settings",
                         lambda: replace(settings(), outbox_drain_seconds=0.0))
     monkeypatch.setattr(outbox, "wake_sender", lambda: None)  # only the handover is counted
     sent_tasks: list[str] = []
@@ -202,7 +204,7 @@ def test_a_task_that_has_drained_long_enough_hands_over_to_a_fresh_one(
         first = queue_invitations(3)
         [connection] = senders_to(quiet_stack.sink.smtp_port, count=1)
         queues_more = QueuesMoreOnFirstSend(connection, more=4)
-        outbox.deliver([], [queues_more])
+        delivery.deliver([], [queues_more])
     finally:
         dispatch.use_sender(previous)
 
@@ -370,10 +372,10 @@ def test_a_group_of_outcomes_sets_each_kind_its_columns_and_only_where_the_claim
     retry_at = now + timedelta(minutes=5)
 
     def outcome(row: OutboxEmail, status: str, token: str | None = None,
-                **values: Any) -> outbox.Outcome:
-        return outbox.Outcome(row.id, token or row.claim_token or "", EmailStatus(status), values)
+                **values: Any) -> delivery.Outcome:
+        return delivery.Outcome(row.id, token or row.claim_token or "", EmailStatus(status), values)
 
-    outbox.write_marks([
+    delivery.write_marks([
         outcome(sent, "sent", sent_at=now, provider_response="250 first", last_error=None),
         outcome(deferred, "deferred", last_error="451 later", next_attempt_at=retry_at),
         outcome(sent_too, "sent", sent_at=now, provider_response="250 second", last_error=None),
@@ -434,7 +436,7 @@ def test_refusals_in_a_pipelined_stream_land_on_their_own_message(
     controller.start()
     try:
         [connection] = senders_to(controller.port, count=1)
-        outbox.deliver([], [connection])
+        delivery.deliver([], [connection])
     finally:
         controller.stop()
 

@@ -7,8 +7,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from provisioning.db import session_scope
-from provisioning.models import OutboxEmail
+from provisioning.core.db import session_scope
+from provisioning.mail.models import OutboxEmail
 from tests.support.processes import port_open, wait_until
 from tests.support.stories import all_sent
 

@@ -6,8 +6,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from provisioning.db import session_scope
-from provisioning.models import OutboxEmail
+from provisioning.core.db import session_scope
+from provisioning.mail.models import OutboxEmail
 from tests.support.processes import wait_until
 from tests.support.stories import (
     INVITATIONS,

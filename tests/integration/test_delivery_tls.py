@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from provisioning.db import session_scope
+from provisioning.core.db import session_scope
+from provisioning.mail.models import OutboxEmail
 from provisioning.mail.sender import DeliveryError, SmtpSender, SmtpServer
-from provisioning.models import OutboxEmail
 from tests.support.processes import wait_until
 from tests.support.servers import MailSink, start_mailsink
 from tests.support.stories import all_sent

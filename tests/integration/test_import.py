@@ -13,17 +13,12 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from provisioning.db import session_scope
-from provisioning.models import (
-    Account,
-    AuditEntry,
-    BillingEvent,
-    Identity,
-    Membership,
-    OutboxEmail,
-    Role,
-    Subscription,
-)
+from provisioning.accounts.models import Account, Role
+from provisioning.billing.models import BillingEvent, Subscription
+from provisioning.core.db import session_scope
+from provisioning.core.models import AuditEntry
+from provisioning.mail.models import OutboxEmail
+from provisioning.members.models import Identity, Membership
 from tests.conftest import Stack
 from tests.support.imports import (
     error_keys,

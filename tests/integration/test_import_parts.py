@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, update
 
-from provisioning import imports, jobs
-from provisioning.db import session_scope
-from provisioning.models import ImportPart, Invitation, Membership
+from provisioning.core.db import session_scope
+from provisioning.imports import planning
+from provisioning.imports.models import ImportPart
+from provisioning.jobs import runs
+from provisioning.members.models import Invitation, Membership
 from tests.conftest import Stack
 from tests.support.imports import (
     error_keys,
@@ -37,7 +39,7 @@ def plan_one_chunk(stack: Stack, admin: Any, body: bytes, **params: str) -> int:
     answer = upload(stack, admin, body, **params)
     assert answer.status_code == 202, answer.json
     job_id = int(answer.json["job"]["id"])
-    jobs.run_job(job_id)
+    runs.run_job(job_id)
     with session_scope() as session:
         parts = session.scalars(select(ImportPart).where(ImportPart.job_id == job_id)).all()
         assert [(part.part, part.written_at) for part in parts] == [(0, None)]
@@ -58,8 +60,8 @@ def test_someone_invited_between_the_plan_and_the_write_is_skipped_not_written_t
     job_id = plan_one_chunk(stack, admin, body)
     assert stack.invite(admin, email=emails[2]).status_code == 201
 
-    imports.write_part(job_id, 0)
-    jobs.run_job(job_id)  # nothing left to plan or write: the job finishes
+    planning.write_part(job_id, 0)
+    runs.run_job(job_id)  # nothing left to plan or write: the job finishes
 
     done = job(stack, admin, job_id)
     assert done["status"] == "succeeded", done
@@ -80,8 +82,8 @@ def test_a_seat_taken_on_a_trial_before_the_write_fails_the_last_row_of_the_part
     outsider = f"outsider.{emails[0]}"
     assert stack.invite(admin, email=outsider).status_code == 201  # takes a held seat
 
-    imports.write_part(job_id, 0)
-    jobs.run_job(job_id)
+    planning.write_part(job_id, 0)
+    runs.run_job(job_id)
 
     done = job(stack, admin, job_id)
     assert done["status"] == "succeeded", done
@@ -102,8 +104,8 @@ def test_a_known_person_who_took_a_paid_seat_elsewhere_meanwhile_is_refused(stac
                                                  Membership.user_type == "free")
                         .values(user_type="full"))
 
-    imports.write_part(job_id, 0)
-    jobs.run_job(job_id)
+    planning.write_part(job_id, 0)
+    runs.run_job(job_id)
 
     done = job(stack, admin, job_id)
     assert (done["summary"]["created"], done["summary"]["failed"]) == (1, 1)
@@ -116,8 +118,8 @@ def test_a_part_is_written_once_however_often_its_task_arrives(stack: Stack):
     body, _ = people_csv(3)
     job_id = plan_one_chunk(stack, admin, body, invite="false")
     for _ in range(3):
-        imports.write_part(job_id, 0)
-    jobs.run_job(job_id)
+        planning.write_part(job_id, 0)
+    runs.run_job(job_id)
     done = job(stack, admin, job_id)
     assert (done["status"], done["summary"]["created"]) == ("succeeded", 3)
     assert member_count(admin.id) == 4
@@ -129,7 +131,7 @@ def test_a_cancelled_job_writes_no_more_parts(stack: Stack):
     job_id = plan_one_chunk(stack, admin, body, invite="false")
     cancelled = stack.api.simulate_post(f"/v1/jobs/{job_id}/cancel", headers=admin.headers)
     assert cancelled.status_code == 200
-    imports.write_part(job_id, 0)
+    planning.write_part(job_id, 0)
     assert member_count(admin.id) == 1
     assert job(stack, admin, job_id)["summary"]["created"] == 0
 

@@ -8,9 +8,10 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from provisioning import dispatch, jobs
-from provisioning.db import session_scope
-from provisioning.models import Identity, Invitation, Membership
+from provisioning.core import dispatch
+from provisioning.core.db import session_scope
+from provisioning.jobs import runs
+from provisioning.members.models import Identity, Invitation, Membership
 from tests.conftest import Stack
 from tests.support.imports import (
     error_keys,
@@ -99,7 +100,7 @@ def test_two_workers_on_one_import_give_the_same_result_as_one(stack: Stack):
             job_id = answer.json["job"]["id"]
             if workers == 2:  # both workers at the same job at the same moment
                 for _ in range(3):
-                    dispatch.send_task(jobs.JOB_TASK, job_id)
+                    dispatch.send_task(runs.JOB_TASK, job_id)
             done = finished_job(stack, admin, job_id, timeout=300)
             assert done["status"] == "succeeded", done
             results.append((done["summary"], done["total"], done["done"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from provisioning.validation import LANGUAGES
+from provisioning.core.validation import LANGUAGES
 from tests.conftest import Stack
 from tests.support.processes import wait_until
 from tests.support.stories import all_sent, invitation_link
@@ -112,8 +112,9 @@ def _invite_and_get_token(stack: Stack, admin, email: str) -> str:
 def test_revoked_expired_and_replaced_tokens_are_refused(stack: Stack):
     from sqlalchemy import select, update
 
-    from provisioning.db import session_scope
-    from provisioning.models import Invitation, utcnow
+    from provisioning.core.db import session_scope
+    from provisioning.core.models import utcnow
+    from provisioning.members.models import Invitation
 
     admin = stack.create_account()
     run = uuid.uuid4().hex[:8]
@@ -181,8 +182,8 @@ def test_resend_replaces_the_token_and_is_rate_limited(stack: Stack):
 
     from sqlalchemy import update
 
-    from provisioning.db import session_scope
-    from provisioning.models import Invitation
+    from provisioning.core.db import session_scope
+    from provisioning.members.models import Invitation
 
     with session_scope() as session:  # pretend the interval has passed
         session.execute(update(Invitation).where(Invitation.email == email)

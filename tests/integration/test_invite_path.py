@@ -16,16 +16,12 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from api.app import create_app
-from provisioning.db import session_scope
-from provisioning.migrate import upgrade
-from provisioning.models import (
-    AuditEntry,
-    Identity,
-    Invitation,
-    Membership,
-    OutboxEmail,
-    Subscription,
-)
+from provisioning.billing.models import Subscription
+from provisioning.core.db import session_scope
+from provisioning.core.migrate import upgrade
+from provisioning.core.models import AuditEntry
+from provisioning.mail.models import OutboxEmail
+from provisioning.members.models import Identity, Invitation, Membership
 from tests.conftest import AdminAccount, Stack, activate, deactivate
 
 MEMBER_FIELDS = {"id", "email", "name", "role", "group", "user_type", "language", "status",

@@ -8,9 +8,11 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from provisioning import outbox
-from provisioning.db import session_scope
-from provisioning.models import EmailStatus, Invitation, OutboxEmail, utcnow
+from provisioning.core.db import session_scope
+from provisioning.core.models import utcnow
+from provisioning.mail import outbox
+from provisioning.mail.models import EmailStatus, OutboxEmail
+from provisioning.members.models import Invitation
 from tests.support.processes import wait_until
 from tests.support.stories import all_sent
 

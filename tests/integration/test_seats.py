@@ -17,20 +17,16 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, func, select, text, update
 
-from provisioning.config import settings
-from provisioning.db import session_scope
-from provisioning.invitations import expire_invitations
-from provisioning.migrate import upgrade
-from provisioning.models import (
-    Account,
-    BillingEvent,
-    Invitation,
-    Membership,
-    Subscription,
-    utcnow,
-)
-from provisioning.seats import seats_in_use
-from provisioning.security import invitation_token
+from provisioning.accounts.models import Account
+from provisioning.billing.models import BillingEvent, Subscription
+from provisioning.billing.seats import seats_in_use
+from provisioning.core.config import settings
+from provisioning.core.db import session_scope
+from provisioning.core.migrate import upgrade
+from provisioning.core.models import utcnow
+from provisioning.core.security import invitation_token
+from provisioning.members.invitations import expire_invitations
+from provisioning.members.models import Invitation, Membership
 from tests.conftest import AdminAccount, Stack, activate, deactivate
 from tests.support.imports import people_csv, run_import
 from tests.support.servers import PostgresServer

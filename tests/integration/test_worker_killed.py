@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioning.config import settings
+from provisioning.core.config import settings
 from tests.support.processes import wait_until
 from tests.support.stories import (
     INVITATIONS,

@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from provisioning.db import session_scope
-from provisioning.models import Membership
+from provisioning.core.db import session_scope
+from provisioning.members.models import Membership
 from tests.support.processes import wait_until
 
 FINISHED = ("succeeded", "failed", "cancelled")

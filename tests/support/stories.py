@@ -9,9 +9,9 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from provisioning.config import settings
-from provisioning.db import session_scope
-from provisioning.models import OutboxEmail
+from provisioning.core.config import settings
+from provisioning.core.db import session_scope
+from provisioning.mail.models import OutboxEmail
 
 INVITATIONS = 200  # the reliability stories' batch
 

@@ -7,7 +7,7 @@ import ssl
 
 import pytest
 
-from provisioning.config import Settings, load_settings
+from provisioning.core.config import Settings, load_settings
 from worker.celery_app import broker_ssl, broker_transport, create_app
 
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from provisioning.models import EmailStatus
-from provisioning.outbox import DeliveryReport, GroupedMarks, MarkingFailed, Outcome
+from provisioning.mail.delivery import DeliveryReport, GroupedMarks, MarkingFailed, Outcome
+from provisioning.mail.models import EmailStatus
 from tests.support.processes import wait_until
 
 

@@ -10,9 +10,9 @@ import pytest
 from babel.messages.pofile import read_po
 from jinja2 import Environment, UndefinedError, meta
 
+from provisioning.core.validation import LANGUAGES
 from provisioning.mail.templates import (
     DEFAULT_TEMPLATES_DIR,
-    LANGUAGES,
     PARTS,
     RenderedEmail,
     _environment,

@@ -12,8 +12,15 @@ from typing import Any
 
 import pytest
 
-from provisioning.errors import InvalidInput
-from provisioning.importfile import (
+from provisioning.core.errors import InvalidInput
+from provisioning.core.validation import (
+    MAX_NAME_LENGTH,
+    normalise_email,
+    plain_email,
+    validated_email,
+)
+from provisioning.imports.checks import check_row, csv_safe
+from provisioning.imports.formats import (
     COLUMN_ALIASES,
     COLUMNS,
     INVALID_ROW,
@@ -25,21 +32,12 @@ from provisioning.importfile import (
     Catalog,
     FileProblem,
     ImportRow,
-    Normaliser,
     Position,
     RowError,
     SourceRow,
-    check_row,
-    count_rows,
-    csv_safe,
-    read_rows,
 )
-from provisioning.validation import (
-    MAX_NAME_LENGTH,
-    normalise_email,
-    plain_email,
-    validated_email,
-)
+from provisioning.imports.normaliser import Normaliser
+from provisioning.imports.readers import count_rows, read_rows
 
 LIMIT = 50 * 1024 * 1024
 CATALOG = Catalog(

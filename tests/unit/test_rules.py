@@ -10,16 +10,17 @@ from typing import Any
 
 import pytest
 
-from provisioning import dispatch
-from provisioning.config import load_settings
-from provisioning.errors import InvalidInput
-from provisioning.members import InviteRequest, invitation_state
-from provisioning.outbox import retry_delay
-from provisioning.pages import decode_cursor, encode_cursor
-from provisioning.plans import prorated_charge_cents
-from provisioning.seats import consumes_seat
-from provisioning.security import hash_secret, invitation_token
-from provisioning.validation import normalise_email, normalise_language
+from provisioning.billing.plans import prorated_charge_cents
+from provisioning.billing.seats import consumes_seat
+from provisioning.core import dispatch
+from provisioning.core.config import load_settings
+from provisioning.core.errors import InvalidInput
+from provisioning.core.pages import decode_cursor, encode_cursor
+from provisioning.core.security import hash_secret, invitation_token
+from provisioning.core.validation import normalise_email, normalise_language
+from provisioning.mail.delivery import retry_delay
+from provisioning.members.directory import invitation_state
+from provisioning.members.rules import InviteRequest
 
 TODAY = date(2026, 11, 23)
 

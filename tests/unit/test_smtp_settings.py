@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from mailsink.config import parse_config
-from provisioning.config import load_settings
+from provisioning.core.config import load_settings
 from provisioning.mail.sender import SmtpServer, _refused
 
 

@@ -1,0 +1,1 @@
+"""The ``provision`` command: an entrypoint beside ``api`` and ``worker``."""

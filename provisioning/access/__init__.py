@@ -1,0 +1,1 @@
+"""Who is asking and what they may do: sessions, API keys and the permission policy (R1)."""

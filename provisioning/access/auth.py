@@ -1,0 +1,264 @@
+"""Logging in, bearer tokens, API keys and who may administer an account (R1)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pyotp
+from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy.orm import Session
+
+from provisioning.access.models import ApiToken
+from provisioning.accounts.models import Account, Role
+from provisioning.core import audit
+from provisioning.core.config import settings
+from provisioning.core.errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from provisioning.core.models import utcnow
+from provisioning.core.security import hash_secret, new_secret, verify_password
+from provisioning.core.validation import normalise_email
+from provisioning.members.models import Identity, Membership, MemberStatus
+
+ADMIN_ROLE = "admin"
+MANAGE_USERS = "users.manage"
+
+
+@dataclass(frozen=True)
+class AdministeredAccount:
+    """What a service needs to know of the account an admin acts in."""
+
+    id: int
+    name: str
+    default_language: str
+    seasonal_seats: int
+
+
+@dataclass(frozen=True)
+class Standing:
+    """An identity's membership of one account: what R1 looks at."""
+
+    account_id: int
+    account: AdministeredAccount | None  # None: not a member of it
+    status: str | None
+    role: str | None
+    permissions: list[str] | None
+
+    @classmethod
+    def of(cls, account_id: int, row: Sequence[Any]) -> Standing:
+        """From the columns of ``_STANDING``; all null when the identity is not a member."""
+        key, name, language, seasonal_seats, status, role, permissions = row
+        account = (None if key is None
+                   else AdministeredAccount(key, name, language, seasonal_seats))
+        return cls(account_id, account, status, role, permissions)
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is making a request: an identity, maybe restricted to one account (API keys)."""
+
+    identity_id: int
+    email: str
+    name: str
+    token_id: int
+    account_id: int | None = None
+    # Its standing in the account the request names, read with the token (one query).
+    standing: Standing | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def label(self) -> str:
+        return self.email
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    id: int
+    token: str
+    expires_at: datetime | None
+
+
+def login(session: Session, email: str, password: str, totp_code: str | None) -> IssuedToken:
+    """Check the credentials (and the TOTP code when 2FA is on) and open a session."""
+    refused = NotAuthenticated("Wrong email or password.", code="invalid_credentials")
+    try:
+        normalised = normalise_email(email)
+    except InvalidInput:
+        raise refused from None
+    identity = session.scalars(select(Identity).where(Identity.email == normalised)).first()
+    if identity is None or not verify_password(identity.password_hash, password):
+        raise refused
+    memberships = session.scalars(
+        select(Membership.status).where(Membership.identity_id == identity.id)
+    ).all()
+    if memberships and MemberStatus.ACTIVE.value not in memberships:
+        if MemberStatus.INVITED.value in memberships:
+            raise NotAuthenticated("Accept your invitation first: follow the link in its email.",
+                                   code="invitation_pending")
+        raise NotAuthenticated("This user is disabled.", code="user_inactive")
+    if identity.totp_enabled:
+        _check_totp(identity, totp_code)
+    ttl = timedelta(seconds=settings().session_ttl_seconds)
+    return _issue(session, identity, kind="session", expires_at=utcnow() + ttl)
+
+
+def _check_totp(identity: Identity, code: str | None) -> None:
+    if not code:
+        raise NotAuthenticated("Enter the code from your authenticator app.", code="totp_required")
+    totp = pyotp.TOTP(identity.totp_secret or "")
+    now = utcnow()
+    for offset in (-1, 0, 1):
+        step = totp.timecode(now) + offset
+        if totp.generate_otp(step) == code.strip() and step > (identity.totp_last_step or -1):
+            identity.totp_last_step = step  # a code works once
+            return
+    raise NotAuthenticated("That code is not valid.", code="totp_invalid")
+
+
+def _issue(
+    session: Session,
+    identity: Identity,
+    *,
+    kind: str,
+    expires_at: datetime | None,
+    account_id: int | None = None,
+    name: str = "",
+) -> IssuedToken:
+    secret = new_secret()
+    row = ApiToken(
+        identity_id=identity.id,
+        account_id=account_id,
+        kind=kind,
+        name=name,
+        token_hash=hash_secret(secret),
+        expires_at=expires_at,
+    )
+    session.add(row)
+    session.flush()
+    return IssuedToken(id=row.id, token=secret, expires_at=expires_at)
+
+
+# Built once: building a statement per request costs more than running it.
+_STANDING = (Account.id, Account.name, Account.default_language, Account.seasonal_seats,
+             Membership.status, Role.name, Role.permissions)
+_TOKEN_AND_STANDING = (
+    select(ApiToken.id, ApiToken.account_id, ApiToken.revoked_at, ApiToken.expires_at,
+           Identity.id, Identity.email, Identity.name, *_STANDING)
+    .join(Identity, Identity.id == ApiToken.identity_id)
+    .outerjoin(Membership, and_(Membership.identity_id == Identity.id,
+                                Membership.account_id == bindparam("account_id")))
+    .outerjoin(Account, Account.id == Membership.account_id)
+    .outerjoin(Role, Role.id == Membership.role_id)
+    .where(ApiToken.token_hash == bindparam("token_hash"))
+)
+
+
+def authenticate(session: Session, bearer: str | None, account_id: int | None = None) -> Actor:
+    """The actor behind a bearer token, or NotAuthenticated.
+
+    With ``account_id`` (the account a request names) the same query reads the
+    actor's standing there, so ``require_admin`` costs no round trip of its own.
+    """
+    if not bearer:
+        raise NotAuthenticated("Send a bearer token in the Authorization header.")
+    row = session.connection().execute(_TOKEN_AND_STANDING, {
+        "token_hash": hash_secret(bearer), "account_id": account_id}).first()
+    if row is None:
+        raise NotAuthenticated("The token is not valid.", code="invalid_token")
+    token_id, key_account_id, revoked_at, expires_at, identity_id, email, name = row[:7]
+    if revoked_at is not None or (expires_at is not None and expires_at <= utcnow()):
+        raise NotAuthenticated("The token has expired or was revoked.", code="invalid_token")
+    standing = None if account_id is None else Standing.of(account_id, row[7:])
+    return Actor(identity_id=identity_id, email=email, name=name, token_id=token_id,
+                 account_id=key_account_id, standing=standing)
+
+
+def logout(session: Session, actor: Actor) -> None:
+    session.execute(
+        update(ApiToken).where(ApiToken.id == actor.token_id).values(revoked_at=utcnow())
+    )
+
+
+def require_admin(session: Session, actor: Actor, account_id: int) -> AdministeredAccount:
+    """R1: the account, if ``actor`` administers it; another account's answers 404."""
+    if actor.account_id is not None and actor.account_id != account_id:
+        raise NotFound("No such account.")
+    standing = actor.standing
+    if standing is None or standing.account_id != account_id:
+        standing = _standing(session, actor.identity_id, account_id)
+    if standing.account is None:
+        raise NotFound("No such account.")
+    if standing.status != MemberStatus.ACTIVE.value:
+        raise Forbidden("Your membership of this account is not active.")
+    if standing.role != ADMIN_ROLE and MANAGE_USERS not in (standing.permissions or []):
+        raise Forbidden("Only administrators can manage users.", code="admin_required")
+    return standing.account
+
+
+def _standing(session: Session, identity_id: int, account_id: int) -> Standing:
+    row = session.connection().execute(
+        select(*_STANDING)
+        .join(Membership, Membership.account_id == Account.id)
+        .join(Role, Role.id == Membership.role_id)
+        .where(Account.id == account_id, Membership.identity_id == identity_id)
+    ).first()
+    return Standing.of(account_id, row or (None,) * len(_STANDING))
+
+
+def create_api_key(session: Session, actor: Actor, account_id: int, name: str) -> IssuedToken:
+    """An API key for automation: acts as ``actor`` within this one account, until revoked."""
+    account = require_admin(session, actor, account_id)
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InvalidInput([FieldError("name", "Give the key a name of 1 to 100 characters.")])
+    identity = session.get_one(Identity, actor.identity_id)
+    issued = _issue(
+        session, identity, kind="api_key", expires_at=None, account_id=account.id, name=name
+    )
+    audit.record(
+        session,
+        account_id=account.id,
+        actor_id=actor.identity_id,
+        actor_label=actor.label,
+        action="api_key.create",
+        target_type="api_key",
+        target_id=None,
+        after={"name": name},
+    )
+    return issued
+
+
+def issue_api_key(session: Session, identity: Identity, account_id: int, name: str) -> str:
+    """An API key issued by the system itself (account creation, demo)."""
+    return _issue(
+        session, identity, kind="api_key", expires_at=None, account_id=account_id, name=name
+    ).token
+
+
+def list_api_keys(session: Session, actor: Actor, account_id: int) -> list[dict[str, object]]:
+    """The account's live API keys (never their secrets)."""
+    require_admin(session, actor, account_id)
+    keys = session.execute(
+        select(ApiToken.id, ApiToken.name, ApiToken.created_at, Identity.email)
+        .join(Identity, Identity.id == ApiToken.identity_id)
+        .where(ApiToken.account_id == account_id, ApiToken.kind == "api_key",
+               ApiToken.revoked_at.is_(None))
+        .order_by(ApiToken.id)
+    ).all()
+    return [{"id": key_id, "name": name, "created_at": created_at, "created_by": email}
+            for key_id, name, created_at, email in keys]
+
+
+def revoke_api_key(session: Session, actor: Actor, account_id: int, key_id: int) -> None:
+    require_admin(session, actor, account_id)
+    revoked = session.execute(
+        update(ApiToken)
+        .where(ApiToken.id == key_id, ApiToken.account_id == account_id,
+               ApiToken.kind == "api_key", ApiToken.revoked_at.is_(None))
+        .values(revoked_at=utcnow())
+    )
+    if not revoked.rowcount:  # type: ignore[attr-defined]
+        raise NotFound("No such API key.")
+    audit.record(session, account_id=account_id, actor_id=actor.identity_id,
+                 actor_label=actor.label, action="api_key.revoke", target_type="api_key",
+                 target_id=key_id)

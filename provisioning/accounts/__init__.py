@@ -1,0 +1,3 @@
+"""Workspaces: creating one with its built-in roles and groups, custom roles, groups, the audit
+log.
+"""

@@ -1,0 +1,117 @@
+"""Creating a workspace with its built-in roles, groups, subscription and first admin."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from provisioning.access.auth import ADMIN_ROLE, issue_api_key
+from provisioning.accounts.models import Account, Group, Role
+from provisioning.accounts.roles import MEMBER_PERMISSIONS
+from provisioning.billing.models import Subscription
+from provisioning.billing.plans import CATALOG, PERIOD_DAYS, plan_named
+from provisioning.core import audit
+from provisioning.core.errors import FieldError, InvalidInput
+from provisioning.core.models import utcnow
+from provisioning.core.security import hash_password
+from provisioning.core.validation import check_password, normalise_email, normalise_language
+from provisioning.members.models import Identity, Membership, MemberStatus, UserType
+from provisioning.members.rules import EmailTaken, holds_paid_membership
+
+MEMBER_ROLE = "member"
+FREE_USERS_GROUP = "Free users"
+DEFAULT_GROUPS = ("Sales", "Marketing", "Support", FREE_USERS_GROUP)
+@dataclass(frozen=True)
+class CreatedAccount:
+    account_id: int
+    admin_id: int
+    admin_token: str
+def create_account(
+    session: Session,
+    *,
+    name: str,
+    admin_email: str,
+    admin_password: str,
+    admin_name: str = "",
+    plan: str = "trial",
+    seats: int | None = None,
+    language: str = "en",
+    period: str = "monthly",
+) -> CreatedAccount:
+    """A new workspace whose first member is an active admin; returns an API key for it."""
+    errors: list[FieldError] = []
+    if not name.strip():
+        errors.append(FieldError("name", "The account needs a name."))
+    if plan not in CATALOG:
+        errors.append(FieldError("plan", f"Use one of: {', '.join(CATALOG)}."))
+    if period not in PERIOD_DAYS:
+        errors.append(FieldError("period", "Use monthly or annual."))
+    errors += check_password(admin_password, "admin_password")
+    if errors:
+        raise InvalidInput(errors)
+    email = normalise_email(admin_email, "admin_email")
+    language = normalise_language(language)
+    chosen = plan_named(plan)
+    purchased = seats if seats is not None else (chosen.max_seats or 1)
+    if purchased < 1 or (chosen.max_seats is not None and purchased > chosen.max_seats):
+        raise InvalidInput([FieldError("seats", "Not a valid number of seats for this plan.")])
+
+    now = utcnow()
+    account = Account(name=name.strip(), default_language=language)
+    session.add(account)
+    session.flush()
+    admin_role = Role(account_id=account.id, name=ADMIN_ROLE, permissions=["*"], is_builtin=True)
+    session.add_all(
+        [
+            admin_role,
+            Role(account_id=account.id, name=MEMBER_ROLE, permissions=MEMBER_PERMISSIONS,
+                 is_builtin=True),
+            *(Group(account_id=account.id, name=group, is_builtin=group == FREE_USERS_GROUP)
+              for group in DEFAULT_GROUPS),
+            Subscription(
+                account_id=account.id,
+                plan=plan,
+                period=period,
+                seats_purchased=purchased,
+                full_seats_taken=1,  # the first admin, below
+                current_period_start=now,
+                current_period_end=now + timedelta(days=PERIOD_DAYS[period]),
+                trial_ends_at=now + timedelta(days=chosen.trial_days) if chosen.is_trial else None,
+            ),
+        ]
+    )
+    identity = session.scalars(select(Identity).where(Identity.email == email)).first()
+    if identity is None:
+        identity = Identity(email=email, name=admin_name.strip(), language=language)
+        session.add(identity)
+    elif holds_paid_membership(session, identity.id):
+        raise EmailTaken()
+    if identity.password_hash is None:
+        identity.password_hash = hash_password(admin_password)
+    session.flush()
+    admin = Membership(
+        account_id=account.id,
+        identity_id=identity.id,
+        role_id=admin_role.id,
+        user_type=UserType.FULL.value,
+        status=MemberStatus.ACTIVE.value,
+        language=language,
+        activated_at=now,
+    )
+    session.add(admin)
+    session.flush()
+    token = issue_api_key(session, identity, account.id, "created with the account")
+    audit.record(
+        session,
+        account_id=account.id,
+        actor_id=identity.id,
+        actor_label="system",
+        action="account.create",
+        target_type="account",
+        target_id=account.id,
+        after={"name": account.name, "plan": plan, "seats": purchased, "admin": email},
+    )
+    return CreatedAccount(account_id=account.id, admin_id=admin.id, admin_token=token)

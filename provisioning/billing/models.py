@@ -1,0 +1,45 @@
+"""Subscriptions and billing events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from provisioning.core.db import Base
+from provisioning.core.models import Id, JSONType, UTCDateTime, utcnow
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    account_id: Mapped[int] = mapped_column(
+        ForeignKey("accounts.id", ondelete="CASCADE"), unique=True
+    )
+    plan: Mapped[str] = mapped_column(String(32))
+    period: Mapped[str] = mapped_column(String(16), default="monthly")
+    seats_purchased: Mapped[int] = mapped_column(Integer)
+    # Seats held by full members (invited or active): see provisioning.seats.
+    full_seats_taken: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    max_seats: Mapped[int | None] = mapped_column(Integer)  # a contract's cap, if any
+    current_period_start: Mapped[datetime] = mapped_column(UTCDateTime)
+    current_period_end: Mapped[datetime] = mapped_column(UTCDateTime)
+    trial_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+class BillingEvent(Base):
+    __tablename__ = "billing_events"
+    __table_args__ = (Index("ix_billing_events_account", "account_id", "created_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(32))
+    quantity: Mapped[int] = mapped_column(Integer, default=0)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

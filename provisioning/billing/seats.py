@@ -1,0 +1,206 @@
+"""Seats: who consumes one (R7) and what happens when one more is needed (R8).
+
+Counting an account's members costs a scan that grows with the account, so the
+subscription keeps how many seats its full members take (``full_seats_taken``):
+an invite reads that counter and counts nobody while the seats fit. Every path
+that adds a full member goes through ``take_seat`` or ``settle_seats`` (R8 needs
+them anyway), so the counter never runs low; a path that frees a seat calls
+``free_seat``, and one that forgets only makes the next invite past the purchased
+seats count for real (``settle_seats`` resets the counter to what it counted).
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import NamedTuple
+
+from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from provisioning.billing.models import BillingEvent, Subscription
+from provisioning.billing.plans import plan_named, prorated_charge_cents
+from provisioning.core import audit
+from provisioning.core.errors import SeatLimitReached
+from provisioning.core.models import utcnow
+from provisioning.members.models import Membership, MemberStatus, UserType
+
+HOLDING_STATUSES = (MemberStatus.INVITED.value, MemberStatus.ACTIVE.value)
+
+
+def consumes_seat(user_type: str, status: str, start: date | None, end: date | None,
+                  today: date) -> bool:
+    """R7 for one member: full members invited or active, seasonal ones inside their window."""
+    if status not in HOLDING_STATUSES:
+        return False
+    if user_type == UserType.FULL.value:
+        return True
+    if user_type == UserType.SEASONAL.value:
+        return start is not None and end is not None and start <= today <= end
+    return False
+
+
+def seat_consuming(today: date) -> ColumnElement[bool]:
+    """R7 as a SQL condition, the same rule as ``consumes_seat``."""
+    return or_(_full_holding(), _seasonal_in_window(today))
+
+
+def _full_holding() -> ColumnElement[bool]:
+    """Full members invited or active: a seat whatever the date, so a counter can keep them."""
+    return and_(Membership.status.in_(HOLDING_STATUSES),
+                Membership.user_type == UserType.FULL.value)
+
+
+def _seasonal_in_window(today: date | BindParameter[date]) -> ColumnElement[bool]:
+    """Seasonal members hold a seat only inside their window, so they are counted live."""
+    return and_(
+        # Not IN: an IN list is rendered into the SQL on every execution, and this rides
+        # on the invite path.
+        or_(*(Membership.status == status for status in HOLDING_STATUSES)),
+        Membership.user_type == UserType.SEASONAL.value,
+        Membership.seasonal_start <= today,
+        Membership.seasonal_end >= today,
+    )
+
+
+def seats_in_use(session: Session, account_id: int, today: date) -> int:
+    return session.scalar(
+        select(func.count())
+        .select_from(Membership)
+        .where(Membership.account_id == account_id, seat_consuming(today))
+    ) or 0
+
+
+class SeatCount(NamedTuple):
+    """What ``COUNT_SEAT`` returned, and the seasonal members holding a seat when the
+    caller knows that no transaction can have added one since its statement's snapshot."""
+
+    purchased: int
+    full_taken: int  # with the new member's seat
+    seasonal: int | None = None  # None: count them now
+
+
+def take_seat(
+    session: Session, account_id: int, today: date, counted: SeatCount, *,
+    actor_id: int | None, actor_label: str,
+) -> int:
+    """R8 for one new seat-consuming member, without counting the account's members.
+
+    ``counted`` comes from ``COUNT_SEAT`` in this transaction. That UPDATE comes last,
+    just before commit, and locks the subscription row, so two admins taking the last
+    seat queue there. While the counted seats fit the purchased ones nothing else is
+    read; past them the members are counted for real before any seat is bought.
+    Returns how many seats were bought.
+    """
+    seasonal = counted.seasonal
+    if seasonal is None:
+        # A statement of its own: under READ COMMITTED it takes a fresh snapshot after the
+        # lock wait, so it sees the seasonal members of the transaction that held the lock.
+        seasonal = session.connection().execute(SEASONAL_SEATS, {
+            "seat_account_id": account_id, "seat_today": today}).scalar_one()
+    if counted.full_taken + seasonal <= counted.purchased:
+        return 0
+    # The counter may run high (a seat freed by a path that did not lower it): never bill
+    # on it, count.
+    return settle_seats(session, account_id, today, actor_id=actor_id, actor_label=actor_label)
+
+
+def seat_change(user_type: str) -> int:
+    """What a new seat-consuming member adds to the counter of full members' seats."""
+    return 1 if user_type == UserType.FULL.value else 0
+
+
+def free_seat(session: Session, account_id: int, *, user_type: str, status: str) -> None:
+    """A member leaves a seat (revoked, disabled, removed): lower the counter ``take_seat``
+    reads. Purchased seats stay as they are (R8)."""
+    if user_type == UserType.FULL.value and status in HOLDING_STATUSES:
+        session.connection().execute(COUNT_SEAT, {"seat_account_id": account_id,
+                                                  "seat_change": -1})
+
+
+# Built once: on the invite path, building a statement costs more than running it.
+# Changes the counter of full members' seats by ``seat_change`` and returns what
+# ``take_seat`` needs.
+COUNT_SEAT = (
+    update(Subscription)
+    .where(Subscription.account_id == bindparam("seat_account_id"))
+    .values(full_seats_taken=Subscription.full_seats_taken + bindparam("seat_change"))
+    .returning(Subscription.seats_purchased, Subscription.full_seats_taken)
+)
+SEASONAL_SEATS = (
+    select(func.count()).select_from(Membership)
+    .where(Membership.account_id == bindparam("seat_account_id"),
+           _seasonal_in_window(bindparam("seat_today")))
+)
+
+
+def settle_seats(
+    session: Session, account_id: int, today: date, *, actor_id: int | None, actor_label: str,
+) -> int:
+    """R8, once the new members are in the transaction: make room for them, or refuse.
+
+    Called last, just before commit: it locks the subscription row so two admins
+    adding members at once cannot both take the last seat, and the lock is held
+    only for the count and the commit. It counts the members, and sets the
+    subscription's counter of full members' seats to what it counted. Returns how
+    many seats were bought.
+    """
+    subscription = session.scalars(
+        select(Subscription).where(Subscription.account_id == account_id).with_for_update()
+        .execution_options(populate_existing=True)  # the row as locked, not as read before
+    ).one()
+    # A separate statement: under READ COMMITTED it takes a fresh snapshot after the lock
+    # wait, so it counts the members of the transaction that held the lock.
+    full, needed = session.execute(
+        select(func.count().filter(Membership.user_type == UserType.FULL.value), func.count())
+        .where(Membership.account_id == account_id, seat_consuming(today))
+    ).one()
+    subscription.full_seats_taken = full
+    return _buy_seats(session, subscription, needed, actor_id=actor_id, actor_label=actor_label)
+
+
+def _buy_seats(
+    session: Session, subscription: Subscription, needed: int, *, actor_id: int | None,
+    actor_label: str,
+) -> int:
+    """R8: a paid plan buys the seats ``needed`` beyond the purchased ones; a trial or a cap
+    refuses."""
+    if needed <= subscription.seats_purchased:
+        return 0
+    account_id = subscription.account_id
+    plan = plan_named(subscription.plan)
+    cap = subscription.max_seats if subscription.max_seats is not None else plan.max_seats
+    if plan.is_trial:
+        raise SeatLimitReached(
+            f"All {subscription.seats_purchased} seats of the trial are taken. "
+            "Choose a paid plan to add more users.",
+            code="seat_limit_trial",
+        )
+    if cap is not None and needed > cap:
+        raise SeatLimitReached(
+            f"The plan allows at most {cap} seats and all are taken.", code="seat_limit_plan"
+        )
+    added = needed - subscription.seats_purchased
+    before = subscription.seats_purchased
+    subscription.seats_purchased = needed
+    session.add(
+        BillingEvent(
+            account_id=account_id,
+            kind="seats_added",
+            quantity=added,
+            details={"from": before, "to": needed, "plan": subscription.plan,
+                     "prorated_charge_cents": prorated_charge_cents(subscription, added,
+                                                                    utcnow())},
+        )
+    )
+    audit.record(
+        session,
+        account_id=account_id,
+        actor_id=actor_id,
+        actor_label=actor_label,
+        action="subscription.seats_added",
+        target_type="subscription",
+        target_id=subscription.id,
+        before={"seats_purchased": before},
+        after={"seats_purchased": needed},
+    )
+    return added

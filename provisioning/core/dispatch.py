@@ -1,0 +1,76 @@
+"""The port through which services hand work to the workers. The broker carries ids only.
+
+Services call ``send_task`` after their transaction commits; if the broker is
+unreachable the rows stay queued in the database and the beat sweepers pick
+them up, so a failed dispatch is logged and never fails the request. The domain
+knows no broker: each entrypoint (the API, the worker, the CLI) connects the
+sender that ``worker.celery_app`` provides with ``use_sender``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Sender = Callable[[str, list[Any], dict[str, Any]], None]
+
+
+def _not_connected(name: str, args: list[Any], options: dict[str, Any]) -> None:
+    raise RuntimeError("no task sender is connected (dispatch.use_sender)")
+
+
+_sender: Sender = _not_connected
+
+
+def use_sender(sender: Sender) -> Sender:
+    """Connect how tasks are sent (an entrypoint at start, or a unit test); returns the previous."""
+    global _sender
+    previous, _sender = _sender, sender
+    return previous
+
+
+def send_task(name: str, *args: Any, **options: Any) -> None:
+    try:
+        _sender(name, list(args), options)
+    except Exception:
+        log.warning("could not enqueue %s; the sweeper will retry", name, exc_info=True)
+
+
+class Debounced:
+    """Sends a wake-up task at most once per ``window`` seconds per process.
+
+    A call inside the window schedules one trailing send at the window's end, so
+    every caller is followed by a send that happens after its call: work committed
+    before the call is always seen by a task. Turns a thousand invitations a
+    second into a few dozen broker messages.
+    """
+
+    def __init__(self, name: str, window: float) -> None:
+        self.name = name
+        self.window = window
+        self._lock = threading.Lock()
+        self._last = 0.0
+        self._trailing: threading.Timer | None = None
+
+    def __call__(self) -> None:
+        with self._lock:
+            wait = self._last + self.window - time.monotonic()
+            if self._trailing is not None:
+                return  # a send after this call is already scheduled
+            if wait > 0:
+                self._trailing = threading.Timer(wait, self._send_trailing)
+                self._trailing.start()
+                return
+            self._last = time.monotonic()
+        send_task(self.name, [])
+
+    def _send_trailing(self) -> None:
+        with self._lock:
+            self._trailing = None
+            self._last = time.monotonic()
+        send_task(self.name, [])

@@ -1,0 +1,3 @@
+"""Members of an account: the member rules, inviting, invitations, listing and reading (R2-R5,
+R11).
+"""

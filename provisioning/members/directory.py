@@ -1,0 +1,148 @@
+"""Members as an admin sees them: one, or a page of the account's list."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import (
+    Select,
+    func,
+    or_,
+    select,
+)
+from sqlalchemy.orm import Session
+
+from provisioning.access.auth import Actor, require_admin
+from provisioning.accounts.models import Group, Role
+from provisioning.core.errors import FieldError, InvalidInput, NotFound
+from provisioning.core.models import utcnow
+from provisioning.core.pages import decode_cursor, encode_cursor, page_size
+from provisioning.mail.models import EmailStatus, OutboxEmail
+from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
+
+_EMAIL_STATE = {
+    EmailStatus.QUEUED.value: "queued",
+    EmailStatus.SENDING.value: "queued",
+    EmailStatus.DEFERRED.value: "deferred",
+    EmailStatus.SENT.value: "sent",
+    EmailStatus.FAILED.value: "failed",
+}
+@dataclass(frozen=True)
+class InvitationView:
+    state: str  # not_sent | queued | sent | deferred | failed | accepted | expired | revoked
+    expires_at: datetime | None
+    last_sent_at: datetime | None
+    sends: int
+    # Why the email never arrived, as the recipient's server put it ("550 5.1.1 no such
+    # user"): only when it failed for good, so the admin can correct the address.
+    failure: str | None = None
+@dataclass(frozen=True)
+class MemberView:
+    id: int
+    email: str
+    name: str
+    role: str
+    group: str | None
+    user_type: str
+    language: str
+    status: str
+    two_factor: bool
+    invitation: InvitationView | None
+    created_at: datetime
+@dataclass(frozen=True)
+class Page:
+    items: list[MemberView]
+    next_cursor: str | None
+    total: int
+def invitation_state(invitation: Invitation, email_status: str | None, now: datetime) -> str:
+    """What the admin sees of an invitation, so nobody invites the same person twice."""
+    if invitation.accepted_at is not None:
+        return "accepted"
+    if invitation.revoked_at is not None or invitation.membership_id is None:
+        return "revoked"
+    if invitation.expires_at <= now:
+        return "expired"
+    return _EMAIL_STATE.get(email_status or "", "queued")
+def member_view(
+    membership: Membership, invitation: Invitation | None, email_status: str | None,
+    now: datetime, email_error: str | None = None,
+) -> MemberView:
+    identity = membership.identity
+    invitation_view = None
+    if invitation is not None:
+        state = invitation_state(invitation, email_status, now)
+        invitation_view = InvitationView(
+            state=state,
+            expires_at=invitation.expires_at,
+            last_sent_at=invitation.last_sent_at,
+            sends=invitation.sends,
+            failure=email_error if state == "failed" else None,
+        )
+    elif membership.status == MemberStatus.INVITED.value:
+        # imported without invitations: "resend" sends the first one
+        invitation_view = InvitationView(state="not_sent", expires_at=None, last_sent_at=None,
+                                         sends=0)
+    return MemberView(
+        id=membership.id,
+        email=identity.email,
+        name=identity.name,
+        role=membership.role.name,
+        group=membership.group.name if membership.group else None,
+        user_type=membership.user_type,
+        language=membership.language,
+        status=membership.status,
+        two_factor=identity.totp_enabled,
+        invitation=invitation_view,
+        created_at=membership.created_at,
+    )
+def _members_query(account_id: int) -> Select[Membership, Invitation, str, str | None]:
+    return (
+        select(Membership, Invitation, OutboxEmail.status, OutboxEmail.last_error)
+        .join(Identity, Identity.id == Membership.identity_id)
+        .outerjoin(Invitation, Invitation.membership_id == Membership.id)
+        .outerjoin(OutboxEmail, OutboxEmail.id == Invitation.last_email_id)
+        .where(Membership.account_id == account_id)
+    )
+def get_member(session: Session, actor: Actor, account_id: int, member_id: int) -> MemberView:
+    require_admin(session, actor, account_id)
+    row = session.execute(_members_query(account_id).where(Membership.id == member_id)).first()
+    if row is None:
+        raise NotFound("No such member in this account.")
+    return member_view(row[0], row[1], row[2], utcnow(), row[3])
+def list_members(
+    session: Session, actor: Actor, account_id: int, filters: dict[str, str | None],
+    cursor: str | None, limit: int | None,
+) -> Page:
+    """Members in creation order, filtered, a page at a time (cursor = last id seen)."""
+    require_admin(session, actor, account_id)
+    size = page_size(limit)
+    query = _members_query(account_id)
+    status = filters.get("status")
+    if status:
+        if status not in {s.value for s in MemberStatus}:
+            raise InvalidInput([FieldError("status", "Filter by invited, active or inactive.")])
+        query = query.where(Membership.status == status)
+    if filters.get("user_type"):
+        query = query.where(Membership.user_type == filters["user_type"])
+    if filters.get("role"):
+        query = query.join(Role, Role.id == Membership.role_id).where(Role.name == filters["role"])
+    if filters.get("group"):
+        query = query.join(Group, Group.id == Membership.group_id).where(
+            Group.name == filters["group"]
+        )
+    if filters.get("two_factor") is not None:
+        query = query.where(Identity.totp_enabled.is_(filters["two_factor"] in ("true", "1")))
+    if filters.get("q"):
+        needle = f"%{(filters['q'] or '').strip().lower()}%"
+        query = query.where(or_(func.lower(Identity.email).like(needle),
+                                func.lower(Identity.name).like(needle)))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(Membership.id > after)
+    rows = session.execute(query.order_by(Membership.id).limit(size + 1)).all()
+    now = utcnow()
+    items = [member_view(row[0], row[1], row[2], now, row[3]) for row in rows[:size]]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > size else None
+    return Page(items=items, next_cursor=next_cursor, total=total)
