@@ -434,7 +434,7 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"give a number of seconds above 0, not {text!r}")
     return value
-def _add_import(commands: Any) -> None:
+def add_import(commands: Any) -> None:
     imports = commands.add_parser(
         "import", help="import members from a file and follow the job",
         description="Upload a CSV, JSON or NDJSON file of people (SPEC §6), show the job's "

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
-from cli.imports import EXIT_FAILED, CommandFailed, _add_import
+from cli.imports import EXIT_FAILED, CommandFailed, add_import
 from provisioning.access.auth import authenticate, issue_api_key
 from provisioning.accounts.workspaces import CreatedAccount, create_account
 from provisioning.core import dispatch, migrate
@@ -94,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
     create.set_defaults(run=cmd_create_account)
     commands.add_parser("demo", help="create the demo workspace and print its login").set_defaults(
         run=cmd_demo)
-    _add_import(commands)
+    add_import(commands)
     return root
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)

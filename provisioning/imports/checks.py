@@ -17,7 +17,7 @@ from provisioning.core.validation import (
     normalise_language,
 )
 from provisioning.imports.formats import INVALID_ROW, ImportRow, RowError
-from provisioning.imports.readers import _json_kind
+from provisioning.imports.readers import json_kind
 
 if TYPE_CHECKING:
     from provisioning.imports.formats import Catalog, SourceRow
@@ -51,7 +51,7 @@ def _trimmed(values: Mapping[str, object], line: int, errors: list[RowError]) ->
             errors.append(_wrong_type(line, column, raw, "text"))
     return texts
 def _wrong_type(line: int, column: str, raw: object, expected: str) -> RowError:
-    message = f"The {column} must be {expected}, not {_json_kind(raw)}."
+    message = f"The {column} must be {expected}, not {json_kind(raw)}."
     return RowError(line, column, "invalid_type", message, _shown(raw))
 def _date(raw: object, line: int, errors: list[RowError], column: str) -> date | None:
     if raw is not None and not isinstance(raw, str):

@@ -45,7 +45,7 @@ class Outcomes:
     identities: dict[str, tuple[int, bool]] = field(default_factory=dict)  # email -> id, login
     seats_planned: int = 0
 APPLY_CODES = frozenset({"email_taken", "no_seat"})
-def _decide(session: Session, plan: Plan, rows: Sequence[ImportRow], free_seats: int | None,
+def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_seats: int | None,
             refusal: str, *, known: Mapping[str, int] | None = None) -> Outcomes:
     """Each row's outcome against the database: R2, R7/R8 in file order, skip or update.
 
@@ -122,7 +122,7 @@ def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id:
         decided.outcome[row.line] = UPDATE
     else:
         decided.outcome[row.line] = UNCHANGED
-def _subscription(session: Session, plan: Plan) -> Subscription:
+def subscription_for(session: Session, plan: Plan) -> Subscription:
     """The account's subscription, locked when its seats have a cap (not in a dry run).
 
     Under a cap, invites racing this chunk wait for it; without one, parts being
@@ -143,7 +143,7 @@ def _seat_cap(subscription: Subscription) -> tuple[int | None, str]:
     cap = subscription.max_seats if subscription.max_seats is not None \
         else catalog_plan.max_seats
     return cap, f"No seat left: the plan allows at most {cap} seats and all are taken."
-def _held_seats(session: Session, plan: Plan, checkpoint: dict[str, Any]) -> int:
+def held_seats(session: Session, plan: Plan, checkpoint: dict[str, Any]) -> int:
     """Seats planned but not yet taken: a dry run's own count, or the account's unwritten parts."""
     if plan.options.dry_run:
         return int(checkpoint.get("seats_planned", 0))
@@ -152,7 +152,7 @@ def _held_seats(session: Session, plan: Plan, checkpoint: dict[str, Any]) -> int
         .join(Job, Job.id == ImportPart.job_id)
         .where(Job.account_id == plan.account_id, Job.status == JobStatus.RUNNING.value,
                ImportPart.written_at.is_(None))) or 0
-def _free_seats(session: Session, plan: Plan, subscription: Subscription,
+def seats_left(session: Session, plan: Plan, subscription: Subscription,
                 held: Callable[[], int]) -> tuple[int | None, str]:
     """Seats new members may still take (None: no limit, a paid plan buys more), and why not."""
     cap, refusal = _seat_cap(subscription)

@@ -33,7 +33,7 @@ MEDIA_TYPES: dict[str, str] = {
     "application/ndjson": MEDIA_NDJSON,
 }
 _SEP_LINE = re.compile("\ufeff?sep=([,;\t])[ \r\n]*", re.IGNORECASE)
-_READABLE = (MEDIA_CSV, MEDIA_JSON, MEDIA_NDJSON)
+READABLE = (MEDIA_CSV, MEDIA_JSON, MEDIA_NDJSON)
 # Header names and JSON keys an admin may use for each column. Matching lower-cases the
 # name and treats spaces, "_" and "-" alike, so "E-mail", "e_mail" and "E mail" are one.
 COLUMN_ALIASES: Mapping[str, tuple[str, ...]] = {
@@ -112,13 +112,13 @@ class Catalog:
     free_group: str = "Free users"
 def _header_key(name: str) -> str:
     return _HEADER_SEPARATORS.sub(" ", name.lower()).strip(" *:")
-_COLUMN_SET = frozenset(COLUMNS)
+COLUMN_SET = frozenset(COLUMNS)
 _COLUMN_BY_KEY = {
     _header_key(alias): column
     for column, aliases in COLUMN_ALIASES.items()
     for alias in (column, *aliases)
 }
-def _column_for(name: str) -> str | None:
+def column_for(name: str) -> str | None:
     """The canonical column a header name or JSON key stands for, if any."""
     # Every alias is short; a long key (JSON can hold any) must not fill the cache.
     return _cached_column_for(name) if len(name) <= 64 else None
@@ -153,7 +153,7 @@ def _parse_header(text: str, line: int, delimiter: str | None) -> _Header:
         if not name:
             continue  # trailing empty columns and gaps carry nothing
         found.append(name)
-        column = _column_for(name)
+        column = column_for(name)
         if column is not None and column not in columns:
             columns[column] = index
     if "email" not in columns:
@@ -166,7 +166,7 @@ def _parse_header(text: str, line: int, delimiter: str | None) -> _Header:
         )
     ordered = tuple(sorted((index, column) for column, index in columns.items()))
     return _Header(delimiter, ordered, line)
-class _HeaderFinder:
+class HeaderFinder:
     """Takes physical lines one by one until the header row is among them."""
 
     def __init__(self) -> None:
@@ -186,10 +186,10 @@ class _HeaderFinder:
         return self.header
 
 
-_READ_SIZE = 65_536
+READ_BLOCK = 65_536
 
 
-def _size(count: int) -> str:
+def readable_size(count: int) -> str:
     if count >= 1_048_576:
         return f"{count / 1_048_576:.3g} MB"
     if count >= 1024:
@@ -197,7 +197,7 @@ def _size(count: int) -> str:
     return f"{count:,} bytes"
 
 
-def _unsupported(media_type: str) -> FileProblem:
+def unsupported_media(media_type: str) -> FileProblem:
     return FileProblem(
         "unsupported_media_type",
         f"Files of type {media_type!r} cannot be imported. Send CSV (text/csv), a JSON "
@@ -205,7 +205,7 @@ def _unsupported(media_type: str) -> FileProblem:
     )
 
 
-def _too_long(line: int, what: str = "Line") -> FileProblem:
+def too_long(line: int, what: str = "Line") -> FileProblem:
     return FileProblem(
         "line_too_long",
         f"{what} {line} is longer than {MAX_LINE_LENGTH:,} characters; one user's row is "

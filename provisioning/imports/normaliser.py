@@ -8,18 +8,18 @@ import codecs
 import re
 
 from provisioning.imports.formats import (
-    _READABLE,
     MAX_LINE_LENGTH,
     MEDIA_CSV,
     MEDIA_JSON,
     MEDIA_NDJSON,
+    READABLE,
     FileProblem,
-    _HeaderFinder,
-    _size,
-    _too_long,
-    _unsupported,
+    HeaderFinder,
+    readable_size,
+    too_long,
+    unsupported_media,
 )
-from provisioning.imports.readers import _ArrayScanner
+from provisioning.imports.readers import ArrayScanner
 
 _HEAD_SIZE = 8  # enough bytes to recognise a BOM or a binary signature
 _CONTROL_WINDOW = 1024
@@ -52,8 +52,8 @@ class Normaliser:
     """
 
     def __init__(self, media_type: str, max_bytes: int) -> None:
-        if media_type not in _READABLE:
-            raise _unsupported(media_type)
+        if media_type not in READABLE:
+            raise unsupported_media(media_type)
         self.media_type = media_type
         self.max_bytes = max_bytes
         self.bytes_in = 0
@@ -68,16 +68,17 @@ class Normaliser:
         self._controls = 0
         self._has_text = False
         self._limit_lines = media_type != MEDIA_JSON
-        self._headers = _HeaderFinder() if media_type == MEDIA_CSV else None
+        self._headers = HeaderFinder() if media_type == MEDIA_CSV else None
         self._header_parts: list[str] = []
-        self._array = _ArrayScanner() if media_type == MEDIA_JSON else None
+        self._array = ArrayScanner() if media_type == MEDIA_JSON else None
 
     def feed(self, data: bytes) -> bytes:
         """Check one piece of the upload; returns the bytes to store (maybe none yet)."""
         self.bytes_in += len(data)
         if self.bytes_in > self.max_bytes:
             raise FileProblem(
-                "too_large", f"The file is larger than the limit of {_size(self.max_bytes)}."
+                "too_large",
+                f"The file is larger than the limit of {readable_size(self.max_bytes)}.",
             )
         if self._decoder is None:
             self._head += data
@@ -202,15 +203,15 @@ class Normaliser:
         if first < 0:
             self._line_length += len(text)
             if self._line_length > MAX_LINE_LENGTH:
-                raise _too_long(self._line)
+                raise too_long(self._line)
             return
         if self._line_length + first > MAX_LINE_LENGTH:
-            raise _too_long(self._line)
+            raise too_long(self._line)
         last = text.rfind("\n")
         if last - first > MAX_LINE_LENGTH:  # only pieces this big can hide a long line
             for number, line in enumerate(text[first + 1 : last].split("\n"), 1):
                 if len(line) > MAX_LINE_LENGTH:
-                    raise _too_long(self._line + number)
+                    raise too_long(self._line + number)
         self._line_length = len(text) - last - 1
 
     def _find_header(self, text: str, final: bool) -> None:

@@ -34,10 +34,10 @@ from provisioning.core.models import utcnow
 from provisioning.core.security import hash_secret, invitation_token, new_secret
 from provisioning.imports.deciding import (
     APPLY_CODES,
-    _decide,
-    _free_seats,
-    _held_seats,
-    _subscription,
+    decide_rows,
+    held_seats,
+    seats_left,
+    subscription_for,
 )
 from provisioning.imports.formats import (
     ImportRow,
@@ -66,27 +66,27 @@ if TYPE_CHECKING:
     from provisioning.imports.planning import Plan
 
 
-def _queue_part(session: Session, plan: Plan, part: int, decided: Outcomes) -> None:
+def queue_part(session: Session, plan: Plan, part: int, decided: Outcomes) -> None:
     """The chunk's new members, to be written by the first worker free (after commit)."""
     lines = [row.line for row in decided.creates]
     session.add(ImportPart(job_id=plan.job_id, part=part, first_line=min(lines),
                            last_line=max(lines), rows=len(lines), seats=decided.seats_planned))
     job_id = plan.job_id
     after_commit(session, lambda: dispatch.send_task(PART_TASK, job_id, part))
-def _planned_all(plan: Plan) -> None:
+def planned_all(plan: Plan) -> None:
     """Every row has its outcome: from now on the job waits only for its parts."""
     with session_scope() as session:
         job = session.scalars(select(Job).where(Job.id == plan.job_id).with_for_update()).one()
         if job.status == JobStatus.RUNNING.value:
             job.checkpoint = {**(job.checkpoint or {}), "phase": WRITING}
             job.heartbeat_at = utcnow()
-def _unwritten_parts(job_id: int) -> list[int]:
+def unwritten_parts(job_id: int) -> list[int]:
     with session_scope() as session:
         return list(session.scalars(
             select(ImportPart.part).where(ImportPart.job_id == job_id,
                                           ImportPart.written_at.is_(None))
             .order_by(ImportPart.part)).all())
-def _write_part(plan: Plan, part_no: int, *, careful: bool = False) -> bool:
+def write_planned_part(plan: Plan, part_no: int, *, careful: bool = False) -> bool:
     """Write one part's new members, invitations and emails with the job's progress.
 
     Rows whose person had an identity at planning are checked again; a new person
@@ -108,11 +108,11 @@ def _write_part(plan: Plan, part_no: int, *, careful: bool = False) -> bool:
             rows, known = _part_rows(session, plan.job_id, part)
             free_seats, refusal = None, ""
             if careful:
-                free_seats, refusal = _free_seats(
-                    session, plan, _subscription(session, plan),
-                    lambda: _held_seats(session, plan, {}) - part.seats)
+                free_seats, refusal = seats_left(
+                    session, plan, subscription_for(session, plan),
+                    lambda: held_seats(session, plan, {}) - part.seats)
             with planned_per_call(session.connection()):
-                decided = _decide(session, plan, rows, free_seats, refusal,
+                decided = decide_rows(session, plan, rows, free_seats, refusal,
                                   known=None if careful else known)
             now = utcnow()
             invitations = _write_creates(session, plan, decided, now)
@@ -137,7 +137,7 @@ def _write_part(plan: Plan, part_no: int, *, careful: bool = False) -> bool:
     except (SeatLimitReached, IntegrityError):
         if careful:
             raise
-        return _write_part(plan, part_no, careful=True)
+        return write_planned_part(plan, part_no, careful=True)
     return True
 def _part_rows(session: Session, job_id: int, part: ImportPart
                ) -> tuple[list[ImportRow], dict[str, int]]:
@@ -148,7 +148,7 @@ def _part_rows(session: Session, job_id: int, part: ImportPart
         select(StagedRow.email, StagedRow.identity_id).where(
             StagedRow.job_id == job_id, StagedRow.identity_id.is_not(None), *in_part))
         if identity_id is not None}
-    return _staged_rows(session, job_id, *in_part), known
+    return staged_rows(session, job_id, *in_part), known
 def _restage(session: Session, job_id: int, decided: Outcomes) -> None:
     """Rows that lost a race since the plan: their outcome and error, as they are now."""
     changed = [{"job": job_id, "row_line": line, "now": ERROR if outcome == ERROR else UNCHANGED}
@@ -159,8 +159,8 @@ def _restage(session: Session, job_id: int, decided: Outcomes) -> None:
             update(staged).where(staged.c.job_id == bindparam("job"),
                                  staged.c.line == bindparam("row_line"))
             .values(outcome=bindparam("now")), changed)
-    _record_errors(session.connection(), job_id, decided.errors)
-def _write_updates(session: Session, decided: Outcomes, now: datetime) -> None:
+    record_errors(session.connection(), job_id, decided.errors)
+def write_updates(session: Session, decided: Outcomes, now: datetime) -> None:
     """Names, roles and groups of existing members (on_existing=update), set-based."""
     # ORM bulk UPDATE by primary key: one executemany per table
     names = [{"id": identity_id, "name": changes["name"], "updated_at": now}
@@ -233,7 +233,7 @@ def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
                  for row, member_id, nonce, email_id
                  in zip(decided.creates, member_ids, nonces, email_ids, strict=True)))
     return len(email_ids)
-def _stage(connection: Connection, job_id: int, rows: Sequence[ImportRow],
+def stage_rows(connection: Connection, job_id: int, rows: Sequence[ImportRow],
            decided: Outcomes) -> None:
     identities = decided.identities  # new members' existing identities
     insert_rows(connection, StagedRow, ("job_id", *STAGED_FIELDS, "outcome", "identity_id"),
@@ -243,7 +243,7 @@ def _stage(connection: Connection, job_id: int, rows: Sequence[ImportRow],
                  for row in rows))
 STAGED_FIELDS = ("line", "email", "name", "role", "group", "user_type", "language", "phone",
                  "seasonal_start", "seasonal_end")
-def _staged_rows(session: Session, job_id: int, *criteria: ColumnElement[bool],
+def staged_rows(session: Session, job_id: int, *criteria: ColumnElement[bool],
                  limit: int | None = None) -> list[ImportRow]:
     """Staged rows back as checked rows, in file order (plain tuples: no ORM object per row)."""
     columns = [getattr(StagedRow, name) for name in STAGED_FIELDS]
@@ -252,7 +252,7 @@ def _staged_rows(session: Session, job_id: int, *criteria: ColumnElement[bool],
     return [ImportRow(*values) for values in session.connection().execute(query)]
 
 
-def _record_errors(connection: Connection, job_id: int, errors: Sequence[RowError]) -> None:
+def record_errors(connection: Connection, job_id: int, errors: Sequence[RowError]) -> None:
     insert_rows(connection, JobError,
                 ("job_id", "line", "column", "code", "message", "value", "stage"),
                 ((job_id, e.line, e.column, e.code, e.message, e.value,

@@ -31,10 +31,10 @@ from provisioning.core.db import after_commit, session_scope
 from provisioning.core.models import utcnow
 from provisioning.imports.checks import check_row
 from provisioning.imports.deciding import (
-    _decide,
-    _free_seats,
-    _held_seats,
-    _subscription,
+    decide_rows,
+    held_seats,
+    seats_left,
+    subscription_for,
 )
 from provisioning.imports.formats import (
     Catalog,
@@ -59,14 +59,14 @@ from provisioning.imports.options import (
     empty_summary,
 )
 from provisioning.imports.parts import (
-    _planned_all,
-    _queue_part,
-    _record_errors,
-    _stage,
-    _staged_rows,
-    _unwritten_parts,
-    _write_part,
-    _write_updates,
+    planned_all,
+    queue_part,
+    record_errors,
+    stage_rows,
+    staged_rows,
+    unwritten_parts,
+    write_planned_part,
+    write_updates,
 )
 from provisioning.imports.readers import count_rows, read_rows
 from provisioning.imports.stored import open_stored_file
@@ -156,10 +156,10 @@ def run_import(job_id: int, deadline: float) -> bool:
                 return True  # cancelled, or another worker took this chunk and carries on
             if time.monotonic() > deadline:
                 return False
-        _planned_all(plan)
+        planned_all(plan)
     # Parts no other worker has taken yet: this worker writes them itself.
-    for part in _unwritten_parts(plan.job_id):
-        _write_part(plan, part)
+    for part in unwritten_parts(plan.job_id):
+        write_planned_part(plan, part)
         if time.monotonic() > deadline:
             return False
     _finish(plan)
@@ -172,7 +172,7 @@ def write_part(job_id: int, part: int) -> None:
         if job is None or job.status != JobStatus.RUNNING.value:
             return
         plan = Plan.load(session, job)
-    if _write_part(plan, part):
+    if write_planned_part(plan, part):
         _finish(plan)
 def _prepare(plan: Plan) -> dict[str, Any]:
     """Before the first chunk: count the rows (limits, progress) or copy the dry run's report."""
@@ -268,7 +268,7 @@ def _snapshot_chunks(plan: Plan, checkpoint: dict[str, Any], size: int) -> Itera
     assert source is not None
     while True:
         with session_scope() as session:
-            rows = _staged_rows(session, source, StagedRow.line > after, limit=size)
+            rows = staged_rows(session, source, StagedRow.line > after, limit=size)
         if not rows:
             return
         yield Chunk(rows=rows, errors=[], failed_lines=0, start={"after_line": after},
@@ -283,7 +283,7 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
     """
     with session_scope() as session:
         # The subscription before the job row: the order every part's writer locks them in.
-        subscription = _subscription(session, plan)
+        subscription = subscription_for(session, plan)
         job = session.scalars(select(Job).where(Job.id == plan.job_id)
                               .with_for_update(key_share=True)).one()
         checkpoint = dict(job.checkpoint or {})
@@ -298,9 +298,9 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
                 rows, duplicates = _drop_earlier_duplicates(session, plan.job_id, rows)
                 errors += duplicates
                 failed += len(duplicates)
-            free_seats, refusal = _free_seats(
-                session, plan, subscription, lambda: _held_seats(session, plan, checkpoint))
-            decided = _decide(session, plan, rows, free_seats, refusal)
+            free_seats, refusal = seats_left(
+                session, plan, subscription, lambda: held_seats(session, plan, checkpoint))
+            decided = decide_rows(session, plan, rows, free_seats, refusal)
         errors += decided.errors
         tally = Counter(decided.outcome.values())
         failed += tally[ERROR]
@@ -312,13 +312,13 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
             if plan.options.invite:
                 counts["invitations"] = len(decided.creates)
         else:  # new members count once their part is written
-            _write_updates(session, decided, now)
+            write_updates(session, decided, now)
             if decided.creates:
                 parts = int(checkpoint.get("parts", 0))
-                _queue_part(session, plan, parts, decided)
+                queue_part(session, plan, parts, decided)
                 checkpoint["parts"] = parts + 1
-        _record_errors(connection, plan.job_id, errors)
-        _stage(connection, plan.job_id, rows, decided)
+        record_errors(connection, plan.job_id, errors)
+        stage_rows(connection, plan.job_id, rows, decided)
         _add_to_summary(job, counts)
         # Every row of the chunk once: refused by the checks, or decided (errors included);
         # new members count when written.

@@ -10,20 +10,20 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from provisioning.imports.formats import (
-    _COLUMN_SET,
-    _READ_SIZE,
+    COLUMN_SET,
     INVALID_ROW,
     MAX_LINE_LENGTH,
     MEDIA_CSV,
     MEDIA_JSON,
     MEDIA_NDJSON,
+    READ_BLOCK,
     FileProblem,
+    HeaderFinder,
     Position,
     SourceRow,
-    _column_for,
-    _HeaderFinder,
-    _too_long,
-    _unsupported,
+    column_for,
+    too_long,
+    unsupported_media,
 )
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ _START, _FIRST, _ELEMENT, _AFTER, _END = range(5)
 _NOT_WHITESPACE = re.compile(r"[^ \t\r\n]")
 _ELEMENT_ENDS = ("}", "]", '"', ",")
 _DECODER = json.JSONDecoder()
-def _json_kind(value: object) -> str:
+def json_kind(value: object) -> str:
     if value is None:
         return "null"
     if isinstance(value, bool):
@@ -46,7 +46,7 @@ def _json_kind(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return "an object"
-class _ArrayScanner:
+class ArrayScanner:
     """Finds the elements of one top-level JSON array in text pushed piece by piece.
 
     ``json.JSONDecoder.raw_decode`` parses each element from a sliding buffer, so
@@ -130,7 +130,7 @@ class _ArrayScanner:
             self._waiting = True  # a number may go on in the next piece
             return False
         if end - self._pos > MAX_LINE_LENGTH:
-            raise _too_long(self.count + 1, "Element")
+            raise too_long(self.count + 1, "Element")
         self._pos = end
         self._count()
         self.count += 1
@@ -156,7 +156,7 @@ def _physical_lines(stream: BinaryIO, offset: int) -> Iterator[bytes]:
     """The stored data from ``offset``, one line (with its b"\\n") at a time."""
     stream.seek(offset)
     carry = b""
-    while chunk := stream.read(_READ_SIZE):
+    while chunk := stream.read(READ_BLOCK):
         lines = (carry + chunk if carry else chunk).split(b"\n")
         carry = lines.pop()
         for line in lines:
@@ -167,7 +167,7 @@ def _mapped(record: dict[str, object]) -> dict[str, object]:
     """A JSON object's known columns, keyed canonically (the first alias wins)."""
     values: dict[str, object] = {}
     for key, value in record.items():
-        column = key if key in _COLUMN_SET else _column_for(key)
+        column = key if key in COLUMN_SET else column_for(key)
         if column is not None and column not in values:
             values[column] = value
     return values
@@ -189,7 +189,7 @@ def read_rows(
         return _ndjson_rows(stream, start)
     if media_type == MEDIA_JSON:
         return _json_rows(stream, start)
-    raise _unsupported(media_type)
+    raise unsupported_media(media_type)
 def count_rows(stream: BinaryIO, media_type: str, limit: int) -> int:
     """How many rows ``read_rows`` yields from the start, or ``limit + 1`` if more.
 
@@ -224,7 +224,7 @@ def _counted(rows: Iterator[SourceRow], limit: int) -> int:
             break
     return count
 def _csv_header(stream: BinaryIO) -> tuple[_Header, int]:
-    finder = _HeaderFinder()
+    finder = HeaderFinder()
     offset = 0
     for raw in _physical_lines(stream, 0):
         offset += len(raw)
@@ -307,21 +307,21 @@ def _ndjson_rows(stream: BinaryIO, start: Position | None) -> Iterator[SourceRow
             if isinstance(record, dict):
                 values = _mapped(record)
             else:
-                values = {INVALID_ROW: f"Line {line} is {_json_kind(record)}, not a JSON object."}
+                values = {INVALID_ROW: f"Line {line} is {json_kind(record)}, not a JSON object."}
         yield SourceRow(line, values, Position(offset, line, rows))
 def _json_rows(stream: BinaryIO, start: Position | None) -> Iterator[SourceRow]:
-    scanner = _ArrayScanner(start)
+    scanner = ArrayScanner(start)
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     stream.seek(start.offset if start else 0)
     while True:
-        chunk = stream.read(_READ_SIZE)
+        chunk = stream.read(READ_BLOCK)
         final = not chunk
         for value, end in scanner.push(decoder.decode(chunk, final), final):
             if isinstance(value, dict):
                 values = _mapped(value)
             else:
                 values = {
-                    INVALID_ROW: f"Element {end.rows} is {_json_kind(value)}, not a JSON object."
+                    INVALID_ROW: f"Element {end.rows} is {json_kind(value)}, not a JSON object."
                 }
             yield SourceRow(end.rows, values, end)
         if final:

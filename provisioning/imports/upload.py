@@ -36,8 +36,8 @@ from provisioning.jobs.runs import (
     csv_report,
     enqueue,
     job_view,
+    visible_job,
 )
-from provisioning.jobs.runs import visible_job as _visible_job
 
 if TYPE_CHECKING:
     from provisioning.imports.options import ImportOptions
@@ -113,7 +113,7 @@ def _cut_off(received: int | None, length: int | None) -> InvalidInput:
     return InvalidInput([FieldError("file", message, "incomplete_upload")], detail=message)
 def commit_import(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
     """Apply a finished dry run's checked rows as they are: a new job, no new upload."""
-    dry_run = _visible_job(session, actor, job_id, lock=True)
+    dry_run = visible_job(session, actor, job_id, lock=True)
     params = dict(dry_run.params or {})
     if dry_run.kind != KIND or not params.get("dry_run"):
         raise Conflict("Only a dry run can be committed.", code="not_a_dry_run")
@@ -137,7 +137,7 @@ def commit_import(session: Session, actor: Actor, job_id: int) -> dict[str, Any]
 ROW_REPORT_COLUMNS = ("line", "email", "outcome")
 def row_report(session: Session, actor: Actor, job_id: int) -> Iterator[bytes]:
     """Each checked row and what happened to it (or, for a dry run, what would)."""
-    _visible_job(session, actor, job_id)
+    visible_job(session, actor, job_id)
     query = (select(StagedRow.line, StagedRow.email, StagedRow.outcome)
              .where(StagedRow.job_id == job_id).order_by(StagedRow.line))
     return csv_report(ROW_REPORT_COLUMNS, query,

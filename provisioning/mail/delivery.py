@@ -30,7 +30,7 @@ from provisioning.core.models import utcnow
 from provisioning.core.security import invitation_token
 from provisioning.mail.message import build_message
 from provisioning.mail.models import EmailStatus, OutboxEmail
-from provisioning.mail.outbox import _OUTBOX, INVITATION_NONCE, SEND_TASK, Claimed, claim
+from provisioning.mail.outbox import INVITATION_NONCE, OUTBOX, SEND_TASK, Claimed, claim
 from provisioning.mail.sender import DeliveryError, MailSender, Outgoing, Result
 from provisioning.mail.templates import render_email
 
@@ -354,16 +354,16 @@ def write_marks(group: list[Outcome]) -> None:
 def _marks_from_arrays(names: tuple[str, ...]) -> Any:
     """``UPDATE outbox_emails SET … FROM unnest(:row_id, :token, :status, …) AS marks(…)``."""
     columns = ("row_id", "token", "status", *names)
-    types = {"row_id": _OUTBOX.c.id.type, "token": _OUTBOX.c.claim_token.type}
-    arrays = [bindparam(name, type_=ARRAY(_array_element(types.get(name) or _OUTBOX.c[name].type)))
+    types = {"row_id": OUTBOX.c.id.type, "token": OUTBOX.c.claim_token.type}
+    arrays = [bindparam(name, type_=ARRAY(_array_element(types.get(name) or OUTBOX.c[name].type)))
               for name in columns]
     marks = func.unnest(*arrays).table_valued(*columns).render_derived(name="marks")
     # ``id = ANY(:row_id)`` as well as the join: the planner then takes the rows by primary
     # key whatever it guesses of unnest's length (a prepared plan guesses 100 and, the
     # table looking small for a while, scanned all of it for every group: 7 ms, not 0.2).
-    return (update(_OUTBOX)
-            .where(_OUTBOX.c.id == any_(arrays[0]), _OUTBOX.c.id == marks.c.row_id,
-                   _OUTBOX.c.claim_token == marks.c.token)
+    return (update(OUTBOX)
+            .where(OUTBOX.c.id == any_(arrays[0]), OUTBOX.c.id == marks.c.row_id,
+                   OUTBOX.c.claim_token == marks.c.token)
             .values({name: marks.c[name] for name in ("status", *names)}))
 def _array_element(column_type: Any) -> Any:
     """The type an array of the column's values is made of (a decorator's own impl)."""

@@ -90,8 +90,8 @@ def _abandoned(now: datetime, config: Settings) -> Any:
 # A claimed outbox row as the send path reads it: a plain row of the columns it needs
 # (a mapped object per email cost the claim half its time).
 Claimed = Row[Any]
-_OUTBOX = cast(Table, OutboxEmail.__table__)
-_SEND_COLUMNS = [_OUTBOX.c[name] for name in (
+OUTBOX = cast(Table, OutboxEmail.__table__)
+_SEND_COLUMNS = [OUTBOX.c[name] for name in (
     "id", "recipient", "recipient_name", "template", "language", "context", "message_id",
     "claim_token", "attempts")]
 def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Claimed]:
@@ -132,13 +132,13 @@ def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Claim
     if not wanted:
         return []
     claimed = connection.execute(
-        update(_OUTBOX)
-        .where(_OUTBOX.c.id.in_(wanted), _claimable(config))
+        update(OUTBOX)
+        .where(OUTBOX.c.id.in_(wanted), _claimable(config))
         .values(
             status=EmailStatus.SENDING.value,
             claim_token=secrets.token_hex(8),
             claimed_at=utcnow(),
-            attempts=_OUTBOX.c.attempts + 1,
+            attempts=OUTBOX.c.attempts + 1,
         )
         .returning(*_SEND_COLUMNS)
     ).all()

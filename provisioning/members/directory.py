@@ -21,7 +21,7 @@ from provisioning.core.pages import decode_cursor, encode_cursor, page_size
 from provisioning.mail.models import EmailStatus, OutboxEmail
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
 
-_EMAIL_STATE = {
+EMAIL_STATE = {
     EmailStatus.QUEUED.value: "queued",
     EmailStatus.SENDING.value: "queued",
     EmailStatus.DEFERRED.value: "deferred",
@@ -63,7 +63,7 @@ def invitation_state(invitation: Invitation, email_status: str | None, now: date
         return "revoked"
     if invitation.expires_at <= now:
         return "expired"
-    return _EMAIL_STATE.get(email_status or "", "queued")
+    return EMAIL_STATE.get(email_status or "", "queued")
 def member_view(
     membership: Membership, invitation: Invitation | None, email_status: str | None,
     now: datetime, email_error: str | None = None,

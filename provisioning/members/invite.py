@@ -35,9 +35,9 @@ from provisioning.core.models import utcnow
 from provisioning.core.security import hash_password, hash_secret, invitation_token, new_secret
 from provisioning.mail import outbox
 from provisioning.mail.models import EmailStatus
-from provisioning.members.directory import _EMAIL_STATE, InvitationView, MemberView
+from provisioning.members.directory import EMAIL_STATE, InvitationView, MemberView
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus, UserType
-from provisioning.members.rules import FREE_USERS_GROUP, InviteRequest, _refuse_second_membership
+from provisioning.members.rules import FREE_USERS_GROUP, InviteRequest, refuse_second_membership
 
 
 def invite_member(session: Session, actor: Actor, account_id: int, body: Any) -> MemberView:
@@ -99,7 +99,7 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         id=member_id, email=invitee.email, name=invitee.name, role=request.role,
         group=group_name, user_type=request.user_type, language=language,
         status=MemberStatus.INVITED.value, two_factor=invitee.two_factor,
-        invitation=InvitationView(state=_EMAIL_STATE[EmailStatus.QUEUED.value],
+        invitation=InvitationView(state=EMAIL_STATE[EmailStatus.QUEUED.value],
                                   expires_at=link.expires_at, last_sent_at=now, sends=1),
         created_at=now,
     )
@@ -176,7 +176,7 @@ def _invitee(session: Session, account_id: int, request: InviteRequest, resolved
                        has_login=False, two_factor=False)
     identity = session.scalars(select(Identity).where(Identity.email == request.email)).one()
     has_login = identity.password_hash is not None
-    _refuse_second_membership(session, account_id, identity, request)
+    refuse_second_membership(session, account_id, identity, request)
     if resolved.password_hash is not None:
         if has_login:
             raise InvalidInput([FieldError(

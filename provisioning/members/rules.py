@@ -84,7 +84,7 @@ def _date(form: Form, field: str) -> date | None:
     except ValueError:
         form.errors.append(FieldError(field, "Use a date like 2026-12-31.", "invalid_date"))
         return None
-def _refuse_second_membership(
+def refuse_second_membership(
     session: Session, account_id: int, identity: Identity, request: InviteRequest
 ) -> None:
     existing = session.scalars(
