@@ -109,7 +109,7 @@ SCHEMAS: dict[str, Any] = {
     "GroupPage": _page("Group"),
     "AuditEntry": _object("id actor action target_type target_id before after at", id=ID,
                           actor=TEXT_OR_NULL, action=STRING, target_type=TEXT_OR_NULL,
-                          target_id={"type": ["integer", "null"]}, before=JSON_VALUE,
+                          target_id=TEXT_OR_NULL, before=JSON_VALUE,
                           after=JSON_VALUE, at=TIME),
     "AuditPage": _page("AuditEntry"),
     "JobSummary": {**_object("created updated skipped failed", created=INTEGER,
