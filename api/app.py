@@ -1,4 +1,4 @@
-"""The WSGI application: middleware, error handlers and the whole URL map in one screen."""
+"""The WSGI application: middleware, error handlers and the routes of the route table."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import falcon
 import falcon.media
 
 from api import errors, middleware
-from api.resources import accounts, auth, invitations, jobs, members, pages, system
+from api.openapi import add_routes
+from api.routes import routes
 
 
 def _json_default(value: Any) -> Any:
@@ -35,35 +36,5 @@ def create_app() -> falcon.App:
     app.req_options.strip_url_path_trailing_slash = True
     errors.register(app)
 
-    account = "/v1/accounts/{account_id:int}"
-    member = account + "/users/{member_id:int}"
-    routes: list[tuple[str, object]] = [
-        ("/healthz", system.Health()),
-        ("/readyz", system.Ready()),
-        ("/openapi.json", system.OpenApi()),
-        ("/v1/auth/login", auth.Login()),
-        ("/v1/auth/logout", auth.Logout()),
-        ("/v1/me", auth.Me()),
-        (account + "/api-keys", auth.ApiKeys()),
-        (account + "/api-keys/{key_id:int}", auth.ApiKey()),
-        (account + "/users", members.Members()),
-        (member, members.Member()),
-        (member + "/invitation", members.MemberInvitation()),
-        (member + "/invitation/resend", members.MemberInvitationResend()),
-        (account + "/roles", accounts.Roles()),
-        (account + "/groups", accounts.Groups()),
-        (account + "/audit", accounts.Audit()),
-        (account + "/imports", jobs.Imports()),
-        ("/v1/jobs/{job_id:int}", jobs.Job()),
-        ("/v1/jobs/{job_id:int}/errors.csv", jobs.JobErrors()),
-        ("/v1/jobs/{job_id:int}/rows.csv", jobs.JobRows()),
-        ("/v1/jobs/{job_id:int}/commit", jobs.JobCommit()),
-        ("/v1/jobs/{job_id:int}/cancel", jobs.JobCancel()),
-        ("/v1/invitations/{token}", invitations.InvitationPreview()),
-        ("/v1/invitations/{token}/accept", invitations.InvitationAccept()),
-        ("/v1/invitations/{token}/renew", invitations.InvitationRenew()),
-        ("/invitations/{token}", pages.InvitationPage()),
-    ]
-    for path, resource in routes:
-        app.add_route(path, resource)
+    add_routes(app, routes())  # the URL map: api/routes.py
     return app

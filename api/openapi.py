@@ -1,115 +1,170 @@
-"""The OpenAPI 3.1 document served at /openapi.json."""
+"""The route table's parts, and the OpenAPI 3.1 document served at /openapi.json built from it.
+
+``api/routes.py`` lists every route as a ``Route``: its path, its resource and, per responder,
+an ``Operation``. ``create_app`` adds exactly those routes and ``document`` describes exactly
+those, so the URL map and its description cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from provisioning.accounts.roles import PERMISSIONS
-from provisioning.core.validation import LANGUAGES
+import falcon
+from falcon.routing import map_http_methods
 
-PROBLEM = {"$ref": "#/components/responses/Problem"}
+from api.schemas import SCHEMAS, ref
 
-
-def _op(summary: str, *, status: str = "200", body: str | None = None, auth: bool = True,
-        params: list[str] | None = None) -> dict[str, Any]:
-    operation: dict[str, Any] = {
-        "summary": summary,
-        "responses": {status: {"description": "OK"}, "4XX": PROBLEM},
-    }
-    if body:
-        operation["requestBody"] = {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
-        }
-    if params:
-        operation["parameters"] = [{"name": p, "in": "query", "schema": {"type": "string"}}
-                                   for p in params]
-    if not auth:
-        operation["security"] = []
-    return operation
+MEDIA_JSON = "application/json"
+MEDIA_PROBLEM = "application/problem+json"
+Schema = Mapping[str, Any]
 
 
-def _with_path_parameters(paths: dict[str, Any]) -> dict[str, Any]:
-    """Declare every {name} in a path: ids are integers, tokens strings."""
-    for path, operations in paths.items():
-        names = re.findall(r"{(\w+)}", path)
-        parameters = [{"name": name, "in": "path", "required": True,
-                       "schema": {"type": "integer", "minimum": 1} if name.endswith("_id")
-                       else {"type": "string"}} for name in names]
+@dataclass(frozen=True)
+class Content:
+    """A request or response body: its media type and the JSON schema of what it holds."""
+
+    media: str
+    schema: Schema
+
+
+def json_body(name: str) -> Content:
+    """A JSON body holding the component schema ``name``."""
+    return Content(MEDIA_JSON, ref(name))
+
+
+Body = Content | tuple[Content, ...]
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One responder as clients see it: what it takes, what it answers with each status."""
+
+    summary: str
+    responses: Mapping[int, Body | None]  # None: the status has no body (204)
+    request: Body | None = None
+    request_required: bool = True
+    query: Mapping[str, Schema] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Route:
+    """A path, the resource that serves it, and an operation per responder (``on_get`` is
+    ``get``; with a ``suffix``, ``on_get_<suffix>``)."""
+
+    path: str  # as Falcon takes it, with converters: /v1/jobs/{job_id:int}
+    resource: object
+    operations: Mapping[str, Operation]
+    suffix: str | None = None
+
+    @property
+    def auth(self) -> str:
+        """What the authentication middleware asks of a caller: required, optional or none."""
+        return str(getattr(self.resource, "auth", "required"))
+
+    def responders(self) -> set[str]:
+        """The methods the resource answers, as Falcon maps them."""
+        return {method.lower() for method in map_http_methods(self.resource, suffix=self.suffix)}
+
+
+def route(path: str, resource: object, *, suffix: str | None = None, **operations: Operation
+          ) -> Route:
+    """A table entry: ``route(path, resource, get=Operation(...), post=Operation(...))``."""
+    return Route(path, resource, operations, suffix)
+
+
+def add_routes(app: falcon.App, routes: Sequence[Route]) -> None:
+    """Add every route; a responder the table does not describe (or the reverse) is refused."""
+    for entry in routes:
+        described = set(entry.operations)
+        if described != entry.responders():
+            raise ValueError(
+                f"{entry.path}: responders {sorted(entry.responders())} "
+                f"but the route table describes {sorted(described)}")
+        if entry.suffix is None:
+            app.add_route(entry.path, entry.resource)
+        else:
+            app.add_route(entry.path, entry.resource, suffix=entry.suffix)
+
+
+_PARAMETER = re.compile(r"{(\w+)(?::(\w+)[^}]*)?}")
+_CONVERTED = {"int": {"type": "integer", "minimum": 1},
+              "uuid": {"type": "string", "format": "uuid"}}
+_PROBLEM = {"$ref": "#/components/responses/Problem"}
+# Who may call, as the authentication middleware reads the resource's ``auth``
+_SECURITY: dict[str, list[dict[str, list[str]]] | None] = {
+    "required": None,  # the document's default: a bearer token
+    "none": [],
+    "optional": [{}, {"bearer": []}],  # anonymous, or with a bearer token
+}
+
+
+def openapi_path(path: str) -> str:
+    """/v1/jobs/{job_id:int} as OpenAPI spells it: /v1/jobs/{job_id}."""
+    return _PARAMETER.sub(r"{\1}", path)
+
+
+def _path_parameters(path: str) -> list[dict[str, Any]]:
+    return [{"name": name, "in": "path", "required": True,
+             "schema": _CONVERTED.get(converter, {"type": "string"})}
+            for name, converter in _PARAMETER.findall(path)]
+
+
+def _content(body: Body) -> dict[str, Any]:
+    contents = body if isinstance(body, tuple) else (body,)
+    return {content.media: {"schema": dict(content.schema)} for content in contents}
+
+
+def _operation(entry: Route, method: str, operation: Operation) -> dict[str, Any]:
+    responses: dict[str, Any] = {}
+    for status, body in sorted(operation.responses.items()):
+        description = falcon.code_to_http_status(status).split(" ", 1)[1]
+        responses[str(status)] = ({"description": description} if body is None else
+                                  {"description": description, "content": _content(body)})
+    responses.setdefault("4XX", _PROBLEM)
+    responses.setdefault("5XX", _PROBLEM)
+    described: dict[str, Any] = {"operationId": _operation_id(entry, method),
+                                 "summary": operation.summary, "responses": responses}
+    if operation.query:
+        described["parameters"] = [{"name": name, "in": "query", "schema": dict(schema)}
+                                   for name, schema in operation.query.items()]
+    if operation.request is not None:
+        described["requestBody"] = {"required": operation.request_required,
+                                    "content": _content(operation.request)}
+    security = _SECURITY[entry.auth]
+    if security is not None:
+        described["security"] = security
+    return described
+
+
+def _operation_id(entry: Route, method: str) -> str:
+    words = re.findall(r"[a-z0-9]+", openapi_path(entry.path).replace("{", "by_"))
+    return "_".join([method, *words])
+
+
+def document(routes: Sequence[Route]) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of ``routes``: paths, operations and the schemas they name."""
+    paths: dict[str, Any] = {}
+    for entry in routes:
+        item = paths.setdefault(openapi_path(entry.path), {})
+        parameters = _path_parameters(entry.path)
         if parameters:
-            operations["parameters"] = parameters
-    return paths
-
-
-def document() -> dict[str, Any]:
-    account = "/v1/accounts/{account_id}"
-    member = account + "/users/{member_id}"
+            item["parameters"] = parameters
+        for method, operation in entry.operations.items():
+            item[method] = _operation(entry, method, operation)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Provisioner", "version": "0.1.0",
                  "description": "User management back end for SaaS workspaces."},
         "security": [{"bearer": []}],
-        "paths": _with_path_parameters({
-            "/healthz": {"get": _op("Liveness", auth=False)},
-            "/readyz": {"get": _op("Database and broker reachable", auth=False)},
-            "/v1/auth/login": {"post": _op("Log in", body="Login", auth=False)},
-            "/v1/auth/logout": {"post": _op("Log out", status="204")},
-            "/v1/me": {"get": _op("The caller")},
-            account + "/api-keys": {"get": _op("List API keys"),
-                                    "post": _op("Create an API key", status="201")},
-            account + "/api-keys/{key_id}": {"delete": _op("Revoke an API key", status="204")},
-            account + "/users": {
-                "get": _op("List members", params=["status", "q", "group", "role", "user_type",
-                                                    "two_factor", "cursor", "limit"]),
-                "post": _op("Invite a member", status="201", body="Invite"),
-            },
-            member: {"get": _op("One member")},
-            member + "/invitation": {"delete": _op("Revoke the invitation")},
-            member + "/invitation/resend": {"post": _op("Resend the invitation")},
-            account + "/roles": {"get": _op("Roles"),
-                                 "post": _op("Create a custom role", status="201", body="Role")},
-            account + "/groups": {"get": _op("Groups")},
-            account + "/audit": {"get": _op("Audit log", params=["cursor", "limit"])},
-            account + "/imports": {
-                "get": _op("List imports, newest first", params=["status", "cursor", "limit"]),
-                "post": _op("Import people from a CSV, JSON or NDJSON file", status="202",
-                            params=["dry_run", "on_existing", "invite"]),
-            },
-            "/v1/jobs/{job_id}": {"get": _op("A job's status and progress")},
-            "/v1/invitations/{token}": {"get": _op("Preview an invitation", auth=False)},
-            "/v1/invitations/{token}/accept": {"post": _op("Accept", body="Accept", auth=False)},
-            "/v1/invitations/{token}/renew": {
-                "post": _op("Ask for a fresh link", status="202", auth=False)},
-        }),
+        "paths": paths,
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "responses": {"Problem": {"description": "RFC 9457 problem",
-                                      "content": {"application/problem+json": {
-                                          "schema": {"$ref": "#/components/schemas/Problem"}}}}},
-            "schemas": {
-                "Problem": {"type": "object", "properties": {
-                    "type": {"type": "string"}, "title": {"type": "string"},
-                    "status": {"type": "integer"}, "detail": {"type": "string"},
-                    "code": {"type": "string"},
-                    "errors": {"type": "array", "items": {"type": "object", "properties": {
-                        "field": {"type": "string"}, "message": {"type": "string"}}}}}},
-                "Login": {"type": "object", "required": ["email", "password"], "properties": {
-                    "email": {"type": "string"}, "password": {"type": "string"},
-                    "totp_code": {"type": "string"}}},
-                "Invite": {"type": "object", "required": ["email"], "properties": {
-                    "email": {"type": "string", "format": "email"}, "name": {"type": "string"},
-                    "role": {"type": "string", "default": "member"}, "group": {"type": "string"},
-                    "user_type": {"enum": ["full", "free", "seasonal"], "default": "full"},
-                    "language": {"enum": list(LANGUAGES)},
-                    "initial_password": {"type": "string"},
-                    "seasonal_start": {"type": "string", "format": "date"},
-                    "seasonal_end": {"type": "string", "format": "date"}}},
-                "Role": {"type": "object", "required": ["name", "permissions"], "properties": {
-                    "name": {"type": "string"},
-                    "permissions": {"type": "array", "items": {"enum": list(PERMISSIONS)}}}},
-                "Accept": {"type": "object", "properties": {
-                    "password": {"type": "string"}, "name": {"type": "string"}}},
-            },
+            "responses": {"Problem": {
+                "description": "An RFC 9457 problem",
+                "content": {MEDIA_PROBLEM: {"schema": ref("Problem")}}}},
+            "schemas": SCHEMAS,
         },
     }

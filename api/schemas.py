@@ -1,0 +1,142 @@
+"""JSON schemas of what the API takes and answers: the components of /openapi.json.
+
+Field names are the contract (SPEC §10); enumerations come from where the domain keeps them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from provisioning.accounts.roles import PERMISSIONS
+from provisioning.core.pages import MAX_PAGE
+from provisioning.core.validation import LANGUAGES, USER_TYPES
+from provisioning.imports.formats import COLUMNS
+from provisioning.imports.options import ON_EXISTING
+from provisioning.jobs.models import JobStatus
+from provisioning.members.models import MemberStatus
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _object(required: str, optional: str = "", **properties: Any) -> dict[str, Any]:
+    """An object with ``properties``; ``required`` and ``optional`` name them, space-separated."""
+    names = required.split() + optional.split()
+    assert sorted(names) == sorted(properties), f"{names} != {sorted(properties)}"
+    return {"type": "object", "required": required.split(), "properties": properties}
+
+
+def _page(item: str, **extra: Any) -> dict[str, Any]:
+    """A list page (SPEC §10): ``{"items": [...], "next_cursor": str|null}``."""
+    return _object("items next_cursor", " ".join(extra),
+                   items={"type": "array", "items": ref(item)},
+                   next_cursor={"type": ["string", "null"]}, **extra)
+
+
+STRING = {"type": "string"}
+TEXT_OR_NULL = {"type": ["string", "null"]}
+INTEGER = {"type": "integer"}
+ID = {"type": "integer", "minimum": 1}
+BOOLEAN = {"type": "boolean"}
+TIME = {"type": "string", "format": "date-time"}
+TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
+DATE = {"type": "string", "format": "date"}
+JSON_VALUE: dict[str, Any] = {}  # any JSON value
+
+MEMBER_STATUSES = [status.value for status in MemberStatus]
+JOB_STATUSES = [status.value for status in JobStatus]
+
+# Query parameters
+Parameters = dict[str, dict[str, Any]]
+PAGE: Parameters = {"cursor": STRING,
+                    "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}}
+MEMBER_FILTERS: Parameters = {
+    "status": {"enum": MEMBER_STATUSES}, "q": STRING, "group": STRING, "role": STRING,
+    "user_type": {"enum": list(USER_TYPES)}, "two_factor": BOOLEAN}
+JOB_FILTERS: Parameters = {"status": {"enum": JOB_STATUSES}}
+IMPORT_OPTIONS: Parameters = {"dry_run": {"type": "boolean", "default": False},
+                              "on_existing": {"enum": list(ON_EXISTING), "default": "skip"},
+                              "invite": {"type": "boolean", "default": True}}
+
+INVITATION_STATES = ["not_sent", "queued", "sent", "deferred", "failed", "accepted",
+                     "expired", "revoked"]
+
+SCHEMAS: dict[str, Any] = {
+    "Problem": _object(
+        "type title status detail code errors",
+        type=STRING, title=STRING, status=INTEGER, detail=STRING, code=STRING,
+        errors={"type": "array", "items": _object("field message", "code", field=STRING,
+                                                  message=STRING, code=STRING)}),
+    "Health": _object("status", status={"const": "ok"}),
+    "Readiness": _object("status checks", status={"enum": ["ok", "unavailable"]},
+                         checks=_object("database broker", database=STRING, broker=STRING)),
+    "OpenApiDocument": {"type": "object", "required": ["openapi", "paths"]},
+    "Login": _object("email password", "totp_code", email=STRING, password=STRING,
+                     totp_code=STRING),
+    "Session": _object("token expires_at", token=STRING, expires_at=TIME_OR_NULL),
+    "Me": _object("id email name", id=ID, email=STRING, name=STRING),
+    "ApiKey": _object("id name created_at created_by", id=ID, name=STRING, created_at=TIME,
+                      created_by=STRING),
+    "ApiKeyPage": _page("ApiKey"),
+    "NewApiKey": _object("name", name={"type": "string", "minLength": 1, "maxLength": 100}),
+    "IssuedApiKey": _object("id name token expires_at", id=ID, name=STRING, token=STRING,
+                            expires_at={"type": "null"}),
+    "Invitation": _object("state expires_at last_sent_at sends", "failure",
+                          state={"enum": INVITATION_STATES}, expires_at=TIME_OR_NULL,
+                          last_sent_at=TIME_OR_NULL, sends=INTEGER, failure=TEXT_OR_NULL),
+    "Member": _object(
+        "id email name role group user_type language status two_factor invitation created_at",
+        id=ID, email=STRING, name=STRING, role=STRING, group=TEXT_OR_NULL,
+        user_type={"enum": list(USER_TYPES)}, language={"enum": list(LANGUAGES)},
+        status={"enum": MEMBER_STATUSES}, two_factor=BOOLEAN,
+        invitation={"oneOf": [ref("Invitation"), {"type": "null"}]}, created_at=TIME),
+    "MemberPage": _page("Member", total=INTEGER),
+    "Invite": _object(
+        "email", "name role group user_type language initial_password seasonal_start "
+                 "seasonal_end",
+        email={"type": "string", "format": "email"}, name=STRING,
+        role={"type": "string", "default": "member"}, group=STRING,
+        user_type={"enum": list(USER_TYPES), "default": "full"},
+        language={"enum": list(LANGUAGES)}, initial_password=STRING,
+        seasonal_start=DATE, seasonal_end=DATE),
+    "Role": _object("id name permissions builtin", id=ID, name=STRING,
+                    permissions={"type": "array", "items": STRING}, builtin=BOOLEAN),
+    "RolePage": _page("Role"),
+    "NewRole": _object("name permissions", name=STRING,
+                       permissions={"type": "array", "items": {"enum": list(PERMISSIONS)}}),
+    "Group": _object("id name builtin", id=ID, name=STRING, builtin=BOOLEAN),
+    "GroupPage": _page("Group"),
+    "AuditEntry": _object("id actor action target_type target_id before after at", id=ID,
+                          actor=TEXT_OR_NULL, action=STRING, target_type=TEXT_OR_NULL,
+                          target_id=TEXT_OR_NULL, before=JSON_VALUE,
+                          after=JSON_VALUE, at=TIME),
+    "AuditPage": _page("AuditEntry"),
+    "JobSummary": {**_object("created updated skipped failed", created=INTEGER,
+                             updated=INTEGER, skipped=INTEGER, failed=INTEGER),
+                   "additionalProperties": INTEGER},
+    "Job": _object(
+        "id kind status total done summary error errors_url options created_at started_at "
+        "finished_at elapsed_seconds rows_per_second",
+        "rows_url commit_url committed_as dry_run_job",
+        id=ID, kind=STRING, status={"enum": JOB_STATUSES},
+        total={"type": ["integer", "null"]}, done=INTEGER, summary=ref("JobSummary"),
+        error=TEXT_OR_NULL, errors_url=STRING, options={"type": "object"},
+        created_at=TIME, started_at=TIME_OR_NULL, finished_at=TIME_OR_NULL,
+        elapsed_seconds={"type": ["number", "null"]},
+        rows_per_second={"type": ["number", "null"]}, rows_url=STRING, commit_url=STRING,
+        committed_as={"type": ["integer", "null"]}, dry_run_job=ID),
+    "JobPage": _page("Job"),
+    "QueuedJob": _object("job", job=ref("Job")),
+    "ImportRow": {**_object("email", " ".join(COLUMNS[1:]),
+                            **{column: STRING for column in COLUMNS}),
+                  "additionalProperties": True},
+    "ImportUpload": _object("file", file={"type": "string", "contentMediaType":
+                                          "application/octet-stream"}),
+    "InvitationPreview": _object(
+        "state account_name inviter_name email existing_identity expires_at",
+        state={"enum": ["valid", "expired", "accepted", "revoked"]}, account_name=STRING,
+        inviter_name=TEXT_OR_NULL, email=STRING, existing_identity=BOOLEAN, expires_at=TIME),
+    "Accept": _object("", "password name", password=STRING, name=STRING),
+    "RenewalSent": _object("status detail", status={"const": "sent"}, detail=STRING),
+}
