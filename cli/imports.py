@@ -36,7 +36,8 @@ from provisioning.core.validation import normalise_email
 from provisioning.imports.formats import MEDIA_BY_EXTENSION
 from provisioning.imports.options import ON_EXISTING, ImportOptions
 from provisioning.imports.upload import import_members
-from provisioning.jobs.runs import FINISHED, get_job
+from provisioning.jobs.runs import get_job
+from provisioning.jobs.states import FINISHED
 from provisioning.members.models import Identity, Membership, MemberStatus
 
 API_TOKEN_VARIABLE = PREFIX + "API_TOKEN"

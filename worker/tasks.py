@@ -10,8 +10,9 @@ from celery.signals import worker_process_shutdown, worker_ready
 
 from provisioning.core.config import settings
 from provisioning.core.db import session_scope
-from provisioning.imports import options, planning
+from provisioning.imports import kind, options, planning
 from provisioning.jobs import runs
+from provisioning.jobs.kinds import KINDS
 from provisioning.mail import delivery, outbox
 from provisioning.mail.sender import SmtpSender
 from provisioning.members import invitations
@@ -96,4 +97,4 @@ def purge_jobs() -> int:
         return runs.purge(session)
 
 
-assert options.KIND in runs.RUNNERS  # importing the module registers the import runner
+assert kind.IMPORT.name in KINDS  # importing the module registers the import kind

@@ -47,6 +47,30 @@ class Imports:
         resp.media = {"job": job}
 
 
+class Import:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+               job_id: int) -> None:
+        resp.media = upload.get_import(req.context.session, req.context.actor, account_id, job_id)
+
+
+class ImportRows:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+               job_id: int) -> None:
+        resp.content_type = CSV
+        resp.downloadable_as = f"job-{job_id}-rows.csv"
+        resp.stream = upload.row_report(req.context.session, req.context.actor, account_id,
+                                        job_id)
+
+
+class ImportCommit:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                job_id: int) -> None:
+        job = upload.commit_import(req.context.session, req.context.actor, account_id, job_id)
+        resp.status = falcon.HTTP_202
+        resp.location = f"/v1/jobs/{job['id']}"
+        resp.media = {"job": job}
+
+
 class Job:
     def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         resp.media = runs.get_job(req.context.session, req.context.actor, job_id)
@@ -57,21 +81,6 @@ class JobErrors:
         resp.content_type = CSV
         resp.downloadable_as = f"job-{job_id}-errors.csv"
         resp.stream = runs.error_report(req.context.session, req.context.actor, job_id)
-
-
-class JobRows:
-    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        resp.content_type = CSV
-        resp.downloadable_as = f"job-{job_id}-rows.csv"
-        resp.stream = upload.row_report(req.context.session, req.context.actor, job_id)
-
-
-class JobCommit:
-    def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
-        job = upload.commit_import(req.context.session, req.context.actor, job_id)
-        resp.status = falcon.HTTP_202
-        resp.location = f"/v1/jobs/{job['id']}"
-        resp.media = {"job": job}
 
 
 class JobCancel:

@@ -1,8 +1,9 @@
 """Bulk import of members (SPEC section 6): a file of people becomes members, one chunk per
 transaction.
 
-Where each step lives: ``options`` (what an import may ask for), ``upload`` (the
-API's side: the upload stored in parts, committing a dry run, the row report),
+Where each step lives: ``options`` (what an import may ask for), ``kind`` (the import
+as a job kind: its turn, progress and view), ``upload`` (the API's side: the upload
+stored in parts, committing a dry run, the row report, under the import's own URL),
 ``normaliser`` (the upload as it streams in), ``formats`` (columns, media types, the
 header), ``readers`` (the stored file read back as rows), ``checks`` (one row against
 the member rules), ``planning`` (the worker's chunk loop and checkpoint), ``deciding``

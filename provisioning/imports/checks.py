@@ -26,10 +26,6 @@ if TYPE_CHECKING:
 _SHOWN_VALUE_LENGTH = 256  # longest raw value copied into a RowError
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PHONE = re.compile(r"[0-9 +().\-]{1,40}")
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-def csv_safe(value: str) -> str:
-    """A value for the error report that spreadsheets show as text, never run as a formula."""
-    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 def _shown(value: object) -> str:
     """The raw value as the error report shows it, cut to a readable length."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -50,7 +50,6 @@ from provisioning.imports.options import (
     COUNTER,
     CREATE,
     ERROR,
-    KIND,
     PLANNING,
     UNCHANGED,
     UPDATE,
@@ -70,13 +69,10 @@ from provisioning.imports.parts import (
 )
 from provisioning.imports.readers import count_rows, read_rows
 from provisioning.imports.stored import open_stored_file
+from provisioning.jobs.kinds import progress
 from provisioning.jobs.models import Job, JobError, JobStatus
-from provisioning.jobs.runs import (
-    FINISHED,
-    RUNNERS,
-    JobFailed,
-    progress,
-)
+from provisioning.jobs.runs import JobFailed
+from provisioning.jobs.states import FINISHED, move
 from provisioning.members.models import Identity
 from provisioning.members.rules import FREE_USERS_GROUP
 
@@ -164,7 +160,6 @@ def run_import(job_id: int, deadline: float) -> bool:
             return False
     _finish(plan)
     return True
-RUNNERS[KIND] = run_import
 def write_part(job_id: int, part: int) -> None:
     """The task for one planned part: write its new members; the last part finishes the job."""
     with session_scope() as session:
@@ -398,8 +393,7 @@ def _finish(plan: Plan) -> None:
         session.refresh(job, with_for_update=True)
         if job.status in FINISHED or _waiting_for_parts(session, job):
             return
-        job.status = JobStatus.SUCCEEDED.value
-        job.finished_at = utcnow()
+        move(job, JobStatus.SUCCEEDED)
         if plan.options.dry_run:
             job.summary = {**(job.summary or {}), "seats": _seat_impact(session, plan, int(
                 (job.checkpoint or {}).get("seats_planned", 0)))}

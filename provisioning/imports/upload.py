@@ -19,25 +19,27 @@ from provisioning.core.errors import (
     Conflict,
     FieldError,
     InvalidInput,
+    NotFound,
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from provisioning.imports.checks import csv_safe
 from provisioning.imports.formats import (
     MEDIA_TYPES,
     FileProblem,
 )
+from provisioning.imports.kind import IMPORT
 from provisioning.imports.models import ImportRow as StagedRow
 from provisioning.imports.models import JobFile
 from provisioning.imports.normaliser import Normaliser
 from provisioning.imports.options import KIND, PART_SIZE, READ_SIZE, empty_summary
 from provisioning.jobs.models import Job, JobStatus
+from provisioning.jobs.reports import csv_report, csv_safe
 from provisioning.jobs.runs import (
-    csv_report,
     enqueue,
     job_view,
     visible_job,
 )
+from provisioning.jobs.states import SUCCEEDED
 
 if TYPE_CHECKING:
     from provisioning.imports.options import ImportOptions
@@ -111,16 +113,33 @@ def _cut_off(received: int | None, length: int | None) -> InvalidInput:
             and length is not None else "")
     message = f"The upload was cut off{said}; nothing was imported. Send the file again."
     return InvalidInput([FieldError("file", message, "incomplete_upload")], detail=message)
-def commit_import(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
+def visible_import(session: Session, actor: Actor, account_id: int, job_id: int, *,
+                   lock: bool = False) -> Job:
+    """The account's import, if ``actor`` administers it; any other job does not exist here."""
+    try:
+        job = visible_job(session, actor, job_id, lock=lock)
+    except NotFound:
+        raise NotFound("No such import.") from None
+    if job.account_id != account_id or job.kind != IMPORT.name:
+        raise NotFound("No such import.")
+    return job
+
+
+def get_import(session: Session, actor: Actor, account_id: int, job_id: int) -> dict[str, Any]:
+    return job_view(session, visible_import(session, actor, account_id, job_id))
+
+
+def commit_import(session: Session, actor: Actor, account_id: int,
+                  job_id: int) -> dict[str, Any]:
     """Apply a finished dry run's checked rows as they are: a new job, no new upload."""
-    dry_run = visible_job(session, actor, job_id, lock=True)
+    dry_run = visible_import(session, actor, account_id, job_id, lock=True)
     params = dict(dry_run.params or {})
-    if dry_run.kind != KIND or not params.get("dry_run"):
+    if not params.get("dry_run"):
         raise Conflict("Only a dry run can be committed.", code="not_a_dry_run")
     if params.get("committed_as"):
         raise Conflict(f"This dry run was already committed as job {params['committed_as']}.",
                        code="already_committed")
-    if dry_run.status != JobStatus.SUCCEEDED.value:
+    if dry_run.status != SUCCEEDED.value:
         raise Conflict(f"The dry run has not succeeded (it is {dry_run.status}).",
                        code="dry_run_not_finished")
     job = Job(account_id=dry_run.account_id, kind=KIND, status=JobStatus.QUEUED.value,
@@ -135,9 +154,10 @@ def commit_import(session: Session, actor: Actor, job_id: int) -> dict[str, Any]
     after_commit(session, lambda: enqueue(job_id_))
     return job_view(session, job)
 ROW_REPORT_COLUMNS = ("line", "email", "outcome")
-def row_report(session: Session, actor: Actor, job_id: int) -> Iterator[bytes]:
+def row_report(session: Session, actor: Actor, account_id: int,
+               job_id: int) -> Iterator[bytes]:
     """Each checked row and what happened to it (or, for a dry run, what would)."""
-    visible_job(session, actor, job_id)
+    visible_import(session, actor, account_id, job_id)
     query = (select(StagedRow.line, StagedRow.email, StagedRow.outcome)
              .where(StagedRow.job_id == job_id).order_by(StagedRow.line))
     return csv_report(ROW_REPORT_COLUMNS, query,

@@ -9,15 +9,13 @@ and resumed from its last checkpoint.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import Executable, and_, delete, or_, select
+from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor, require_admin
@@ -27,20 +25,15 @@ from provisioning.core.db import session_scope
 from provisioning.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from provisioning.core.models import utcnow
 from provisioning.core.pages import decode_cursor, encode_cursor, page_size
-from provisioning.imports.checks import csv_safe
-from provisioning.imports.models import ImportPart
-from provisioning.imports.models import ImportRow as StagedRow
+from provisioning.jobs.kinds import KINDS, Progress, progress, progress_of, view_extension
 from provisioning.jobs.models import Job, JobError, JobStatus
+from provisioning.jobs.reports import csv_report, csv_safe
+from provisioning.jobs.states import FINISHED, move
 
 log = logging.getLogger(__name__)
 
 JOB_TASK = "provisioning.run_job"
-FINISHED = (JobStatus.SUCCEEDED.value, JobStatus.FAILED.value, JobStatus.CANCELLED.value)
 MAX_FAILURES = 3
-
-# kind -> runner(job_id, deadline) -> True when the job needs no more turns
-Runner = Callable[[int, float], bool]
-RUNNERS: dict[str, Runner] = {}
 
 
 class JobFailed(Exception):
@@ -50,27 +43,6 @@ class JobFailed(Exception):
 def enqueue(job_id: int, *, countdown: float | None = None) -> None:
     options = {} if countdown is None else {"countdown": countdown}
     dispatch.send_task(JOB_TASK, job_id, **options)
-
-
-Progress = tuple[int, dict[str, Any]]  # rows done, and the summary's counts
-
-
-def progress(session: Session, job: Job) -> Progress:
-    """Rows done and the summary: the job's own counts plus those of its written parts."""
-    return progress_of(session, [job])[job.id]
-
-
-def progress_of(session: Session, jobs: Sequence[Job]) -> dict[int, Progress]:
-    """``progress`` of several jobs, their written parts read in one query."""
-    seen = {job.id: (job.done or 0, dict(job.summary or {})) for job in jobs}
-    for job_id, rows, counts in session.execute(
-            select(ImportPart.job_id, ImportPart.rows, ImportPart.counts)
-            .where(ImportPart.job_id.in_(list(seen)), ImportPart.written_at.is_not(None))):
-        done, summary = seen[job_id]
-        for key, count in (counts or {}).items():
-            summary[key] = summary.get(key, 0) + count
-        seen[job_id] = (done + rows, summary)
-    return seen
 
 
 def list_jobs(session: Session, actor: Actor, account_id: int, kind: str, status: str | None,
@@ -95,7 +67,7 @@ def list_jobs(session: Session, actor: Actor, account_id: int, kind: str, status
 
 
 def job_view(session: Session, job: Job, known: Progress | None = None) -> dict[str, Any]:
-    params = job.params or {}
+    """What any job shows (SPEC §10), with what its kind adds."""
     done, summary = known or progress(session, job)
     elapsed = None
     if job.started_at is not None:
@@ -109,22 +81,13 @@ def job_view(session: Session, job: Job, known: Progress | None = None) -> dict[
         "summary": summary,
         "error": job.error,
         "errors_url": f"/v1/jobs/{job.id}/errors.csv",
-        "options": {key: params[key] for key in ("dry_run", "on_existing", "invite")
-                    if key in params},
         "created_at": job.created_at,
         "started_at": job.started_at,
         "finished_at": job.finished_at,
         "elapsed_seconds": None if elapsed is None else round(elapsed, 3),
         "rows_per_second": round(done / elapsed, 1) if elapsed and done else None,
     }
-    if job.kind == "import":
-        view["rows_url"] = f"/v1/jobs/{job.id}/rows.csv"
-        if params.get("dry_run"):
-            view["commit_url"] = f"/v1/jobs/{job.id}/commit"
-            view["committed_as"] = params.get("committed_as")
-        if params.get("snapshot_of"):
-            view["dry_run_job"] = params["snapshot_of"]
-    return view
+    return {**view, **view_extension(job)}
 
 
 def visible_job(session: Session, actor: Actor, job_id: int, *, lock: bool = False) -> Job:
@@ -149,8 +112,7 @@ def cancel_job(session: Session, actor: Actor, job_id: int) -> dict[str, Any]:
     job = visible_job(session, actor, job_id, lock=True)
     if job.status in FINISHED:
         raise Conflict(f"This job already {job.status}.", code="job_finished")
-    job.status = JobStatus.CANCELLED.value
-    job.finished_at = utcnow()
+    move(job, JobStatus.CANCELLED)
     view = job_view(session, job)
     audit.record(session, account_id=job.account_id, actor_id=actor.identity_id,
                  actor_label=actor.label, action="job.cancel", target_type="job",
@@ -173,25 +135,6 @@ def error_report(session: Session, actor: Actor, job_id: int) -> Iterator[bytes]
         row[0], row[1], row[2], csv_safe(row[3]), csv_safe(row[4] or "")))
 
 
-def csv_report(header: tuple[str, ...], query: Executable,
-               shape: Callable[[Any], Sequence[Any]]) -> Iterator[bytes]:
-    """Stream a query as CSV, a few hundred rows at a time, from a session of its own.
-
-    The response body is sent after the request's session has closed, and a
-    million-row report never sits in memory.
-    """
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(header)
-    yield buffer.getvalue().encode()
-    with session_scope() as session:
-        for partition in session.execute(query.execution_options(yield_per=2000)).partitions():
-            buffer.seek(0)
-            buffer.truncate()
-            writer.writerows(shape(row) for row in partition)
-            yield buffer.getvalue().encode()
-
-
 def run_job(job_id: int) -> None:
     """Give one job one turn (a slice of time); hand it back to the queue if it is not done."""
     config = settings()
@@ -200,13 +143,11 @@ def run_job(job_id: int) -> None:
         if job is None or job.status in FINISHED:
             return
         if job.status == JobStatus.QUEUED.value:
-            job.status = JobStatus.RUNNING.value
-            job.started_at = utcnow()
+            move(job, JobStatus.RUNNING)
         job.heartbeat_at = utcnow()
-        kind = job.kind
-    runner = RUNNERS[kind]
+        kind = KINDS[job.kind]
     try:
-        finished = runner(job_id, time.monotonic() + config.job_slice_seconds)
+        finished = kind.run(job_id, time.monotonic() + config.job_slice_seconds)
     except JobFailed as exc:
         fail(job_id, str(exc))
         return
@@ -223,9 +164,8 @@ def fail(job_id: int, reason: str) -> None:
         job = session.scalars(select(Job).where(Job.id == job_id).with_for_update()).one()
         if job.status in FINISHED:
             return
-        job.status = JobStatus.FAILED.value
+        move(job, JobStatus.FAILED)
         job.error = reason
-        job.finished_at = utcnow()
         done, summary = progress(session, job)
         audit.record(session, account_id=job.account_id, actor_id=job.created_by_id,
                      actor_label=(job.params or {}).get("actor_label", ""),
@@ -273,9 +213,11 @@ def sweep() -> int:
 
 
 def purge(session: Session) -> int:
-    """Forget jobs (with their files, rows and error reports) after the retention period."""
+    """Forget jobs (with what their kinds keep, and error reports) after the retention period."""
     cutoff = utcnow() - timedelta(days=settings().job_retention_days)
     expired = select(Job.id).where(Job.status.in_(FINISHED), Job.finished_at < cutoff)
-    session.execute(delete(StagedRow).where(StagedRow.job_id.in_(expired)))
+    for kind in KINDS.values():
+        if kind.forget is not None:
+            kind.forget(session, expired)
     result = session.execute(delete(Job).where(Job.id.in_(expired)))
     return int(getattr(result, "rowcount", 0) or 0)

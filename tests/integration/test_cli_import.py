@@ -138,7 +138,7 @@ def test_an_operator_dry_runs_a_file_straight_into_the_database(stack: Stack,
     assert summary["seats"]["new"] == 40
     assert re.search(r"^  would create\s+40$", done.stdout, re.M), done.stdout
     assert re.search(r"^  would skip\s+1$", done.stdout, re.M), done.stdout
-    assert f"/v1/jobs/{result['job']}/commit" in done.stdout
+    assert f"/v1/accounts/{admin.id}/imports/{result['job']}/commit" in done.stdout
     assert members_total(stack, admin) == 1  # a dry run writes no member
 
 

@@ -185,15 +185,56 @@ def test_dry_run_writes_nothing_and_its_commit_applies_the_same_snapshot(stack: 
         assert session.scalar(select(Subscription.seats_purchased)
                               .where(Subscription.account_id == admin.id)) == 2
 
-    answer = stack.api.simulate_post(f"/v1/jobs/{dry['id']}/commit", headers=admin.headers)
+    answer = stack.api.simulate_post(f"/v1/accounts/{admin.id}/imports/{dry['id']}/commit",
+                                     headers=admin.headers)
     assert answer.status_code == 202, answer.json
     committed = finished_job(stack, admin, answer.json["job"]["id"])
     assert counts(committed) == counts(dry)
     assert error_keys(stack, admin, committed["id"]) == error_keys(stack, admin, dry["id"])
     assert member_count(admin.id) == 101
     assert committed["summary"]["seats_added"] == 99
-    again = stack.api.simulate_post(f"/v1/jobs/{dry['id']}/commit", headers=admin.headers)
+    again = stack.api.simulate_post(f"/v1/accounts/{admin.id}/imports/{dry['id']}/commit",
+                                     headers=admin.headers)
     assert again.status_code == 409 and again.json["code"] == "already_committed"
+
+
+def test_an_import_answers_under_its_account_and_its_dry_run_commits_there(stack: Stack):
+    admin = stack.create_account()
+    dry = run_import(stack, admin, people_csv(3)[0], dry_run="true", invite="false")
+    url = f"/v1/accounts/{admin.id}/imports/{dry['id']}"
+
+    shown = stack.api.simulate_get(url, headers=admin.headers)
+    assert shown.status_code == 200, shown.json
+    assert shown.json == finished_job(stack, admin, dry["id"])  # the job, as /v1/jobs shows it
+    assert (shown.json["rows_url"], shown.json["commit_url"]) == (f"{url}/rows.csv",
+                                                                  f"{url}/commit")
+    assert shown.json["errors_url"] == f"/v1/jobs/{dry['id']}/errors.csv"
+    for method, old in (("GET", "rows.csv"), ("POST", "commit")):  # no longer under /v1/jobs
+        moved = stack.api.simulate_request(method, f"/v1/jobs/{dry['id']}/{old}",
+                                           headers=admin.headers)
+        assert moved.status_code == 404, (old, moved.status_code)
+
+    answer = stack.api.simulate_post(f"{url}/commit", headers=admin.headers)
+    assert answer.status_code == 202, answer.json
+    committed = finished_job(stack, admin, answer.json["job"]["id"])
+    assert committed["status"] == "succeeded" and counts(committed)["created"] == 3
+    assert committed["dry_run_job"] == dry["id"] and "commit_url" not in committed
+    assert member_count(admin.id) == 4
+    assert stack.api.simulate_get(url, headers=admin.headers).json["committed_as"] == (
+        committed["id"])
+
+
+def test_an_import_under_another_account_s_url_does_not_exist(stack: Stack):
+    admin, other = stack.create_account(), stack.create_account()
+    dry = run_import(stack, admin, people_csv(2)[0], dry_run="true", invite="false")
+    # The job's own admin, under another account's URL; and that account's admin, under it.
+    for who, account in ((admin, other.id), (other, other.id), (other, admin.id)):
+        base = f"/v1/accounts/{account}/imports/{dry['id']}"
+        for method, tail in (("GET", ""), ("GET", "/rows.csv"), ("POST", "/commit")):
+            answer = stack.api.simulate_request(method, base + tail, headers=who.headers)
+            assert answer.status_code == 404, (account, tail, answer.status_code)
+    assert finished_job(stack, admin, dry["id"])["committed_as"] is None  # nothing committed
+    assert member_count(admin.id) == 1
 
 
 def test_invite_false_sends_nothing_and_the_first_resend_sends_the_first_invitation(
@@ -316,10 +357,14 @@ def test_jobs_are_visible_only_to_the_admins_of_their_account(stack: Stack):
     stranger = stack.create_account()
     body, _ = people_csv(2)
     done = run_import(stack, admin, body, invite="false")
-    for method, path in (("GET", ""), ("GET", "/errors.csv"), ("GET", "/rows.csv"),
-                         ("POST", "/commit"), ("POST", "/cancel")):
-        answer = stack.api.simulate_request(method, f"/v1/jobs/{done['id']}{path}",
-                                            headers=stranger.headers)
+    jobs = f"/v1/jobs/{done['id']}"
+    imports = [f"/v1/accounts/{account}/imports/{done['id']}" for account in (admin.id,
+                                                                              stranger.id)]
+    for method, path in (("GET", jobs), ("GET", f"{jobs}/errors.csv"), ("POST", f"{jobs}/cancel"),
+                         *((method, base + tail) for base in imports
+                           for method, tail in (("GET", ""), ("GET", "/rows.csv"),
+                                                ("POST", "/commit")))):
+        answer = stack.api.simulate_request(method, path, headers=stranger.headers)
         assert answer.status_code == 404, (path, answer.status_code)
     member = stack.invite(admin, email=f"m.{tag()}@example.com")
     assert member.status_code == 201

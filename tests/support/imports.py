@@ -48,7 +48,9 @@ def run_import(stack: Any, admin: Any, body: bytes, *, media: str = "text/csv",
 
 
 def report(stack: Any, admin: Any, job_id: int, name: str = "errors") -> list[dict[str, str]]:
-    answer = stack.api.simulate_get(f"/v1/jobs/{job_id}/{name}.csv", headers=admin.headers)
+    """A job's error report, or (``name="rows"``) an import's row report."""
+    base = f"/v1/accounts/{admin.id}/imports/{job_id}" if name == "rows" else f"/v1/jobs/{job_id}"
+    answer = stack.api.simulate_get(f"{base}/{name}.csv", headers=admin.headers)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/csv")
     return list(csv.DictReader(io.StringIO(answer.text)))

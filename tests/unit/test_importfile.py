@@ -19,7 +19,7 @@ from provisioning.core.validation import (
     plain_email,
     validated_email,
 )
-from provisioning.imports.checks import check_row, csv_safe
+from provisioning.imports.checks import check_row
 from provisioning.imports.formats import (
     COLUMN_ALIASES,
     COLUMNS,
@@ -38,6 +38,7 @@ from provisioning.imports.formats import (
 )
 from provisioning.imports.normaliser import Normaliser
 from provisioning.imports.readers import count_rows, read_rows
+from provisioning.jobs.reports import csv_safe
 
 LIMIT = 50 * 1024 * 1024
 CATALOG = Catalog(

@@ -64,8 +64,10 @@ def test_the_document_describes_nothing_falcon_does_not_serve(
 def test_the_reports_commit_and_cancel_of_a_job_are_documented(
         served_document: dict[str, Any]) -> None:
     job = "/v1/jobs/{job_id}"
-    assert {("GET", job + "/errors.csv"), ("GET", job + "/rows.csv"), ("POST", job + "/commit"),
-            ("POST", job + "/cancel")} <= _documented(served_document)
+    one_import = "/v1/accounts/{account_id}/imports/{job_id}"
+    assert {("GET", job + "/errors.csv"), ("GET", one_import + "/rows.csv"),
+            ("POST", one_import + "/commit"), ("POST", job + "/cancel")
+            } <= _documented(served_document)
 
 
 def test_the_check_sees_a_route_added_around_the_table(served_document: dict[str, Any]) -> None:
@@ -81,8 +83,9 @@ def test_the_check_sees_a_route_added_around_the_table(served_document: dict[str
 def test_the_check_sees_an_operation_missing_from_the_document(
         app: falcon.App, served_document: dict[str, Any]) -> None:
     trimmed = {**served_document, "paths": dict(served_document["paths"])}
-    del trimmed["paths"]["/v1/jobs/{job_id}/commit"]
-    assert _served(app) - _documented(trimmed) == {("POST", "/v1/jobs/{job_id}/commit")}
+    del trimmed["paths"]["/v1/accounts/{account_id}/imports/{job_id}/commit"]
+    assert _served(app) - _documented(trimmed) == {
+        ("POST", "/v1/accounts/{account_id}/imports/{job_id}/commit")}
 
 
 class _Reports:
