@@ -304,7 +304,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         if args.as_admin:
             raise InvalidInput([FieldError("--as-admin", "Only with --database-url; through "
                                                          "the API the token says who you are.")])
-        token = args.token or os.environ.get(API_TOKEN_VARIABLE, "")
+        token = args.token or settings().api_token or ""
         if not token:
             raise InvalidInput([FieldError("--token", f"Give an admin's API token with --token "
                                                       f"or ${API_TOKEN_VARIABLE}.")])

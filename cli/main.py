@@ -1,9 +1,10 @@
-"""The `provision` command: migrate, create-account, demo, import."""
+"""The `provision` command: migrate, create-account, demo, import, settings, mailsink."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import sys
 from collections.abc import Sequence
@@ -15,7 +16,7 @@ from cli.imports import EXIT_FAILED, CommandFailed, add_import
 from provisioning.access.auth import authenticate, issue_api_key
 from provisioning.accounts.workspaces import CreatedAccount, create_account
 from provisioning.core import dispatch, migrate
-from provisioning.core.config import settings
+from provisioning.core.config import markdown_table, settings, table
 from provisioning.core.db import session_scope
 from provisioning.core.errors import (
     NotAuthenticated,
@@ -66,8 +67,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for key in ("account", "login", "password", "token"):
         print(f"{key}: {demo[key]}")
     print(f"api: {config.public_url}/v1  (OpenAPI: {config.public_url}/openapi.json)")
-    print(f"mail: http://127.0.0.1:8025/  (SMTP sink on {config.smtp.host}:{config.smtp.port})")
+    print(f"mail: {config.mailsink_url}/  (SMTP sink on {config.smtp.host}:{config.smtp.port})")
     return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """Print every setting: the table as docs/configuration.md holds it, or this process's."""
+    if args.markdown:
+        print(markdown_table(), end="")
+        return 0
+    config = settings()
+    for entry in table():
+        value = getattr(config, entry.field)
+        shown = "(set)" if entry.declared.secret and value else "" if value is None else value
+        print(f"{entry.variable}={shown}")
+    return 0
+
+
+def mailsink_argv(extra: Sequence[str] = ()) -> list[str]:
+    """``python -m mailsink`` where the settings expect it: SMTP on the relay's host and
+    port, HTTP on the mailsink URL, its store under the var dir."""
+    config = settings()
+    http_host, http_port = config.mailsink_host_port
+    return [sys.executable, "-m", "mailsink",
+            "--smtp-host", config.smtp_host, "--smtp-port", str(config.smtp_port),
+            "--http-host", http_host, "--http-port", str(http_port),
+            "--db", str(config.var_dir / "mailsink.sqlite3"), *extra]
+
+
+def cmd_mailsink(args: argparse.Namespace) -> int:
+    argv = mailsink_argv(args.sink_args)
+    os.execv(argv[0], argv)  # the sink becomes this process, as honcho expects
+
+
 def _working_token(demo: dict[str, Any]) -> str:
     """The saved demo API key, or a new one if it was revoked since."""
     with session_scope() as session:
@@ -94,8 +126,18 @@ def parser() -> argparse.ArgumentParser:
     create.set_defaults(run=cmd_create_account)
     commands.add_parser("demo", help="create the demo workspace and print its login").set_defaults(
         run=cmd_demo)
+    shown = commands.add_parser("settings", help="print every setting (PROVISIONING_*)")
+    shown.add_argument("--markdown", action="store_true",
+                       help="the table of settings, defaults and meanings (docs/configuration.md)")
+    shown.set_defaults(run=cmd_settings)
+    sink = commands.add_parser("mailsink", help="start the SMTP sink where the settings expect it",
+                               description="Further options go to `python -m mailsink`.")
+    sink.add_argument("sink_args", nargs=argparse.REMAINDER)
+    sink.set_defaults(run=cmd_mailsink)
     add_import(commands)
     return root
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     dispatch.use_sender(send_task)  # an import from the CLI enqueues its job

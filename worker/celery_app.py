@@ -94,6 +94,7 @@ def create_app(config: Settings | None = None) -> Celery:
         accept_content=["json"],
         task_default_queue=DEFAULT_QUEUE,
         task_routes={"provisioning.send_emails": {"queue": SEND_QUEUE}},
+        worker_concurrency=config.worker_concurrency or None,  # None: one per CPU core
         worker_prefetch_multiplier=4,
         worker_hijack_root_logger=False,
         beat_schedule={
@@ -107,11 +108,11 @@ def create_app(config: Settings | None = None) -> Celery:
             },
             "purge-outbox": {
                 "task": "provisioning.purge_outbox",
-                "schedule": timedelta(hours=1),
+                "schedule": timedelta(seconds=config.outbox_purge_seconds),
             },
             "purge-jobs": {
                 "task": "provisioning.purge_jobs",
-                "schedule": timedelta(hours=6),
+                "schedule": timedelta(seconds=config.job_purge_seconds),
             },
             "expire-invitations": {
                 "task": "provisioning.expire_invitations",

@@ -1,98 +1,197 @@
 """All configuration, read from the environment in this one place.
 
-Defaults are the embedded set-up `make run` uses: a SQLite file and kombu's
-filesystem transport under ``var/``, the mailsink on 127.0.0.1:1025.
+Each setting is a field of ``Settings`` declared with ``setting(default, meaning)``:
+its variable is ``PROVISIONING_`` plus the field's name in capitals, its type is the
+field's, and ``docs/configuration.md`` is generated from these declarations
+(``provision settings --markdown``). Defaults are the embedded set-up `make run`
+uses: a SQLite file and kombu's filesystem transport under ``var/``, the mailsink
+on 127.0.0.1:1025 (SMTP) and :8025 (HTTP), the API on 127.0.0.1:8000.
+
+Nothing reads a setting when a module is imported: ``settings()`` reads them all
+once, on first use (``settings.cache_clear()`` reads them again).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, NamedTuple, get_type_hints
+from urllib.parse import urlsplit
 
 from provisioning.mail.sender import SmtpServer
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PREFIX = "PROVISIONING_"
 DEVELOPMENT_SECRET_KEY = "insecure-development-key-change-me"
+SETTING = "provisioning.setting"  # the key of a field's metadata that makes it a setting
 
 
-def _env(name: str, default: str) -> str:
-    return os.environ.get(PREFIX + name, default)
+class Declared(NamedTuple):
+    """How one setting is declared: its default as the environment would spell it."""
+
+    default: str
+    meaning: str
+    parse: Callable[[str], Any] | None  # None: by the field's type
+    secret: bool  # never in a log line; may come from the file ``…_FILE`` names
 
 
-def _secret(name: str, default: str) -> str:
-    """A secret from the environment, or from the file ``…_FILE`` names (Docker and
-    Kubernetes secrets), its trailing newline dropped."""
-    path = os.environ.get(f"{PREFIX}{name}_FILE")
-    if path:
-        try:
-            return Path(path).read_text().rstrip("\r\n")
-        except OSError as exc:
-            raise ValueError(f"{PREFIX}{name}_FILE: cannot read {path}: {exc.strerror}") from None
-    return _env(name, default)
+def setting(default: str, meaning: str, *, parse: Callable[[str], Any] | None = None,
+            secret: bool = False) -> Any:
+    """Declare a field of ``Settings`` read from ``PROVISIONING_<FIELD>``.
+
+    ``default`` may name ``{repo}`` (the checkout) and ``{var_dir}`` (the setting).
+    """
+    return field(repr=not secret,
+                 metadata={SETTING: Declared(default, meaning, parse, secret)})
 
 
-def _env_int(name: str, default: int) -> int:
-    return int(_env(name, str(default)))
+def _optional(text: str) -> str | None:
+    return text or None
 
 
-def _env_float(name: str, default: float) -> float:
-    return float(_env(name, str(default)))
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _resolved(text: str) -> Path:
+    return Path(text).resolve()
+
+
+def _url(text: str) -> str:
+    return text.rstrip("/")
+
+
+def _keyword(text: str) -> str:
+    return text.strip().lower()
 
 
 @dataclass(frozen=True)
 class Settings:
-    var_dir: Path
-    database_url: str
-    broker_url: str
-    smtp: SmtpServer
+    var_dir: Path = setting(
+        "{repo}/var", "where the embedded database, broker folders, beat schedule and demo "
+        "login are kept", parse=_resolved)
+    database_url: str = setting(
+        "sqlite:///{var_dir}/provisioner.sqlite3",
+        "the database, e.g. `postgresql+psycopg://user:pw@host/db`")
+    broker_url: str = setting(
+        "filesystem://", "the Celery broker, e.g. `redis://host:6379/0`, or "
+        "`rediss://host:6380/0` for TLS: the broker's certificate and name are checked against "
+        "the system's CAs or `?ssl_ca_certs=/path/ca.pem`; `ssl_cert_reqs=required|optional|none` "
+        "(default `required`); `ssl_certfile` and `ssl_keyfile` for a client certificate. A TLS "
+        "setting that cannot work stops the process at start-up")
+    # Processes
+    api_bind: str = setting("127.0.0.1:8000", "where gunicorn serves the API (host:port)")
+    web_workers: int = setting("2", "gunicorn worker processes serving the API")
+    worker_concurrency: int = setting(
+        "2", "processes of each Celery worker (0: one per CPU core)")
+    mailsink_url: str = setting(
+        "http://127.0.0.1:8025", "the SMTP sink's HTTP viewer: where `make run` starts it "
+        "and what it prints", parse=_url)
+    # The SMTP relay
+    smtp_host: str = setting("127.0.0.1", "the SMTP relay emails go to")
+    smtp_port: int = setting("1025", "the SMTP relay's port")
+    smtp_security: str = setting(
+        "none", "`starttls` (port 587) or `tls` (TLS from the first byte, port 465); the "
+        "relay's certificate and name are checked", parse=_keyword)
+    smtp_username: str | None = setting(
+        "", "the relay's login (AUTH), sent only over `starttls` or `tls`", parse=_optional)
+    smtp_password: str | None = setting(
+        "", "the relay's password", parse=_optional, secret=True)
+    smtp_ca_file: Path | None = setting(
+        "", "a PEM bundle to trust instead of the system's CAs, for a relay with a private CA",
+        parse=_optional_path)
+    smtp_timeout: float = setting("30", "seconds an SMTP connection waits for the relay")
     # SMTP connections each worker process keeps open and sends over at once.
-    smtp_connections: int
-    public_url: str
-    secret_key: str = field(repr=False)  # never in a log line
-    mail_from: str
-    mail_from_name: str
-    product_name: str
+    smtp_connections: int = setting(
+        "8", "SMTP connections each worker process keeps open and sends over at once")
+    public_url: str = setting(
+        "http://127.0.0.1:8000", "base of links in emails", parse=_url)
+    secret_key: str = setting(
+        DEVELOPMENT_SECRET_KEY, "**set it**: invitation links derive from it", secret=True)
+    api_token: str | None = setting(
+        "", "an admin's API token, for `provision import` through the API without `--token`",
+        parse=_optional, secret=True)
+    mail_from: str = setting("no-reply@provisioner.local", "sender address")
+    mail_from_name: str = setting("Provisioner", "sender name")
+    product_name: str = setting("Provisioner", "the product's name in emails and pages")
     # Sessions and invitations
-    session_ttl_seconds: int
-    invitation_ttl_days: int
-    invitation_resend_interval_seconds: int
-    invitation_resends_per_day: int
+    session_ttl_seconds: int = setting("43200", "how long a login session lasts")
+    invitation_ttl_days: int = setting("7", "how long an invitation link works")
+    invitation_resend_interval_seconds: int = setting(
+        "60", "the least time between two sends of one invitation")
+    invitation_resends_per_day: int = setting("5", "sends of one invitation a day at most")
     # Outbox: how many emails one task claims and sends, how long a claim lasts
     # before another worker may take the row over, and the retry schedule.
-    outbox_batch_size: int
+    outbox_batch_size: int = setting("500", "emails one send task claims")
     # A send task goes on claiming mail that comes due while it sends, for this long,
     # at most one claim per interval: mail trickling in rides on the task already running.
-    outbox_drain_seconds: float
-    outbox_claim_interval_seconds: float
+    outbox_drain_seconds: float = setting(
+        "2", "how long one send task goes on claiming mail that comes due while it sends")
+    outbox_claim_interval_seconds: float = setting(
+        "0.25", "the least time between two claims of one send task")
     # Outcomes are marked in groups of at most this many, at most this old; at most
     # two groups wait unmarked, so a crash resends (same Message-IDs) no more than those.
-    outbox_mark_group_size: int
-    outbox_mark_interval_seconds: float
-    outbox_lease_seconds: int
-    outbox_retention_days: int
-    outbox_max_attempts: int
-    outbox_retry_base_seconds: float
-    outbox_retry_max_seconds: float
-    outbox_sweep_seconds: float
-    outbox_dispatch_window_seconds: float
-    invitation_expiry_sweep_seconds: float
+    outbox_mark_group_size: int = setting(
+        "32", "sent emails are marked in groups of at most this many")
+    outbox_mark_interval_seconds: float = setting(
+        "0.1", "… and at most this old")
+    outbox_lease_seconds: int = setting(
+        "300", "how long a claim on an email lasts before another worker may take it over")
+    outbox_retention_days: int = setting(
+        "30", "sent and failed emails are deleted this long after their last attempt, "
+        "except the last email of an open invitation")
+    outbox_max_attempts: int = setting("12", "attempts at an email before it is failed")
+    outbox_retry_base_seconds: float = setting(
+        "5", "retries back off from this delay, doubling each attempt (with jitter)")
+    outbox_retry_max_seconds: float = setting("1800", "the longest delay between two retries")
+    outbox_dispatch_window_seconds: float = setting(
+        "0.5", "at most one wake-up of the send task per this long per process (the first "
+        "at once)")
+    # Beat: how often each sweeper and purge runs
+    outbox_sweep_seconds: float = setting(
+        "30", "how often beat re-enqueues due emails no task has taken")
+    outbox_purge_seconds: float = setting(
+        "3600", "how often beat deletes emails past their retention")
+    job_sweep_seconds: float = setting(
+        "30", "how often beat resumes jobs whose claim has lapsed")
+    job_purge_seconds: float = setting(
+        "21600", "how often beat deletes jobs past their retention")
+    invitation_expiry_sweep_seconds: float = setting(
+        "300", "how often beat marks invitations past their time as expired")
     # Redis redelivers an unacknowledged message after this long; every countdown
     # stays below it so a delayed retry is never delivered twice by the broker.
-    broker_visibility_timeout: int
-    default_language: str
+    broker_visibility_timeout: int = setting(
+        "3600", "seconds before Redis redelivers a message no worker acknowledged")
+    default_language: str = setting("en", "the language of emails when none is chosen")
     # Bulk import: upload limits, rows written per transaction (one checkpoint each),
     # how long one task works on a job before it yields the worker to other jobs,
     # and how long a silent running job keeps its claim before a sweeper resumes it.
-    import_max_bytes: int
-    import_max_rows: int
-    import_chunk_rows: int
-    job_slice_seconds: float
-    job_lease_seconds: float
-    job_sweep_seconds: float
-    job_retention_days: int
+    import_max_bytes: int = setting("52428800", "the largest import file (50 MB)")
+    import_max_rows: int = setting("1000000", "the most rows in one import file")
+    import_chunk_rows: int = setting(
+        "10000", "rows written per transaction of an import (one checkpoint each)")
+    job_slice_seconds: float = setting(
+        "10", "how long one task works on a job before it yields the worker to other jobs")
+    job_lease_seconds: float = setting(
+        "60", "how long a silent running job keeps its claim before a sweeper resumes it")
+    job_retention_days: int = setting(
+        "30", "finished jobs, their reports and staged rows are kept this long")
+    # Built from the smtp_* settings above, checked when the settings are read.
+    smtp: SmtpServer = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            smtp = SmtpServer(
+                host=self.smtp_host, port=self.smtp_port, timeout=self.smtp_timeout,
+                security=self.smtp_security, username=self.smtp_username,
+                password=self.smtp_password, ca_file=self.smtp_ca_file)
+        except ValueError as exc:
+            raise ValueError(f"{PREFIX}SMTP_SECURITY / {PREFIX}SMTP_USERNAME: {exc}") from None
+        object.__setattr__(self, "smtp", smtp)
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,69 +205,94 @@ class Settings:
     def mail_domain(self) -> str:
         return self.mail_from.rpartition("@")[2] or "provisioner.local"
 
+    @property
+    def mailsink_host_port(self) -> tuple[str, int]:
+        url = urlsplit(self.mailsink_url)
+        return url.hostname or "127.0.0.1", url.port or 80
 
-def _smtp_server() -> SmtpServer:
-    # Read first, so a port or timeout that is not a number is not blamed on the TLS setting.
-    host, port = _env("SMTP_HOST", "127.0.0.1"), _env_int("SMTP_PORT", 1025)
-    timeout = _env_float("SMTP_TIMEOUT", 30.0)
-    password = _secret("SMTP_PASSWORD", "") or None
-    ca_file = _env("SMTP_CA_FILE", "")
-    try:
-        return SmtpServer(
-            host=host, port=port, timeout=timeout,
-            security=_env("SMTP_SECURITY", "none").strip().lower(),
-            username=_env("SMTP_USERNAME", "") or None,
-            password=password,
-            ca_file=Path(ca_file) if ca_file else None,
-        )
-    except ValueError as exc:
-        raise ValueError(f"{PREFIX}SMTP_SECURITY / {PREFIX}SMTP_USERNAME: {exc}") from None
+
+class Entry(NamedTuple):
+    """One row of the settings table."""
+
+    variable: str
+    field: str
+    type: Any
+    declared: Declared
+
+
+def table() -> Iterator[Entry]:
+    """Every setting, in declaration order: its variable, field, type and declaration."""
+    types = get_type_hints(Settings)
+    for item in dataclasses.fields(Settings):
+        declared = item.metadata.get(SETTING)
+        if declared is not None:
+            yield Entry(PREFIX + item.name.upper(), item.name, types[item.name], declared)
+
+
+def _by_type(kind: Any) -> Callable[[str], Any]:
+    for parse in (int, float, Path, str):
+        if kind is parse:
+            return parse
+    raise TypeError(f"no parser for {kind!r}: declare one with parse=")
+
+
+def _raw(entry: Entry, defaults: dict[str, str]) -> str:
+    if entry.declared.secret:
+        path = os.environ.get(f"{entry.variable}_FILE")
+        if path:
+            try:
+                return Path(path).read_text().rstrip("\r\n")
+            except OSError as exc:
+                raise ValueError(f"{entry.variable}_FILE: cannot read {path}: "
+                                 f"{exc.strerror}") from None
+    return os.environ.get(entry.variable, entry.declared.default.format(**defaults))
 
 
 def load_settings() -> Settings:
     """Read the settings from the environment (no caching: tests change it)."""
-    var_dir = Path(_env("VAR_DIR", str(REPO_ROOT / "var"))).resolve()
-    return Settings(
-        var_dir=var_dir,
-        database_url=_env("DATABASE_URL", f"sqlite:///{var_dir / 'provisioner.sqlite3'}"),
-        broker_url=_env("BROKER_URL", "filesystem://"),
-        smtp=_smtp_server(),
-        smtp_connections=_env_int("SMTP_CONNECTIONS", 8),
-        public_url=_env("PUBLIC_URL", "http://127.0.0.1:8000").rstrip("/"),
-        secret_key=_secret("SECRET_KEY", DEVELOPMENT_SECRET_KEY),
-        mail_from=_env("MAIL_FROM", "no-reply@provisioner.local"),
-        mail_from_name=_env("MAIL_FROM_NAME", "Provisioner"),
-        product_name=_env("PRODUCT_NAME", "Provisioner"),
-        session_ttl_seconds=_env_int("SESSION_TTL_SECONDS", 12 * 3600),
-        invitation_ttl_days=_env_int("INVITATION_TTL_DAYS", 7),
-        invitation_resend_interval_seconds=_env_int("INVITATION_RESEND_INTERVAL_SECONDS", 60),
-        invitation_resends_per_day=_env_int("INVITATION_RESENDS_PER_DAY", 5),
-        outbox_batch_size=_env_int("OUTBOX_BATCH_SIZE", 500),
-        outbox_drain_seconds=_env_float("OUTBOX_DRAIN_SECONDS", 2.0),
-        outbox_claim_interval_seconds=_env_float("OUTBOX_CLAIM_INTERVAL_SECONDS", 0.25),
-        outbox_mark_group_size=_env_int("OUTBOX_MARK_GROUP_SIZE", 32),
-        outbox_mark_interval_seconds=_env_float("OUTBOX_MARK_INTERVAL_SECONDS", 0.1),
-        outbox_lease_seconds=_env_int("OUTBOX_LEASE_SECONDS", 300),
-        outbox_retention_days=_env_int("OUTBOX_RETENTION_DAYS", 30),
-        outbox_max_attempts=_env_int("OUTBOX_MAX_ATTEMPTS", 12),
-        outbox_retry_base_seconds=_env_float("OUTBOX_RETRY_BASE_SECONDS", 5.0),
-        outbox_retry_max_seconds=_env_float("OUTBOX_RETRY_MAX_SECONDS", 1800.0),
-        outbox_sweep_seconds=_env_float("OUTBOX_SWEEP_SECONDS", 30.0),
-        outbox_dispatch_window_seconds=_env_float("OUTBOX_DISPATCH_WINDOW_SECONDS", 0.5),
-        invitation_expiry_sweep_seconds=_env_float("INVITATION_EXPIRY_SWEEP_SECONDS", 300.0),
-        broker_visibility_timeout=_env_int("BROKER_VISIBILITY_TIMEOUT", 3600),
-        default_language=_env("DEFAULT_LANGUAGE", "en"),
-        import_max_bytes=_env_int("IMPORT_MAX_BYTES", 50 * 1024 * 1024),
-        import_max_rows=_env_int("IMPORT_MAX_ROWS", 1_000_000),
-        import_chunk_rows=_env_int("IMPORT_CHUNK_ROWS", 10_000),
-        job_slice_seconds=_env_float("JOB_SLICE_SECONDS", 10.0),
-        job_lease_seconds=_env_float("JOB_LEASE_SECONDS", 60.0),
-        job_sweep_seconds=_env_float("JOB_SWEEP_SECONDS", 30.0),
-        job_retention_days=_env_int("JOB_RETENTION_DAYS", 30),
-    )
+    defaults = {"repo": str(REPO_ROOT)}
+    values: dict[str, Any] = {}
+    for entry in table():
+        parse = entry.declared.parse or _by_type(entry.type)
+        text = _raw(entry, defaults)
+        try:
+            values[entry.field] = parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{entry.variable}: {text!r} is not valid: {exc}") from None
+        if entry.field == "var_dir":
+            defaults["var_dir"] = str(values["var_dir"])
+    return Settings(**values)
 
 
 @lru_cache(maxsize=1)
 def settings() -> Settings:
     """The process-wide settings, read once."""
     return load_settings()
+
+
+def markdown_table() -> str:
+    """``docs/configuration.md``: every setting with its default and meaning."""
+    lines = [
+        "# Configuration",
+        "",
+        "<!-- Generated from provisioning/core/config.py by `provision settings --markdown`;",
+        "     edit the declarations there, then regenerate. -->",
+        "",
+        "Every setting is an environment variable, read once per process on first use.",
+        "The defaults are the embedded set-up `make run` starts. A secret may instead be",
+        "read from the file that `…_FILE` names (Docker and Kubernetes secrets).",
+        "`{repo}` is the checkout, `{var_dir}` the value of `PROVISIONING_VAR_DIR`.",
+        "",
+        "| variable | default | meaning |",
+        "|---|---|---|",
+    ]
+    for entry in table():
+        name = f"`{entry.variable}`"
+        if entry.declared.secret:
+            name += f" (or `{entry.variable}_FILE`)"
+        default = entry.declared.default
+        shown = "a development key" if entry.declared.secret and default else (
+            f"`{default}`" if default else "—")
+        meaning = entry.declared.meaning.replace("|", r"\|")
+        lines.append(f"| {name} | {shown} | {meaning} |")
+    return "\n".join(lines) + "\n"

@@ -12,6 +12,7 @@ import logging
 import secrets
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import lru_cache
 from typing import Any, TypedDict, Unpack, cast
 
 from sqlalchemy import (
@@ -37,8 +38,19 @@ from provisioning.members.models import Invitation
 log = logging.getLogger(__name__)
 SEND_TASK = "provisioning.send_emails"
 INVITATION_NONCE = "invitation_nonce"  # context key: the link is derived at send time
-# One wake-up per window however many emails are queued; the task claims whatever is due.
-wake_sender = dispatch.Debounced(SEND_TASK, settings().outbox_dispatch_window_seconds)
+
+
+@lru_cache(maxsize=4)
+def _waker(window: float) -> dispatch.Debounced:
+    return dispatch.Debounced(SEND_TASK, window)
+
+
+def wake_sender() -> None:
+    """Wake a send task: one wake-up per window however many emails are queued (the task
+    claims whatever is due); the window is read when mail is first queued, not at import."""
+    _waker(settings().outbox_dispatch_window_seconds)()
+
+
 def queue_email(session: Session, **fields: Unpack[Email]) -> int:
     """Add an email to the outbox and return its id; it goes to a worker once the
     transaction commits. One Core insert: it rides on the invite path, the busiest."""

@@ -29,7 +29,7 @@ def embedded(log_dir: Path) -> Iterator[dict[str, str]]:
         "PROVISIONING_API_BIND": f"127.0.0.1:{api_port}",
         "PROVISIONING_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
         "PROVISIONING_SMTP_PORT": str(smtp_port),
-        "MAILSINK_HTTP_PORT": str(mail_http_port),
+        "PROVISIONING_MAILSINK_URL": f"http://127.0.0.1:{mail_http_port}",
     })
     setup = subprocess.run(
         f"{VENV_BIN}/provision migrate && {VENV_BIN}/provision demo",
