@@ -155,7 +155,6 @@ def peak_rss_mb(worker: ManagedProcess) -> float:
     return peak / 1024
 
 
-
 def new_account(seats: int) -> tuple[int, str]:
     from provisioning.accounts.workspaces import create_account
     from provisioning.core.db import session_scope

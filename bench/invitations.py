@@ -54,7 +54,6 @@ from tests.support.servers import (  # noqa: E402
 WORKER_PROCESSES = 2  # one worker, prefork concurrency 2
 
 
-
 def measure_floor(sink: MailSink, count: int, connections: int = 1) -> float:
     """Raw SMTP: the same kind of rendered invitation, over reused connections used at once
     (one thread each, the messages split between them)."""

@@ -48,10 +48,16 @@ OUTAGE_SECONDS = 60.0  # how long following a job rides out an unreachable servi
 IDLE_HINT_SECONDS = 30.0  # still queued after this long: probably no worker on that broker
 EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 1, 2, 130
 SUCCEEDED = "succeeded"
+
+
 class CommandFailed(Exception):
     """The command could not finish, through no fault of its input (exit 1)."""
+
+
 class Unreachable(CommandFailed):
     """The service did not answer (network, 5xx); following a job retries for a while."""
+
+
 class Progress:
     """One line redrawn in place on a terminal; in a pipe or a log, a plain line now and then."""
 
@@ -103,6 +109,8 @@ class Progress:
         if due and text != self.last_text:
             print(text, file=self.stream, flush=True)
             self.printed_at, self.last_text = now, text
+
+
 def _describe(view: Mapping[str, Any], idle: bool) -> tuple[str, str, float | None]:
     """The job's phase, its progress line, and the share done once the rows are counted."""
     name = f"job {view['id']}"
@@ -122,16 +130,24 @@ def _describe(view: Mapping[str, Any], idle: bool) -> tuple[str, str, float | No
         return "counted", f"{rows} counted, importing…", fraction
     eta = _clock(max(total - done, 0) / rate)
     return "rows", f"{rows}  {rate:,.0f} rows/s  ETA {eta}", fraction
+
+
 def _bar(fraction: float, width: int) -> str:
     width = min(max(width, 10), 30)
     filled = round(fraction * width)
     return "[" + "#" * filled + "-" * (width - filled) + "]"
+
+
 def _clock(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02}:{secs:02}" if hours else f"{minutes}:{secs:02}"
+
+
 def _megabytes(count: int) -> str:
     return f"{count / (1024 * 1024):.1f} MB"
+
+
 class UploadReader:
     """The file as the upload reads it, block by block, reporting how much has gone."""
 
@@ -146,6 +162,8 @@ class UploadReader:
         self.sent += len(data)
         self.progress.uploading(self.sent, self.size)
         return data
+
+
 class ApiImports:
     """Upload and follow through the HTTP API, as any admin's script would."""
 
@@ -210,6 +228,8 @@ class ApiImports:
             return status, json.loads(raw) if raw else None
         except ValueError:
             return status, None
+
+
 def _reset(connection: http.client.HTTPConnection) -> None:
     """Close with a reset, not an end of file: a server must not take a cut file for a whole one.
 
@@ -218,6 +238,8 @@ def _reset(connection: http.client.HTTPConnection) -> None:
     """
     if connection.sock is not None:
         connection.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
 def _problem(status: int, answer: Any) -> Unreachable | ProvisioningError:
     """What an error answer means: the service is unwell (5xx), or it refuses (problem+json)."""
     problem = answer if isinstance(answer, dict) else {}
@@ -237,6 +259,8 @@ def _problem(status: int, answer: Any) -> Unreachable | ProvisioningError:
                          str(error.get("code", "invalid")))
               for error in problem.get("errors") or [] if isinstance(error, dict)]
     return ProvisioningError(detail, code=str(problem.get("code") or "error"), errors=errors)
+
+
 class DatabaseImports:
     """Store and enqueue the import from this process, acting as one of the account's admins."""
 
@@ -267,6 +291,8 @@ class DatabaseImports:
     def report_hint(self) -> str:
         return (f"  (it needs an admin's API token: curl -H \"Authorization: Bearer "
                 f"${API_TOKEN_VARIABLE}\" URL)")
+
+
 def _account_admin(session: Session, account_id: int, email: str | None) -> Actor:
     """``email``'s identity (the service checks its rights), else the account's first admin."""
     if email:
@@ -287,7 +313,11 @@ def _account_admin(session: Session, account_id: int, email: str | None) -> Acto
                            code="no_admin")
     return Actor(identity.id, identity.email, identity.name or "", token_id=0,
                  account_id=account_id)
+
+
 Channel = ApiImports | DatabaseImports
+
+
 def cmd_import(args: argparse.Namespace) -> int:
     """Upload a file of people, follow its job with a progress line, and print what happened."""
     path = Path(args.file)
@@ -349,6 +379,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     progress.end()
     _print_outcome(channel, job)
     return 0 if job["status"] == SUCCEEDED else EXIT_FAILED
+
+
 def _follow(channel: Channel, job: dict[str, Any], progress: Progress,
             poll: float) -> dict[str, Any]:
     """Poll the job until it finishes, riding out a short outage of the service."""
@@ -366,21 +398,29 @@ def _follow(channel: Channel, job: dict[str, Any], progress: Progress,
         job = latest
         progress.job(job)
     return job
+
+
 def _refusal(refused: ProvisioningError) -> str:
     lines = [f"provision: import refused: {refused.detail}"]
     lines += [f"  {error.field}: {error.message}" for error in refused.errors
               if error.message != refused.detail]
     return "\n".join(lines)
+
+
 def _how_to_follow(channel: Channel, job_id: int) -> str:
     auth = f"-H \"Authorization: Bearer ${API_TOKEN_VARIABLE}\""
     return (f"Follow it:  curl {auth} {channel.api_url}/v1/jobs/{job_id}\n"
             f"Cancel it:  curl -X POST {auth} {channel.api_url}/v1/jobs/{job_id}/cancel")
+
+
 COUNTS = (("created", "created"), ("updated", "updated"), ("skipped", "skipped"),
           ("failed", "failed"), ("invitations", "invitations sent"),
           ("seats_added", "seats added"))
 DRY_RUN_COUNTS = (("created", "would create"), ("updated", "would update"),
                   ("skipped", "would skip"), ("failed", "would fail"),
                   ("invitations", "would invite"))
+
+
 def _print_outcome(channel: Channel, job: Mapping[str, Any]) -> None:
     """What the job did (or, for a dry run, would do), where its errors are, then one JSON line."""
     summary: dict[str, Any] = dict(job.get("summary") or {})
@@ -414,6 +454,8 @@ def _print_outcome(channel: Channel, job: Mapping[str, Any]) -> None:
     print(json.dumps({"job": job_id, "status": status, "summary": summary,
                       "error": job.get("error"), "errors_url": errors_url},
                      default=_json_value))
+
+
 def _seat_impact(seats: Mapping[str, Any]) -> str:
     fit = (f"seats: {seats.get('in_use', 0):,} in use + {seats.get('new', 0):,} new, "
            f"{seats.get('purchased', 0):,} purchased")
@@ -423,10 +465,14 @@ def _seat_impact(seats: Mapping[str, Any]) -> str:
     charge = int(seats.get("prorated_charge_cents") or 0) / 100
     return (f"{fit}: {to_add:,} seats to add on the {seats.get('plan')} plan "
             f"(prorated charge now ${charge:,.2f})")
+
+
 def _json_value(value: Any) -> Any:
     if isinstance(value, datetime | date):
         return value.isoformat()
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -435,6 +481,8 @@ def _positive_seconds(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"give a number of seconds above 0, not {text!r}")
     return value
+
+
 def add_import(commands: Any) -> None:
     imports = commands.add_parser(
         "import", help="import members from a file and follow the job",

@@ -26,6 +26,8 @@ from provisioning.members.models import Identity
 from worker.celery_app import send_task
 
 DEMO_EMAIL = "admin@demo.example.com"
+
+
 def _create(args: argparse.Namespace) -> CreatedAccount:
     with session_scope() as session:
         return create_account(
@@ -38,14 +40,20 @@ def _create(args: argparse.Namespace) -> CreatedAccount:
             seats=args.seats,
             language=args.language,
         )
+
+
 def cmd_migrate(args: argparse.Namespace) -> int:
     migrate.upgrade()
     print("database is up to date")
     return 0
+
+
 def cmd_create_account(args: argparse.Namespace) -> int:
     created = _create(args)
     print(json.dumps({"account_id": created.account_id, "admin_token": created.admin_token}))
     return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     """Create the demo workspace once; later runs print the same login again."""
     config = settings()
@@ -110,6 +118,8 @@ def _working_token(demo: dict[str, Any]) -> str:
             login = select(Identity).where(Identity.email == demo["login"])
             identity = session.scalars(login).one()
             return issue_api_key(session, identity, int(demo["account"]), "demo")
+
+
 def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="provision", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)

@@ -25,6 +25,8 @@ class Account(Base):
     default_language: Mapped[str] = mapped_column(String(8), default="en")
     seasonal_seats: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
 class Role(Base):
     __tablename__ = "roles"
     __table_args__ = (UniqueConstraint("account_id", "name"),)
@@ -34,6 +36,8 @@ class Role(Base):
     name: Mapped[str] = mapped_column(String(100))
     permissions: Mapped[list[str]] = mapped_column(JSONType, default=list)
     is_builtin: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
 class Group(Base):
     __tablename__ = "groups"
     __table_args__ = (UniqueConstraint("account_id", "name"),)

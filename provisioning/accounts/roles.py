@@ -20,11 +20,15 @@ PERMISSIONS = (
 )
 MEMBER_PERMISSIONS = ["leads.view", "leads.edit", "contacts.view", "contacts.edit",
                       "pipelines.view", "tasks.view", "tasks.edit"]
+
+
 def list_roles(session: Session, actor: Actor, account_id: int) -> list[dict[str, object]]:
     require_admin(session, actor, account_id)
     roles = session.scalars(select(Role).where(Role.account_id == account_id).order_by(Role.id))
     return [{"id": r.id, "name": r.name, "permissions": r.permissions, "builtin": r.is_builtin}
             for r in roles]
+
+
 def create_role(session: Session, actor: Actor, account_id: int, body: Any) -> dict[str, object]:
     """A custom role: a named set of permissions from the catalog."""
     require_admin(session, actor, account_id)
@@ -48,6 +52,8 @@ def create_role(session: Session, actor: Actor, account_id: int, body: Any) -> d
                  actor_label=actor.label, action="role.create", target_type="role",
                  target_id=role.id, after={"name": name, "permissions": role.permissions})
     return {"id": role.id, "name": role.name, "permissions": role.permissions, "builtin": False}
+
+
 def list_groups(session: Session, actor: Actor, account_id: int) -> list[dict[str, object]]:
     require_admin(session, actor, account_id)
     groups = session.scalars(select(Group).where(Group.account_id == account_id).order_by(Group.id))

@@ -24,11 +24,15 @@ from provisioning.members.rules import EmailTaken, holds_paid_membership
 MEMBER_ROLE = "member"
 FREE_USERS_GROUP = "Free users"
 DEFAULT_GROUPS = ("Sales", "Marketing", "Support", FREE_USERS_GROUP)
+
+
 @dataclass(frozen=True)
 class CreatedAccount:
     account_id: int
     admin_id: int
     admin_token: str
+
+
 def create_account(
     session: Session,
     *,

@@ -33,6 +33,8 @@ class Subscription(Base):
     current_period_start: Mapped[datetime] = mapped_column(UTCDateTime)
     current_period_end: Mapped[datetime] = mapped_column(UTCDateTime)
     trial_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class BillingEvent(Base):
     __tablename__ = "billing_events"
     __table_args__ = (Index("ix_billing_events_account", "account_id", "created_at"),)

@@ -40,13 +40,21 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 JSONType = JSON().with_variant(JSONB(), "postgresql")
 Id = BigInteger().with_variant(Integer(), "sqlite")  # SQLite only auto-increments INTEGER
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
 class StrEnum(enum.StrEnum):
     def __str__(self) -> str:
         return str(self.value)
+
+
 class AuditEntry(Base):
     __tablename__ = "audit_entries"
     __table_args__ = (Index("ix_audit_account", "account_id", "id"),)

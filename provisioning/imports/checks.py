@@ -26,15 +26,21 @@ if TYPE_CHECKING:
 _SHOWN_VALUE_LENGTH = 256  # longest raw value copied into a RowError
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PHONE = re.compile(r"[0-9 +().\-]{1,40}")
+
+
 def _shown(value: object) -> str:
     """The raw value as the error report shows it, cut to a readable length."""
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     if len(text) > _SHOWN_VALUE_LENGTH:
         return text[: _SHOWN_VALUE_LENGTH - 1] + "…"
     return text
+
+
 # Columns whose non-text JSON values are reported at once; phone and the dates are
 # checked by their own rules (a phone may be a number, dates matter for seasonal users).
 _TEXT_COLUMNS = frozenset(("email", "name", "role", "group", "user_type", "language"))
+
+
 def _trimmed(values: Mapping[str, object], line: int, errors: list[RowError]) -> dict[str, str]:
     """Each text value trimmed, blank ones left out; non-text values are reported."""
     texts: dict[str, str] = {}
@@ -46,9 +52,13 @@ def _trimmed(values: Mapping[str, object], line: int, errors: list[RowError]) ->
         elif raw is not None and column in _TEXT_COLUMNS:
             errors.append(_wrong_type(line, column, raw, "text"))
     return texts
+
+
 def _wrong_type(line: int, column: str, raw: object, expected: str) -> RowError:
     message = f"The {column} must be {expected}, not {json_kind(raw)}."
     return RowError(line, column, "invalid_type", message, _shown(raw))
+
+
 def _date(raw: object, line: int, errors: list[RowError], column: str) -> date | None:
     if raw is not None and not isinstance(raw, str):
         errors.append(_wrong_type(line, column, raw, "a date written as YYYY-MM-DD"))
@@ -71,6 +81,8 @@ def _date(raw: object, line: int, errors: list[RowError], column: str) -> date |
                  "Write the date as YYYY-MM-DD, for example 2026-12-31.", _shown(text))
     )
     return None
+
+
 def check_row(row: SourceRow, catalog: Catalog) -> ImportRow | list[RowError]:
     """The row as a user to import, or every problem it has (not just the first).
 
@@ -173,8 +185,12 @@ def check_row(row: SourceRow, catalog: Catalog) -> ImportRow | list[RowError]:
         line, email, name, role, group, user_type, language, phone,
         seasonal_start, seasonal_end,
     )
+
+
 # Few distinct spellings recur across a file: remember what each one means.
 _language = lru_cache(maxsize=256)(normalise_language)
+
+
 def _group(
     text: str | None, user_type: str, catalog: Catalog, line: int, errors: list[RowError]
 ) -> str | None:
@@ -204,6 +220,8 @@ def _group(
                      f'There is no group named "{text}" in this account.', _shown(text))
         )
     return found
+
+
 def _phone(raw: object, line: int, errors: list[RowError]) -> str | None:
     # JSON senders often write phone numbers as numbers.
     if isinstance(raw, int) and not isinstance(raw, bool):

@@ -44,7 +44,11 @@ class Outcomes:
     outcome: dict[int, str] = field(default_factory=dict)  # line -> outcome
     identities: dict[str, tuple[int, bool]] = field(default_factory=dict)  # email -> id, login
     seats_planned: int = 0
+
+
 APPLY_CODES = frozenset({"email_taken", "no_seat"})
+
+
 def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_seats: int | None,
             refusal: str, *, known: Mapping[str, int] | None = None) -> Outcomes:
     """Each row's outcome against the database: R2, R7/R8 in file order, skip or update.
@@ -106,6 +110,8 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
         decided.creates.append(row)
         decided.outcome[row.line] = CREATE
     return decided
+
+
 def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id: int,
                      name: str, member: tuple[int, int, int | None]) -> None:
     member_id, role_id, group_id = member
@@ -122,6 +128,8 @@ def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id:
         decided.outcome[row.line] = UPDATE
     else:
         decided.outcome[row.line] = UNCHANGED
+
+
 def subscription_for(session: Session, plan: Plan) -> Subscription:
     """The account's subscription, locked when its seats have a cap (not in a dry run).
 
@@ -133,6 +141,8 @@ def subscription_for(session: Session, plan: Plan) -> Subscription:
     if not plan.options.dry_run and _seat_cap(subscription)[0] is not None:
         session.refresh(subscription, with_for_update=True)
     return subscription
+
+
 def _seat_cap(subscription: Subscription) -> tuple[int | None, str]:
     """The most seats the account may hold (None: a paid plan buys more), and the refusal."""
     catalog_plan = plan_named(subscription.plan)
@@ -143,6 +153,8 @@ def _seat_cap(subscription: Subscription) -> tuple[int | None, str]:
     cap = subscription.max_seats if subscription.max_seats is not None \
         else catalog_plan.max_seats
     return cap, f"No seat left: the plan allows at most {cap} seats and all are taken."
+
+
 def held_seats(session: Session, plan: Plan, checkpoint: dict[str, Any]) -> int:
     """Seats planned but not yet taken: a dry run's own count, or the account's unwritten parts."""
     if plan.options.dry_run:
@@ -152,6 +164,8 @@ def held_seats(session: Session, plan: Plan, checkpoint: dict[str, Any]) -> int:
         .join(Job, Job.id == ImportPart.job_id)
         .where(Job.account_id == plan.account_id, Job.status == JobStatus.RUNNING.value,
                ImportPart.written_at.is_(None))) or 0
+
+
 def seats_left(session: Session, plan: Plan, subscription: Subscription,
                 held: Callable[[], int]) -> tuple[int | None, str]:
     """Seats new members may still take (None: no limit, a paid plan buys more), and why not."""

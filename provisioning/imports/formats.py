@@ -57,6 +57,8 @@ MAX_LINE_LENGTH = 1_048_576
 _BLANK_LINE = re.compile(r"[\s,;\ufeff]*")
 _QUOTED = re.compile(r'"[^"]*"')
 _HEADER_SEPARATORS = re.compile(r"[\s_\-]+")
+
+
 class FileProblem(Exception):
     """A file-level problem: nothing in the file is imported."""
 
@@ -65,6 +67,8 @@ class FileProblem(Exception):
         self.code = code
         self.message = message
         self.line = line
+
+
 @dataclass(frozen=True, slots=True)
 class Position:
     """Where reading resumes: a byte offset into the stored data and the counts up to it.
@@ -76,6 +80,8 @@ class Position:
     offset: int
     line: int
     rows: int
+
+
 @dataclass(frozen=True, slots=True)
 class SourceRow:
     """One row as read: where it starts and its known columns, values as given."""
@@ -83,6 +89,8 @@ class SourceRow:
     line: int
     values: dict[str, object]
     end: Position
+
+
 @dataclass(frozen=True, slots=True)
 class RowError:
     line: int
@@ -90,6 +98,8 @@ class RowError:
     code: str
     message: str
     value: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class ImportRow:
     line: int
@@ -102,6 +112,8 @@ class ImportRow:
     phone: str | None
     seasonal_start: date | None
     seasonal_end: date | None
+
+
 @dataclass(frozen=True)
 class Catalog:
     """What the account has: role and group names keyed by their lower-cased form."""
@@ -110,38 +122,56 @@ class Catalog:
     groups: Mapping[str, str]
     seasonal_seats: bool
     free_group: str = "Free users"
+
+
 def _header_key(name: str) -> str:
     return _HEADER_SEPARATORS.sub(" ", name.lower()).strip(" *:")
+
+
 COLUMN_SET = frozenset(COLUMNS)
 _COLUMN_BY_KEY = {
     _header_key(alias): column
     for column, aliases in COLUMN_ALIASES.items()
     for alias in (column, *aliases)
 }
+
+
 def column_for(name: str) -> str | None:
     """The canonical column a header name or JSON key stands for, if any."""
     # Every alias is short; a long key (JSON can hold any) must not fill the cache.
     return _cached_column_for(name) if len(name) <= 64 else None
+
+
 @lru_cache(maxsize=1024)
 def _cached_column_for(name: str) -> str | None:
     return _COLUMN_BY_KEY.get(_header_key(name.replace("\ufeff", "")))
+
+
 @dataclass(frozen=True, slots=True)
 class _Header:
     delimiter: str
     columns: tuple[tuple[int, str], ...]  # (cell index, canonical column), first one wins
     line: int
+
+
 def _is_blank_line(text: str) -> bool:
     # Spreadsheets export empty rows as ",,,,": they are blank too.
     return _BLANK_LINE.fullmatch(text) is not None
+
+
 def _sniff_delimiter(text: str) -> str:
     # Count outside quotes: "Doe, Jane" must not make a ';' file look comma-separated.
     bare = _QUOTED.sub("", text)
     return max((",", ";", "\t"), key=bare.count)
+
+
 def _quoted_names(names: list[str], limit: int = 20) -> str:
     shown = ", ".join(f'"{name[:50]}"' for name in names[:limit])
     if len(names) > limit:
         shown += f" and {len(names) - limit} more"
     return shown
+
+
 def _parse_header(text: str, line: int, delimiter: str | None) -> _Header:
     text = text.rstrip("\r\n")
     delimiter = delimiter or _sniff_delimiter(text)
@@ -166,6 +196,8 @@ def _parse_header(text: str, line: int, delimiter: str | None) -> _Header:
         )
     ordered = tuple(sorted((index, column) for column, index in columns.items()))
     return _Header(delimiter, ordered, line)
+
+
 class HeaderFinder:
     """Takes physical lines one by one until the header row is among them."""
 

@@ -28,6 +28,8 @@ class JobFile(Base):
                                         primary_key=True)
     part: Mapped[int] = mapped_column(Integer, primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
 class ImportRow(Base):
     """A checked row of an import file: the snapshot a dry run shows and a commit applies."""
 
@@ -50,6 +52,8 @@ class ImportRow(Base):
     outcome: Mapped[str | None] = mapped_column(String(16))  # create|update|unchanged|error
     # A new member's existing identity, as planned (the part's writer checks it again).
     identity_id: Mapped[int | None] = mapped_column(BigInteger)
+
+
 class ImportPart(Base):
     """A planned chunk of an import whose new members a worker still has to write.
 

@@ -41,6 +41,8 @@ _BINARY_SIGNATURES = (
 )
 _CONTROL_CHARACTERS = re.compile("[\x01-\x08\x0e-\x1f]")
 _LONE_CR = re.compile(r"\r(?!\n)")
+
+
 class Normaliser:
     """Runs over the upload as it streams in, before anything is stored.
 

@@ -21,6 +21,8 @@ DEFAULT_ROLE = "member"
 # Per-row outcomes (the dry run's report) and the summary counter each one feeds.
 CREATE, UPDATE, UNCHANGED, ERROR = "create", "update", "unchanged", "error"
 COUNTER = {CREATE: "created", UPDATE: "updated", UNCHANGED: "skipped", ERROR: "failed"}
+
+
 @dataclass(frozen=True)
 class ImportOptions:
     dry_run: bool = False
@@ -54,6 +56,8 @@ class ImportOptions:
 
     def as_params(self) -> dict[str, Any]:
         return {"dry_run": self.dry_run, "on_existing": self.on_existing, "invite": self.invite}
+
+
 def empty_summary() -> dict[str, int]:
     return {"created": 0, "updated": 0, "skipped": 0, "failed": 0, "invitations": 0,
             "seats_added": 0}

@@ -73,6 +73,8 @@ def queue_part(session: Session, plan: Plan, part: int, decided: Outcomes) -> No
                            last_line=max(lines), rows=len(lines), seats=decided.seats_planned))
     job_id = plan.job_id
     after_commit(session, lambda: dispatch.send_task(PART_TASK, job_id, part))
+
+
 def planned_all(plan: Plan) -> None:
     """Every row has its outcome: from now on the job waits only for its parts."""
     with session_scope() as session:
@@ -80,12 +82,16 @@ def planned_all(plan: Plan) -> None:
         if job.status == JobStatus.RUNNING.value:
             job.checkpoint = {**(job.checkpoint or {}), "phase": WRITING}
             job.heartbeat_at = utcnow()
+
+
 def unwritten_parts(job_id: int) -> list[int]:
     with session_scope() as session:
         return list(session.scalars(
             select(ImportPart.part).where(ImportPart.job_id == job_id,
                                           ImportPart.written_at.is_(None))
             .order_by(ImportPart.part)).all())
+
+
 def write_planned_part(plan: Plan, part_no: int, *, careful: bool = False) -> bool:
     """Write one part's new members, invitations and emails with the job's progress.
 
@@ -139,6 +145,8 @@ def write_planned_part(plan: Plan, part_no: int, *, careful: bool = False) -> bo
             raise
         return write_planned_part(plan, part_no, careful=True)
     return True
+
+
 def _part_rows(session: Session, job_id: int, part: ImportPart
                ) -> tuple[list[ImportRow], dict[str, int]]:
     """The part's new members in file order, and the identities the plan found for them."""
@@ -149,6 +157,8 @@ def _part_rows(session: Session, job_id: int, part: ImportPart
             StagedRow.job_id == job_id, StagedRow.identity_id.is_not(None), *in_part))
         if identity_id is not None}
     return staged_rows(session, job_id, *in_part), known
+
+
 def _restage(session: Session, job_id: int, decided: Outcomes) -> None:
     """Rows that lost a race since the plan: their outcome and error, as they are now."""
     changed = [{"job": job_id, "row_line": line, "now": ERROR if outcome == ERROR else UNCHANGED}
@@ -160,6 +170,8 @@ def _restage(session: Session, job_id: int, decided: Outcomes) -> None:
                                  staged.c.line == bindparam("row_line"))
             .values(outcome=bindparam("now")), changed)
     record_errors(session.connection(), job_id, decided.errors)
+
+
 def write_updates(session: Session, decided: Outcomes, now: datetime) -> None:
     """Names, roles and groups of existing members (on_existing=update), set-based."""
     # ORM bulk UPDATE by primary key: one executemany per table
@@ -173,6 +185,8 @@ def write_updates(session: Session, decided: Outcomes, now: datetime) -> None:
               if "role_id" in changes or "group_id" in changes]
     if places:
         session.execute(update(Membership), places)
+
+
 def _write_creates(session: Session, plan: Plan, decided: Outcomes, now: datetime) -> int:
     """Identities, memberships, invitations and their emails for new members, set-based."""
     if not decided.creates:
@@ -201,6 +215,8 @@ def _write_creates(session: Session, plan: Plan, decided: Outcomes, now: datetim
         return 0  # members wait as "not sent"; resending an invitation sends the first
     member_ids = insert_new(connection, Membership, member_columns, members)
     return _write_invitations(session, plan, decided, member_ids, now)
+
+
 def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
                        member_ids: list[int], now: datetime) -> int:
     """One invitation and one outbox email per new member (in ``decided.creates`` order)."""
@@ -233,6 +249,8 @@ def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
                  for row, member_id, nonce, email_id
                  in zip(decided.creates, member_ids, nonces, email_ids, strict=True)))
     return len(email_ids)
+
+
 def stage_rows(connection: Connection, job_id: int, rows: Sequence[ImportRow],
            decided: Outcomes) -> None:
     identities = decided.identities  # new members' existing identities
@@ -241,8 +259,12 @@ def stage_rows(connection: Connection, job_id: int, rows: Sequence[ImportRow],
                   row.language, row.phone, row.seasonal_start, row.seasonal_end,
                   decided.outcome.get(row.line), identities.get(row.email, (None,))[0])
                  for row in rows))
+
+
 STAGED_FIELDS = ("line", "email", "name", "role", "group", "user_type", "language", "phone",
                  "seasonal_start", "seasonal_end")
+
+
 def staged_rows(session: Session, job_id: int, *criteria: ColumnElement[bool],
                  limit: int | None = None) -> list[ImportRow]:
     """Staged rows back as checked rows, in file order (plain tuples: no ORM object per row)."""

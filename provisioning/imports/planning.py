@@ -125,6 +125,8 @@ class Plan:
             media_type=params.get("media_type", "text/csv"),
             size=int(params.get("bytes", 0)),
         )
+
+
 @dataclass
 class Chunk:
     """Rows to apply in one transaction, and the checkpoints before and after them."""
@@ -135,6 +137,8 @@ class Chunk:
     start: dict[str, Any]
     end: dict[str, Any]
     fresh: bool  # read from the file (earlier chunks may hold the same email), not a snapshot
+
+
 def run_import(job_id: int, deadline: float) -> bool:
     """One turn of an import job: plan chunks in file order, then write what is left.
 
@@ -160,6 +164,8 @@ def run_import(job_id: int, deadline: float) -> bool:
             return False
     _finish(plan)
     return True
+
+
 def write_part(job_id: int, part: int) -> None:
     """The task for one planned part: write its new members; the last part finishes the job."""
     with session_scope() as session:
@@ -169,6 +175,8 @@ def write_part(job_id: int, part: int) -> None:
         plan = Plan.load(session, job)
     if write_planned_part(plan, part):
         _finish(plan)
+
+
 def _prepare(plan: Plan) -> dict[str, Any]:
     """Before the first chunk: count the rows (limits, progress) or copy the dry run's report."""
     config = settings()
@@ -200,6 +208,8 @@ def _prepare(plan: Plan) -> dict[str, Any]:
         job.checkpoint = checkpoint
         job.heartbeat_at = utcnow()
     return checkpoint
+
+
 def _copy_checked_errors(session: Session, source: int, target: int) -> int:
     """A commit keeps the dry run's file-level findings; database findings are checked anew."""
     columns = (JobError.line, JobError.column, JobError.code, JobError.message, JobError.value,
@@ -210,11 +220,15 @@ def _copy_checked_errors(session: Session, source: int, target: int) -> int:
         .where(JobError.job_id == source, JobError.stage == "check")))
     return session.scalar(select(func.count(func.distinct(JobError.line)))
                           .where(JobError.job_id == source, JobError.stage == "check")) or 0
+
+
 def _chunks(plan: Plan, checkpoint: dict[str, Any]) -> Iterator[Chunk]:
     size = settings().import_chunk_rows
     if plan.snapshot_of is not None:
         return _snapshot_chunks(plan, checkpoint, size)
     return prefetched(_file_chunks(plan, checkpoint, size))
+
+
 def _file_chunks(plan: Plan, checkpoint: dict[str, Any], size: int) -> Iterator[Chunk]:
     position = checkpoint.get("position")
     start = Position(**position) if position else None
@@ -230,6 +244,8 @@ def _file_chunks(plan: Plan, checkpoint: dict[str, Any], size: int) -> Iterator[
                 batch = []
         if batch:
             yield _checked(plan, batch, marker)
+
+
 def _checked(plan: Plan, batch: list[SourceRow], start: dict[str, Any]) -> Chunk:
     """Run the row checks (pure, outside any transaction) and de-duplicate within the chunk."""
     rows: list[ImportRow] = []
@@ -253,10 +269,14 @@ def _checked(plan: Plan, batch: list[SourceRow], start: dict[str, Any]) -> Chunk
     return Chunk(rows=rows, errors=errors, failed_lines=failed, start=start,
                  end={"position": {"offset": end.offset, "line": end.line, "rows": end.rows}},
                  fresh=True)
+
+
 def _duplicate(row: ImportRow, first: int) -> RowError:
     return RowError(line=row.line, column="email", code="duplicate_in_file",
                     message=f"The same email as line {first}; the first row wins.",
                     value=row.email)
+
+
 def _snapshot_chunks(plan: Plan, checkpoint: dict[str, Any], size: int) -> Iterator[Chunk]:
     after = int(checkpoint.get("after_line", 0))
     source = plan.snapshot_of
@@ -269,6 +289,8 @@ def _snapshot_chunks(plan: Plan, checkpoint: dict[str, Any], size: int) -> Itera
         yield Chunk(rows=rows, errors=[], failed_lines=0, start={"after_line": after},
                     end={"after_line": rows[-1].line}, fresh=False)
         after = rows[-1].line
+
+
 def _apply(plan: Plan, chunk: Chunk) -> bool:
     """Plan one chunk and record it with the checkpoint in one transaction.
 
@@ -324,14 +346,20 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
                           + (decided.seats_planned if plan.options.dry_run else 0)}
         job.heartbeat_at = now
     return True
+
+
 def _add_to_summary(job: Job, counts: Mapping[str, int]) -> None:
     summary = dict(job.summary or empty_summary())
     for key, count in counts.items():
         summary[key] = summary.get(key, 0) + count
     job.summary = summary
+
+
 def _at(checkpoint: dict[str, Any], start: dict[str, Any]) -> bool:
     """The job's checkpoint is where this chunk begins (no other worker got here first)."""
     return all(checkpoint.get(key) == value for key, value in start.items())
+
+
 class SeenEmails:
     """The emails a job has staged so far, as hashes held by this process.
 
@@ -357,14 +385,20 @@ class SeenEmails:
         self.hashes.update(hash(row.email) for row in rows)
         if rows:
             self.last_line = max(self.last_line, rows[-1].line)
+
+
 _seen: dict[int, SeenEmails] = {}
 SEEN_JOBS = 4  # jobs whose emails a process keeps; an older one is caught up again
+
+
 def _seen_emails(job_id: int) -> SeenEmails:
     if job_id not in _seen:
         while len(_seen) >= SEEN_JOBS:
             del _seen[next(iter(_seen))]
         _seen[job_id] = SeenEmails()
     return _seen[job_id]
+
+
 def _drop_earlier_duplicates(
     session: Session, job_id: int, rows: list[ImportRow]
 ) -> tuple[list[ImportRow], list[RowError]]:
@@ -383,6 +417,8 @@ def _drop_earlier_duplicates(
     kept = [row for row in rows if row.email not in earlier]
     after_commit(session, lambda: seen.add(kept))
     return kept, [_duplicate(row, earlier[row.email]) for row in rows if row.email in earlier]
+
+
 def _finish(plan: Plan) -> None:
     """Mark the job done, write its one audit entry (R14) and drop the uploaded file."""
     with session_scope() as session:
@@ -408,12 +444,16 @@ def _finish(plan: Plan) -> None:
                      target_type="job", target_id=plan.job_id,
                      after={"options": plan.options.as_params(), "total": job.total,
                             "summary": summary})
+
+
 def _waiting_for_parts(session: Session, job: Job) -> bool:
     """Rows are still being planned, or a planned part is not written yet."""
     if (job.checkpoint or {}).get("phase") != WRITING:
         return True
     return session.scalar(select(ImportPart.part).where(
         ImportPart.job_id == job.id, ImportPart.written_at.is_(None)).limit(1)) is not None
+
+
 def _seat_impact(session: Session, plan: Plan, new_seats: int) -> dict[str, Any]:
     """What committing the dry run would do to seats and the bill (R8)."""
     subscription = session.scalars(

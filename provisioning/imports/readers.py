@@ -34,6 +34,8 @@ _START, _FIRST, _ELEMENT, _AFTER, _END = range(5)
 _NOT_WHITESPACE = re.compile(r"[^ \t\r\n]")
 _ELEMENT_ENDS = ("}", "]", '"', ",")
 _DECODER = json.JSONDecoder()
+
+
 def json_kind(value: object) -> str:
     if value is None:
         return "null"
@@ -46,6 +48,8 @@ def json_kind(value: object) -> str:
     if isinstance(value, list):
         return "a list"
     return "an object"
+
+
 class ArrayScanner:
     """Finds the elements of one top-level JSON array in text pushed piece by piece.
 
@@ -152,6 +156,8 @@ class ArrayScanner:
 
     def _fail(self, reason: str) -> NoReturn:
         raise FileProblem("invalid_json", f"The JSON is not valid: {reason}", self.count + 1)
+
+
 def _physical_lines(stream: BinaryIO, offset: int) -> Iterator[bytes]:
     """The stored data from ``offset``, one line (with its b"\\n") at a time."""
     stream.seek(offset)
@@ -163,6 +169,8 @@ def _physical_lines(stream: BinaryIO, offset: int) -> Iterator[bytes]:
             yield line + b"\n"
     if carry:
         yield carry
+
+
 def _mapped(record: dict[str, object]) -> dict[str, object]:
     """A JSON object's known columns, keyed canonically (the first alias wins)."""
     values: dict[str, object] = {}
@@ -171,6 +179,8 @@ def _mapped(record: dict[str, object]) -> dict[str, object]:
         if column is not None and column not in values:
             values[column] = value
     return values
+
+
 def read_rows(
     stream: BinaryIO, media_type: str, start: Position | None = None
 ) -> Iterator[SourceRow]:
@@ -190,6 +200,8 @@ def read_rows(
     if media_type == MEDIA_JSON:
         return _json_rows(stream, start)
     raise unsupported_media(media_type)
+
+
 def count_rows(stream: BinaryIO, media_type: str, limit: int) -> int:
     """How many rows ``read_rows`` yields from the start, or ``limit + 1`` if more.
 
@@ -216,6 +228,8 @@ def count_rows(stream: BinaryIO, media_type: str, limit: int) -> int:
             if rows > limit:
                 break
     return rows
+
+
 def _counted(rows: Iterator[SourceRow], limit: int) -> int:
     count = 0
     for _ in rows:
@@ -223,6 +237,8 @@ def _counted(rows: Iterator[SourceRow], limit: int) -> int:
         if count > limit:
             break
     return count
+
+
 def _csv_header(stream: BinaryIO) -> tuple[_Header, int]:
     finder = HeaderFinder()
     offset = 0
@@ -232,6 +248,8 @@ def _csv_header(stream: BinaryIO) -> tuple[_Header, int]:
         if header is not None:
             return header, offset
     raise FileProblem("empty_file", "The file is empty: it has no header and no rows.")
+
+
 def _csv_rows(stream: BinaryIO, start: Position | None) -> Iterator[SourceRow]:
     header, header_end = _csv_header(stream)
     if start is None:
@@ -281,11 +299,15 @@ def _csv_rows(stream: BinaryIO, start: Position | None) -> Iterator[SourceRow]:
             reason += "never closed." if line > first else "out of place."
             yield SourceRow(first, {INVALID_ROW: reason}, Position(offset, line, rows))
             break  # the reader may be mid-row: a fresh one starts on the next line
+
+
 def _blank_cells(cells: list[str]) -> bool:
     first = cells[0]
     if first and not first.isspace():
         return False  # the usual row, decided without looking further
     return all(not cell or cell.isspace() for cell in cells)
+
+
 def _ndjson_rows(stream: BinaryIO, start: Position | None) -> Iterator[SourceRow]:
     offset, line, rows = (start.offset, start.line, start.rows) if start else (0, 0, 0)
     for raw in _physical_lines(stream, offset):
@@ -309,6 +331,8 @@ def _ndjson_rows(stream: BinaryIO, start: Position | None) -> Iterator[SourceRow
             else:
                 values = {INVALID_ROW: f"Line {line} is {json_kind(record)}, not a JSON object."}
         yield SourceRow(line, values, Position(offset, line, rows))
+
+
 def _json_rows(stream: BinaryIO, start: Position | None) -> Iterator[SourceRow]:
     scanner = ArrayScanner(start)
     decoder = codecs.getincrementaldecoder("utf-8")("strict")

@@ -52,5 +52,7 @@ class StoredFile(io.RawIOBase):
         buffer[:len(piece)] = piece
         self.offset += len(piece)
         return len(piece)
+
+
 def open_stored_file(job_id: int, size: int) -> io.BufferedReader:
     return io.BufferedReader(StoredFile(job_id, size), buffer_size=READ_SIZE)

@@ -78,14 +78,20 @@ def import_members(
     job_id = job.id
     after_commit(session, lambda: enqueue(job_id))
     return job_view(session, job)
+
+
 def _spool_dir(config: Settings) -> str:
     folder = config.var_dir / "uploads"
     folder.mkdir(parents=True, exist_ok=True)
     return str(folder)
+
+
 def _too_large(config: Settings) -> PayloadTooLarge:
     limit = config.import_max_bytes / (1024 * 1024)
     return PayloadTooLarge(f"The file is larger than {limit:g} MB; split it into smaller files.",
                            errors=[FieldError("file", f"At most {limit:g} MB.", "too_large")])
+
+
 def _spool(upload: BinaryIO, media: str, spool: IO[bytes], config: Settings,
            length: int | None) -> int:
     """Normalise the upload into ``spool``; file-level problems refuse it before any write."""
@@ -103,16 +109,22 @@ def _spool(upload: BinaryIO, media: str, spool: IO[bytes], config: Settings,
         raise InvalidInput([FieldError("file", problem.message, problem.code)],
                            detail=problem.message) from None
     return normaliser.bytes_out
+
+
 def _read(upload: BinaryIO) -> bytes:
     try:
         return upload.read(READ_SIZE)
     except OSError:  # the connection dropped while the file was coming in
         raise _cut_off(None, None) from None
+
+
 def _cut_off(received: int | None, length: int | None) -> InvalidInput:
     said = (f" ({received:,} of {length:,} bytes arrived)" if received is not None
             and length is not None else "")
     message = f"The upload was cut off{said}; nothing was imported. Send the file again."
     return InvalidInput([FieldError("file", message, "incomplete_upload")], detail=message)
+
+
 def visible_import(session: Session, actor: Actor, account_id: int, job_id: int, *,
                    lock: bool = False) -> Job:
     """The account's import, if ``actor`` administers it; any other job does not exist here."""
@@ -153,7 +165,11 @@ def commit_import(session: Session, actor: Actor, account_id: int,
     job_id_ = job.id
     after_commit(session, lambda: enqueue(job_id_))
     return job_view(session, job)
+
+
 ROW_REPORT_COLUMNS = ("line", "email", "outcome")
+
+
 def row_report(session: Session, actor: Actor, account_id: int,
                job_id: int) -> Iterator[bytes]:
     """Each checked row and what happened to it (or, for a dry run, what would)."""

@@ -24,6 +24,8 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+
+
 class Job(Base):
     """Slow work a worker does for an account; the row is the truth, the broker only its id."""
 
@@ -46,6 +48,8 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Renewed at every checkpoint: a running job whose heartbeat stops is resumed.
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
 class JobError(Base):
     """One problem with one row (or the file): a line of the error report."""
 

@@ -62,16 +62,22 @@ def render(row: Claimed, config: Settings) -> bytes:
         text=rendered.text,
         html=rendered.html,
     )
+
+
 def retry_delay(attempts: int, config: Settings) -> float:
     """Exponential backoff with full jitter, never beyond the configured ceiling."""
     ceiling = min(config.outbox_retry_max_seconds, config.outbox_retry_base_seconds * 2 ** attempts)
     return random.uniform(config.outbox_retry_base_seconds / 2, max(ceiling, 0.001))
+
+
 @dataclass
 class DeliveryReport:
     sent: list[int] = field(default_factory=list)
     failed: list[int] = field(default_factory=list)
     deferred: list[int] = field(default_factory=list)
     retry_in: float = 0.0
+
+
 @dataclass(frozen=True)
 class Outcome:
     """What became of one claimed row: its new status and the columns that go with it."""
@@ -81,8 +87,12 @@ class Outcome:
     status: EmailStatus
     values: dict[str, Any]
     retry_in: float = 0.0
+
+
 class MarkingFailed(RuntimeError):
     """Outcomes could not be written; their rows stay claimed until the lease runs out."""
+
+
 def deliver(ids: Sequence[int], senders: Sequence[MailSender], *,
             extra: int | None = None) -> DeliveryReport:
     """Send the due rows among ``ids`` (and batches of other due rows) over several connections.
@@ -124,6 +134,8 @@ def deliver(ids: Sequence[int], senders: Sequence[MailSender], *,
         finally:
             marks.close()  # what the server took is marked even when a connection's thread failed
     return report
+
+
 def _claim_batch(ids: Sequence[int], extra: int, batch: int, config: Settings
                  ) -> tuple[list[Claimed], float]:
     """Claimed rows, and when their lease ends (counted from before the claim)."""
@@ -134,6 +146,8 @@ def _claim_batch(ids: Sequence[int], extra: int, batch: int, config: Settings
         # More may be waiting: let another worker process start on the next batch now.
         dispatch.send_task(SEND_TASK, [])
     return rows, lease_ends
+
+
 class SendLine:
     """One thread per connection, each taking the next claimed row, while more are added.
 
@@ -231,12 +245,16 @@ class SendLine:
                     self._marks.record(_sent_or_failed(cast(Claimed, row), result, self._config))
         except BaseException as exc:
             self._stop(exc)
+
+
 def _sent_or_failed(row: Claimed, result: Result, config: Settings) -> Outcome:
     """What to mark a row the server answered for."""
     if isinstance(result, DeliveryError):
         return _failure(row, result, config)
     return _outcome(row, EmailStatus.SENT, sent_at=utcnow(), provider_response=result,
                     last_error=None)
+
+
 def _failure(row: Claimed, error: DeliveryError, config: Settings) -> Outcome:
     if error.permanent or row.attempts >= config.outbox_max_attempts:
         return _outcome(row, EmailStatus.FAILED, last_error=str(error))
@@ -244,9 +262,13 @@ def _failure(row: Claimed, error: DeliveryError, config: Settings) -> Outcome:
     outcome = _outcome(row, EmailStatus.DEFERRED, last_error=str(error),
                        next_attempt_at=utcnow() + timedelta(seconds=delay))
     return replace(outcome, retry_in=delay)
+
+
 def _outcome(row: Claimed, status: EmailStatus, **values: Any) -> Outcome:
     assert row.claim_token is not None, "only a claimed row is sent"
     return Outcome(row.id, row.claim_token, status, values)
+
+
 class GroupedMarks:
     """Outcomes written in small groups, from a thread of their own.
 
@@ -318,6 +340,8 @@ class GroupedMarks:
             group, self._waiting = self._waiting, []
             self._changed.notify_all()  # recording may go on
             return group
+
+
 def _add_to_report(report: DeliveryReport, outcome: Outcome) -> None:
     if outcome.status is EmailStatus.SENT:
         report.sent.append(outcome.row_id)
@@ -326,10 +350,14 @@ def _add_to_report(report: DeliveryReport, outcome: Outcome) -> None:
     else:
         report.deferred.append(outcome.row_id)
         report.retry_in = max(report.retry_in, outcome.retry_in)
+
+
 # The SET columns come from each parameter set's keys (status and the outcome's values).
 _MARK = update(OutboxEmail).where(
     OutboxEmail.id == bindparam("row_id"), OutboxEmail.claim_token == bindparam("token")
 )
+
+
 def write_marks(group: list[Outcome]) -> None:
     """Mark a group of outcomes in one transaction; only the claim's holder may.
 
@@ -350,6 +378,8 @@ def write_marks(group: list[Outcome]) -> None:
                     key: [row[key] for row in parameters] for key in parameters[0]})
             else:
                 connection.execute(_MARK, parameters)
+
+
 @cache
 def _marks_from_arrays(names: tuple[str, ...]) -> Any:
     """``UPDATE outbox_emails SET … FROM unnest(:row_id, :token, :status, …) AS marks(…)``."""
@@ -365,6 +395,8 @@ def _marks_from_arrays(names: tuple[str, ...]) -> Any:
             .where(OUTBOX.c.id == any_(arrays[0]), OUTBOX.c.id == marks.c.row_id,
                    OUTBOX.c.claim_token == marks.c.token)
             .values({name: marks.c[name] for name in ("status", *names)}))
+
+
 def _array_element(column_type: Any) -> Any:
     """The type an array of the column's values is made of (a decorator's own impl)."""
     return column_type.impl if isinstance(column_type, TypeDecorator) else column_type

@@ -24,6 +24,8 @@ class EmailStatus(StrEnum):
     DEFERRED = "deferred"
     SENT = "sent"
     FAILED = "failed"
+
+
 class OutboxEmail(Base):
     """One email to send. The row is the truth; the broker only carries its id."""
 

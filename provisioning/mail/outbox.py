@@ -57,6 +57,8 @@ def queue_email(session: Session, **fields: Unpack[Email]) -> int:
     email_id: int = session.connection().execute(QUEUE_EMAIL, new_email(**fields)).scalar_one()
     wake_after_commit(session)
     return email_id
+
+
 class Email(TypedDict):
     account_id: int | None
     recipient: str
@@ -64,6 +66,8 @@ class Email(TypedDict):
     template: str
     language: str
     context: dict[str, Any]
+
+
 def new_email(**fields: Unpack[Email]) -> dict[str, Any]:
     """A queued email as ``QUEUE_EMAIL``'s parameters, with its stable Message-ID."""
     now = utcnow()
@@ -80,25 +84,39 @@ def new_email(**fields: Unpack[Email]) -> dict[str, Any]:
         "email_next_attempt_at": now,
         "email_created_at": now,
     }
+
+
 def wake_after_commit(session: Session) -> None:
     """A worker hears of the session's queued emails once they are committed."""
     after_commit(session, wake_sender)
+
+
 _EMAIL_COLUMNS = ("account_id", "recipient", "recipient_name", "template", "language",
                   "context", "message_id", "status", "attempts", "next_attempt_at", "created_at")
 # Built once, to ride in the invite path's statement too.
 QUEUE_EMAIL = insert(OutboxEmail).values(prefixed_values("email_", _EMAIL_COLUMNS)).returning(
     OutboxEmail.id)
+
+
 def _claimable(config: Settings) -> Any:
     now = utcnow()
     return or_(_due(now), _abandoned(now, config))
+
+
 # Waiting to be sent: retries first, then fresh mail (the order a claim takes them in).
 DUE_STATUSES = (EmailStatus.DEFERRED.value, EmailStatus.QUEUED.value)
+
+
 def _due(now: datetime, statuses: Sequence[str] = DUE_STATUSES) -> Any:
     return and_(OutboxEmail.status.in_(statuses), OutboxEmail.next_attempt_at <= now)
+
+
 def _abandoned(now: datetime, config: Settings) -> Any:
     """Claimed by a worker that died mid-send: the claim outlived its lease."""
     return and_(OutboxEmail.status == EmailStatus.SENDING.value,
                 OutboxEmail.claimed_at < now - timedelta(seconds=config.outbox_lease_seconds))
+
+
 # A claimed outbox row as the send path reads it: a plain row of the columns it needs
 # (a mapped object per email cost the claim half its time).
 Claimed = Row[Any]
@@ -106,6 +124,8 @@ OUTBOX = cast(Table, OutboxEmail.__table__)
 _SEND_COLUMNS = [OUTBOX.c[name] for name in (
     "id", "recipient", "recipient_name", "template", "language", "context", "message_id",
     "claim_token", "attempts")]
+
+
 def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Claimed]:
     """Claim the given rows that are due, plus up to ``extra`` other due rows.
 
@@ -155,6 +175,8 @@ def claim(session: Session, ids: Sequence[int], *, extra: int = 0) -> list[Claim
         .returning(*_SEND_COLUMNS)
     ).all()
     return sorted(claimed, key=lambda row: row.id)
+
+
 def stranded_ids(session: Session, *, grace_seconds: float = 10.0,
                  limit: int = 10_000) -> list[int]:
     """Rows whose task was lost: due but untouched for a while, or claimed by a dead worker."""
@@ -168,6 +190,8 @@ def stranded_ids(session: Session, *, grace_seconds: float = 10.0,
             .limit(limit)
         ).all()
     )
+
+
 def sweep() -> int:
     """Re-enqueue stranded rows in batches; returns how many rows were handed out."""
     with session_scope() as session:
@@ -176,7 +200,11 @@ def sweep() -> int:
     for start in range(0, len(ids), size):
         dispatch.send_task(SEND_TASK, ids[start : start + size])
     return len(ids)
+
+
 FINISHED_STATUSES = (EmailStatus.SENT.value, EmailStatus.FAILED.value)
+
+
 def purge(*, chunk: int = 5_000) -> int:
     """Forget sent and failed emails after ``outbox_retention_days``; returns how many.
 

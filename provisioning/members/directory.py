@@ -28,6 +28,8 @@ EMAIL_STATE = {
     EmailStatus.SENT.value: "sent",
     EmailStatus.FAILED.value: "failed",
 }
+
+
 @dataclass(frozen=True)
 class InvitationView:
     state: str  # not_sent | queued | sent | deferred | failed | accepted | expired | revoked
@@ -37,6 +39,8 @@ class InvitationView:
     # Why the email never arrived, as the recipient's server put it ("550 5.1.1 no such
     # user"): only when it failed for good, so the admin can correct the address.
     failure: str | None = None
+
+
 @dataclass(frozen=True)
 class MemberView:
     id: int
@@ -50,11 +54,15 @@ class MemberView:
     two_factor: bool
     invitation: InvitationView | None
     created_at: datetime
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[MemberView]
     next_cursor: str | None
     total: int
+
+
 def invitation_state(invitation: Invitation, email_status: str | None, now: datetime) -> str:
     """What the admin sees of an invitation, so nobody invites the same person twice."""
     if invitation.accepted_at is not None:
@@ -64,6 +72,8 @@ def invitation_state(invitation: Invitation, email_status: str | None, now: date
     if invitation.expires_at <= now:
         return "expired"
     return EMAIL_STATE.get(email_status or "", "queued")
+
+
 def member_view(
     membership: Membership, invitation: Invitation | None, email_status: str | None,
     now: datetime, email_error: str | None = None,
@@ -96,6 +106,8 @@ def member_view(
         invitation=invitation_view,
         created_at=membership.created_at,
     )
+
+
 def _members_query(account_id: int) -> Select[Membership, Invitation, str, str | None]:
     return (
         select(Membership, Invitation, OutboxEmail.status, OutboxEmail.last_error)
@@ -104,12 +116,16 @@ def _members_query(account_id: int) -> Select[Membership, Invitation, str, str |
         .outerjoin(OutboxEmail, OutboxEmail.id == Invitation.last_email_id)
         .where(Membership.account_id == account_id)
     )
+
+
 def get_member(session: Session, actor: Actor, account_id: int, member_id: int) -> MemberView:
     require_admin(session, actor, account_id)
     row = session.execute(_members_query(account_id).where(Membership.id == member_id)).first()
     if row is None:
         raise NotFound("No such member in this account.")
     return member_view(row[0], row[1], row[2], utcnow(), row[3])
+
+
 def list_members(
     session: Session, actor: Actor, account_id: int, filters: dict[str, str | None],
     cursor: str | None, limit: int | None,

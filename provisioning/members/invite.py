@@ -103,6 +103,8 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
                                   expires_at=link.expires_at, last_sent_at=now, sends=1),
         created_at=now,
     )
+
+
 def _write_invitation(connection: Connection, rows: dict[str, Any], *, takes_seat: bool,
                       seasonal_here: bool) -> tuple[int, SeatCount | None]:
     """One invitation's rows: its member, its email, the invitation and its audit entry,
@@ -126,18 +128,26 @@ def _write_invitation(connection: Connection, rows: dict[str, Any], *, takes_sea
         return member_id, None
     purchased, full_taken = connection.execute(seats.COUNT_SEAT, rows).one()
     return member_id, SeatCount(purchased, full_taken)
+
+
 _INSERT_MEMBER = insert(Membership).values(prefixed_values("member_", (
     "account_id", "identity_id", "role_id", "group_id", "user_type", "status", "language",
     "seasonal_start", "seasonal_end", "invited_by_id", "created_at",
 ))).returning(Membership.id)
+
+
 def _insert_invitation(member_id: Any, email_id: Any) -> Insert:
     return insert(Invitation).values(prefixed_values("invitation_", (
         "account_id", "email", "token_nonce", "token_hash", "invited_by_id",
         "existing_identity", "expires_at", "sends", "last_sent_at", "resends_in_window",
         "created_at",
     )) | {"membership_id": member_id, "last_email_id": email_id})
+
+
 _INSERT_INVITATION = _insert_invitation(bindparam("invitation_membership_id"),
                                         bindparam("invitation_last_email_id"))
+
+
 def _invitation_rows_in_one_statement(takes_seat: bool, counts_seasonal: bool
                                       ) -> Select[Any]:
     """``_write_invitation`` on PostgreSQL: the inserts as data-modifying CTEs, each row
@@ -157,8 +167,12 @@ def _invitation_rows_in_one_statement(takes_seat: bool, counts_seasonal: bool
             counted.append(seats.SEASONAL_SEATS.scalar_subquery())
         rows = select(member.c.id, *counted).select_from(member.join(seat, true()))
     return rows.add_cte(email, invitation.cte("new_invitation"), entry.cte("new_entry"))
+
+
 _INVITATION_ROWS = {key: _invitation_rows_in_one_statement(*key)
                     for key in ((False, False), (True, False), (True, True))}
+
+
 @dataclass(frozen=True)
 class Invitee:
     """The identity an invitation goes to, as the invitation and the answer need it."""
@@ -168,6 +182,8 @@ class Invitee:
     name: str
     has_login: bool
     two_factor: bool
+
+
 def _invitee(session: Session, account_id: int, request: InviteRequest, resolved: Resolved
              ) -> Invitee:
     """The identity ``_resolve`` inserted for a new address; else the existing one, checked."""
@@ -189,6 +205,8 @@ def _invitee(session: Session, account_id: int, request: InviteRequest, resolved
         identity.name = request.name
     return Invitee(identity.id, identity.email, identity.name, has_login,
                    identity.totp_enabled)
+
+
 @dataclass(frozen=True)
 class InvitationLink:
     """A fresh invitation token (R4): the nonce the email's link derives from, the hash the
@@ -204,6 +222,8 @@ class InvitationLink:
         nonce = new_secret()
         return cls(nonce, hash_secret(invitation_token(config.secret_key, nonce)),
                    now + timedelta(days=config.invitation_ttl_days))
+
+
 def send_invitation(
     session: Session,
     account: Account,
@@ -225,6 +245,8 @@ def send_invitation(
         link, account_id=account.id, account_name=account.name, email=identity.email,
         name=identity.name, language=membership.language,
         existing_identity=invitation.existing_identity, inviter_name=inviter_name))
+
+
 def _invitation_email(
     link: InvitationLink, *, account_id: int, account_name: str, email: str, name: str,
     language: str, existing_identity: bool, inviter_name: str,
@@ -245,6 +267,8 @@ def _invitation_email(
             outbox.INVITATION_NONCE: link.nonce,
         },
     )
+
+
 @dataclass(frozen=True)
 class Resolved:
     """What an invite names, looked up: the role's id, the group's id and name, and the
@@ -255,6 +279,8 @@ class Resolved:
     group_name: str | None
     new_identity_id: int | None  # None: the address already has an identity (R2 checks it)
     password_hash: str | None  # of the initial password, when one was given
+
+
 def _resolve(session: Session, account_id: int, request: InviteRequest) -> Resolved:
     """The role and the group (free users go to the built-in one), and a new identity for
     a new address, inserted at once: one round trip on PostgreSQL. A request refused here
@@ -292,6 +318,8 @@ def _resolve(session: Session, account_id: int, request: InviteRequest) -> Resol
     if errors:
         raise InvalidInput(errors)
     return Resolved(role_id, group_id, group_name, new_id, password_hash)
+
+
 _ROLE_ID = select(Role.id).where(Role.account_id == bindparam("account_id"),
                                  Role.name == bindparam("role"))
 _GROUP_ID = select(Group.id).where(Group.account_id == bindparam("account_id"),

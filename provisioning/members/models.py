@@ -26,10 +26,14 @@ class UserType(StrEnum):
     FULL = "full"
     FREE = "free"
     SEASONAL = "seasonal"
+
+
 class MemberStatus(StrEnum):
     INVITED = "invited"
     ACTIVE = "active"
     INACTIVE = "inactive"
+
+
 class Identity(Base):
     """One person's login, global across accounts; outlives memberships."""
 
@@ -46,6 +50,8 @@ class Identity(Base):
     totp_last_step: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class Membership(Base):
     """A "user" of an account: one identity's place in one workspace."""
 
@@ -77,6 +83,8 @@ class Membership(Base):
     identity: Mapped[Identity] = relationship(foreign_keys=[identity_id], lazy="joined")
     role: Mapped[Role] = relationship(lazy="joined")
     group: Mapped[Group | None] = relationship(lazy="joined")
+
+
 class Invitation(Base):
     """The invitation of one membership; the token is never stored, only its hash."""
 

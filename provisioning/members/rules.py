@@ -21,6 +21,8 @@ from provisioning.members.directory import invitation_state
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus, UserType
 
 FREE_USERS_GROUP = "Free users"
+
+
 class EmailTaken(Conflict):
     """R2: the address already holds a non-free membership elsewhere; never say where."""
 
@@ -28,6 +30,8 @@ class EmailTaken(Conflict):
 
     def __init__(self) -> None:
         super().__init__("This email address already belongs to a user of another account.")
+
+
 def holds_paid_membership(
     session: Session, identity_id: int, *, other_than_account: int | None = None
 ) -> bool:
@@ -37,6 +41,8 @@ def holds_paid_membership(
     if other_than_account is not None:
         query = query.where(Membership.account_id != other_than_account)
     return session.scalars(query.limit(1)).first() is not None
+
+
 @dataclass(frozen=True)
 class InviteRequest:
     email: str
@@ -75,6 +81,8 @@ class InviteRequest:
         form.finish()
         assert email is not None
         return cls(email, name, role, group, user_type, language, password, start, end)
+
+
 def _date(form: Form, field: str) -> date | None:
     value = form.body.get(field)
     if value is None:
@@ -84,6 +92,8 @@ def _date(form: Form, field: str) -> date | None:
     except ValueError:
         form.errors.append(FieldError(field, "Use a date like 2026-12-31.", "invalid_date"))
         return None
+
+
 def refuse_second_membership(
     session: Session, account_id: int, identity: Identity, request: InviteRequest
 ) -> None:

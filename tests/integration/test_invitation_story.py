@@ -194,6 +194,7 @@ def test_resend_replaces_the_token_and_is_rate_limited(stack: Stack):
     new = {invitation_link(m) for m in messages} - {old}
     assert len(new) == 1
     assert stack.api.simulate_get(f"/v1/invitations/{old}").status_code == 404
+
     def invitation_state() -> dict:
         return stack.api.simulate_get(f"/v1/accounts/{admin.id}/users/{member_id}",
                                       headers=admin.headers).json["invitation"]

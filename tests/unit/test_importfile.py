@@ -103,6 +103,7 @@ def codes(result: ImportRow | list[RowError]) -> list[tuple[str, str]]:
 
 # --- The upload: encodings ---------------------------------------------------------------
 
+
 TEXT = "email;name\r\nana@example.com;José Núñez 😀\r\n"
 
 
@@ -410,6 +411,7 @@ def test_reading_streams_instead_of_loading_the_file(media: str):
 
 # --- Resuming ------------------------------------------------------------------------------
 
+
 JSON_ARRAY = json.dumps(
     [{"E-mail": "ana@example.com", "Name": "Ana"}, 42, {"email": "bob@example.com"},
      {"mail": "carla@example.com", "Team": "Sales", "unknown": 1}, "text"],
@@ -439,6 +441,7 @@ def test_resuming_after_any_row_gives_exactly_the_rows_after_it(data: str, media
 
 
 # --- Counting ------------------------------------------------------------------------------
+
 
 # Lines a count by lines could get wrong: blank ones of every kind, a first cell that is
 # only a delimiter, space or a non-ASCII character, and quoted rows spanning lines.
@@ -686,6 +689,7 @@ def test_an_unreadable_row_is_reported_as_one_problem():
 
 
 # --- the fast path agrees with the validator --------------------------------------------------
+
 
 ACCEPTED_FAST = [
     "ana@example.com", "Ana.Souza@Example.COM", "  bob@example.org\n", "x@y.co",

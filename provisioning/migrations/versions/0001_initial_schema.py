@@ -223,8 +223,6 @@ def upgrade() -> None:
         batch_op.create_index('ix_invitations_open', ['accepted_at', 'revoked_at', 'expires_at'], unique=False)
 
 
-
-
 def downgrade() -> None:
 
     with op.batch_alter_table('invitations', schema=None) as batch_op:

@@ -22,7 +22,6 @@ def upgrade() -> None:
         batch_op.create_index('ix_memberships_seats', ['account_id', 'user_type', 'status', 'seasonal_start', 'seasonal_end'], unique=False)
 
 
-
 def downgrade() -> None:
     with op.batch_alter_table('memberships', schema=None) as batch_op:
         batch_op.drop_index('ix_memberships_seats')
