@@ -9,11 +9,12 @@ from typing import Any
 
 from provisioning.accounts.roles import PERMISSIONS
 from provisioning.core.pages import MAX_PAGE
-from provisioning.core.validation import LANGUAGES, USER_TYPES
+from provisioning.core.validation import LANGUAGES
 from provisioning.imports.formats import COLUMNS
 from provisioning.imports.options import ON_EXISTING
 from provisioning.jobs.models import JobStatus
 from provisioning.members.models import MemberStatus
+from provisioning.members.rules import USER_TYPES
 
 
 def ref(name: str) -> dict[str, str]:

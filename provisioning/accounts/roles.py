@@ -12,6 +12,7 @@ from provisioning.accounts.models import Group, Role
 from provisioning.core import audit
 from provisioning.core.errors import Conflict, FieldError
 from provisioning.core.validation import Form
+from provisioning.members import rules
 
 PERMISSIONS = (
     "leads.view", "leads.edit", "leads.delete", "contacts.view", "contacts.edit",
@@ -42,9 +43,10 @@ def create_role(session: Session, actor: Actor, account_id: int, body: Any) -> d
                                                      f"Known: {', '.join(PERMISSIONS)}."))
     form.finish()
     assert name is not None and isinstance(permissions, list)
-    if session.scalars(select(Role.id).where(Role.account_id == account_id,
-                                             Role.name == name)).first():
-        raise Conflict(f"A role named {name!r} already exists.", code="role_exists")
+    taken = session.scalars(select(Role.name).where(Role.account_id == account_id)).all()
+    if rules.name_key(name) in {rules.name_key(existing) for existing in taken}:
+        raise Conflict(f"A role named {name!r} already exists (names ignore case).",
+                       code="role_exists")
     role = Role(account_id=account_id, name=name, permissions=sorted(set(permissions)))
     session.add(role)
     session.flush()

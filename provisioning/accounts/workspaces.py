@@ -18,11 +18,10 @@ from provisioning.core.errors import FieldError, InvalidInput
 from provisioning.core.models import utcnow
 from provisioning.core.security import hash_password
 from provisioning.core.validation import check_password, normalise_email, normalise_language
+from provisioning.members.conflicts import EmailTaken, holds_paid_membership
 from provisioning.members.models import Identity, Membership, MemberStatus, UserType
-from provisioning.members.rules import EmailTaken, holds_paid_membership
+from provisioning.members.rules import DEFAULT_ROLE, FREE_USERS_GROUP
 
-MEMBER_ROLE = "member"
-FREE_USERS_GROUP = "Free users"
 DEFAULT_GROUPS = ("Sales", "Marketing", "Support", FREE_USERS_GROUP)
 
 
@@ -71,7 +70,7 @@ def create_account(
     session.add_all(
         [
             admin_role,
-            Role(account_id=account.id, name=MEMBER_ROLE, permissions=MEMBER_PERMISSIONS,
+            Role(account_id=account.id, name=DEFAULT_ROLE, permissions=MEMBER_PERMISSIONS,
                  is_builtin=True),
             *(Group(account_id=account.id, name=group, is_builtin=group == FREE_USERS_GROUP)
               for group in DEFAULT_GROUPS),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import email_validator
 from email_validator import EmailNotValidError, validate_email
@@ -14,8 +14,8 @@ from provisioning.core.security import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
 
 LANGUAGES = ("en", "es", "pt-BR", "id", "tr", "ru")
 _LANGUAGE_BY_KEY = {code.lower(): code for code in LANGUAGES} | {"pt_br": "pt-BR", "pt": "pt-BR"}
-USER_TYPES = ("full", "free", "seasonal")
 MAX_NAME_LENGTH = 200
+Ruled = TypeVar("Ruled")
 
 
 def normalise_email(value: Any, field: str = "email") -> str:
@@ -125,14 +125,13 @@ class Form:
             return None
         return self._checked(name, normalise_language)
 
-    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
-        value = self.body.get(name, default)
-        if value is None:
-            return default
-        if value not in choices:
-            self.errors.append(FieldError(name, f"Use one of: {', '.join(choices)}.", "invalid"))
-            return default
-        return str(value)
+    def ruled(self, rule: Callable[..., Ruled], *args: Any) -> Ruled | None:
+        """What ``rule`` makes of ``args``, or None with its refusal noted."""
+        try:
+            return rule(*args)
+        except InvalidInput as exc:
+            self.errors.extend(exc.errors)
+            return None
 
     def _checked(self, name: str, parse: Any) -> Any:
         try:

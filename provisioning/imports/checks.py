@@ -4,28 +4,28 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
-from datetime import date
+from collections.abc import Callable, Mapping
 from functools import lru_cache
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from provisioning.core.errors import InvalidInput
 from provisioning.core.validation import (
     MAX_NAME_LENGTH,
-    USER_TYPES,
     normalise_email,
     normalise_language,
 )
 from provisioning.imports.formats import INVALID_ROW, ImportRow, RowError
 from provisioning.imports.readers import json_kind
+from provisioning.members import rules
+from provisioning.members.rules import NoSeasonalSeats
 
 if TYPE_CHECKING:
     from provisioning.imports.formats import Catalog, SourceRow
 
 
 _SHOWN_VALUE_LENGTH = 256  # longest raw value copied into a RowError
-_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _PHONE = re.compile(r"[0-9 +().\-]{1,40}")
+Found = TypeVar("Found")
 
 
 def _shown(value: object) -> str:
@@ -57,30 +57,6 @@ def _trimmed(values: Mapping[str, object], line: int, errors: list[RowError]) ->
 def _wrong_type(line: int, column: str, raw: object, expected: str) -> RowError:
     message = f"The {column} must be {expected}, not {json_kind(raw)}."
     return RowError(line, column, "invalid_type", message, _shown(raw))
-
-
-def _date(raw: object, line: int, errors: list[RowError], column: str) -> date | None:
-    if raw is not None and not isinstance(raw, str):
-        errors.append(_wrong_type(line, column, raw, "a date written as YYYY-MM-DD"))
-        return None
-    text = raw.strip() if raw else ""
-    if not text:
-        errors.append(
-            RowError(line, column, "required",
-                     f"Seasonal users need a {column} date (YYYY-MM-DD).", None)
-        )
-        return None
-    # date.fromisoformat alone would also take "20261231" and "2026-W53-4".
-    if _ISO_DATE.fullmatch(text) is not None:
-        try:
-            return date.fromisoformat(text)
-        except ValueError:
-            pass
-    errors.append(
-        RowError(line, column, "invalid_date",
-                 "Write the date as YYYY-MM-DD, for example 2026-12-31.", _shown(text))
-    )
-    return None
 
 
 def check_row(row: SourceRow, catalog: Catalog) -> ImportRow | list[RowError]:
@@ -122,29 +98,12 @@ def check_row(row: SourceRow, catalog: Catalog) -> ImportRow | list[RowError]:
     role = None  # blank: a new member gets the default role, an update keeps theirs
     role_text = text("role")
     if role_text is not None:
-        found = catalog.roles.get(role_text.lower())
-        if found is None:
-            errors.append(
-                RowError(line, "role", "unknown_role",
-                         f'There is no role named "{role_text}" in this account.',
-                         _shown(role_text))
-            )
-        else:
-            role = found
+        role = _ruled(rules.named, errors, line, role_text, catalog.roles, "role")
 
-    user_type = "full"
-    user_type_text = text("user_type")
-    if user_type_text is not None:
-        if user_type_text.lower() in USER_TYPES:
-            user_type = user_type_text.lower()
-        else:
-            errors.append(
-                RowError(line, "user_type", "invalid_user_type",
-                         f"Use one of: {', '.join(USER_TYPES)}.", _shown(user_type_text))
-            )
-
-    group_text = text("group")
-    group = _group(group_text, user_type, catalog, line, errors)
+    user_type = _ruled(rules.user_type, errors, line, text("user_type")) or "full"
+    group = _ruled(rules.group_for, errors, line, text("group"), user_type)
+    if group is not None:
+        group = _ruled(rules.named, errors, line, group, catalog.groups, "group")
 
     language = None
     language_text = text("language")
@@ -162,22 +121,16 @@ def check_row(row: SourceRow, catalog: Catalog) -> ImportRow | list[RowError]:
     if phone_raw is not None:
         phone = _phone(phone_raw, line, errors)
 
-    seasonal_start = seasonal_end = None
-    if user_type == "seasonal":  # dates given for anyone else are ignored
-        if not catalog.seasonal_seats:
-            errors.append(
-                RowError(line, "user_type", "seasonal_not_available",
-                         "This account has no seasonal seats on its contract, so it cannot "
-                         "have seasonal users.", user_type_text)
-            )
-        seasonal_start = _date(get("seasonal_start"), line, errors, "seasonal_start")
-        seasonal_end = _date(get("seasonal_end"), line, errors, "seasonal_end")
-        if seasonal_start and seasonal_end and seasonal_end < seasonal_start:
-            errors.append(
-                RowError(line, "seasonal_end", "seasonal_window",
-                         f"The season ends ({seasonal_end}) before it starts "
-                         f"({seasonal_start}).", str(seasonal_end))
-            )
+    if user_type == "seasonal":
+        try:
+            rules.seasonal_allowed(user_type, catalog.seasonal_seats)
+        except NoSeasonalSeats as exc:
+            errors.append(RowError(line, "user_type", exc.code, exc.detail, text("user_type")))
+    seasonal_start, seasonal_end, problems = rules.season(
+        user_type, get("seasonal_start"), get("seasonal_end"))
+    errors += (RowError(line, problem.field, problem.code, problem.message,
+                        _shown_cell(get(problem.field)))
+               for problem in problems)
 
     if errors:
         return errors
@@ -191,35 +144,22 @@ def check_row(row: SourceRow, catalog: Catalog) -> ImportRow | list[RowError]:
 _language = lru_cache(maxsize=256)(normalise_language)
 
 
-def _group(
-    text: str | None, user_type: str, catalog: Catalog, line: int, errors: list[RowError]
-) -> str | None:
-    free = catalog.free_group
-    if user_type == "free":
-        if text is None or text.lower() == free.lower():
-            return free
-        errors.append(
-            RowError(line, "group", "invalid_group",
-                     f'Free users always belong to the "{free}" group; leave the group empty.',
-                     _shown(text))
-        )
+def _ruled(rule: Callable[..., Found], errors: list[RowError], line: int, *args: Any
+           ) -> Found | None:
+    """What the member rule makes of a cell, or None with its refusal added to ``errors``
+    (the cell's raw text as the value; the rules name the column)."""
+    try:
+        return rule(*args)
+    except InvalidInput as exc:
+        problem = exc.errors[0]
+        errors.append(RowError(line, problem.field, problem.code, problem.message,
+                               _shown(args[0])))
         return None
-    if text is None:
-        return None
-    if text.lower() == free.lower():
-        errors.append(
-            RowError(line, "group", "invalid_group",
-                     f'Only free users can be in the "{free}" group; set user_type to free.',
-                     _shown(text))
-        )
-        return None
-    found = catalog.groups.get(text.lower())
-    if found is None:
-        errors.append(
-            RowError(line, "group", "unknown_group",
-                     f'There is no group named "{text}" in this account.', _shown(text))
-        )
-    return found
+
+
+def _shown_cell(raw: object) -> str | None:
+    return None if raw is None or (isinstance(raw, str) and not raw.strip()) else _shown(
+        raw.strip() if isinstance(raw, str) else raw)
 
 
 def _phone(raw: object, line: int, errors: list[RowError]) -> str | None:

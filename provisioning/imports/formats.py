@@ -116,12 +116,12 @@ class ImportRow:
 
 @dataclass(frozen=True)
 class Catalog:
-    """What the account has: role and group names keyed by their lower-cased form."""
+    """What the account has: role and group names keyed by ``members.rules.name_key``, and
+    its seasonal seats on contract."""
 
     roles: Mapping[str, str]
     groups: Mapping[str, str]
-    seasonal_seats: bool
-    free_group: str = "Free users"
+    seasonal_seats: int
 
 
 def _header_key(name: str) -> str:

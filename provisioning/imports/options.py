@@ -17,7 +17,6 @@ PLANNING, WRITING = "rows", "writing"  # the checkpoint's phases after the count
 PART_SIZE = 1 << 20  # bytes of the stored file per database row
 READ_SIZE = 1 << 16
 ON_EXISTING = ("skip", "update")
-DEFAULT_ROLE = "member"
 # Per-row outcomes (the dry run's report) and the summary counter each one feeds.
 CREATE, UPDATE, UNCHANGED, ERROR = "create", "update", "unchanged", "error"
 COUNTER = {CREATE: "created", UPDATE: "updated", UNCHANGED: "skipped", ERROR: "failed"}

@@ -47,7 +47,6 @@ from provisioning.imports.models import ImportPart
 from provisioning.imports.models import ImportRow as StagedRow
 from provisioning.imports.options import (
     CREATE,
-    DEFAULT_ROLE,
     ERROR,
     PART_TASK,
     UNCHANGED,
@@ -59,7 +58,7 @@ from provisioning.mail import outbox
 from provisioning.mail.message import make_message_id
 from provisioning.mail.models import EmailStatus, OutboxEmail
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus, UserType
-from provisioning.members.rules import FREE_USERS_GROUP
+from provisioning.members.rules import DEFAULT_ROLE, FREE_USERS_GROUP
 
 if TYPE_CHECKING:
     from provisioning.imports.deciding import Outcomes

@@ -73,8 +73,8 @@ from provisioning.jobs.kinds import progress
 from provisioning.jobs.models import Job, JobError, JobStatus
 from provisioning.jobs.runs import JobFailed
 from provisioning.jobs.states import FINISHED, move
+from provisioning.members import rules
 from provisioning.members.models import Identity
-from provisioning.members.rules import FREE_USERS_GROUP
 
 
 @dataclass
@@ -117,10 +117,9 @@ class Plan:
                                   bool(params.get("invite", True))),
             role_ids=roles,
             group_ids=groups,
-            catalog=Catalog(roles={name.lower(): name for name in roles},
-                            groups={name.lower(): name for name in groups},
-                            seasonal_seats=account.seasonal_seats > 0,
-                            free_group=FREE_USERS_GROUP),
+            catalog=Catalog(roles={rules.name_key(name): name for name in roles},
+                            groups={rules.name_key(name): name for name in groups},
+                            seasonal_seats=account.seasonal_seats),
             snapshot_of=params.get("snapshot_of"),
             media_type=params.get("media_type", "text/csv"),
             size=int(params.get("bytes", 0)),

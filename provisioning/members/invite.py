@@ -35,9 +35,11 @@ from provisioning.core.models import utcnow
 from provisioning.core.security import hash_password, hash_secret, invitation_token, new_secret
 from provisioning.mail import outbox
 from provisioning.mail.models import EmailStatus
+from provisioning.members import rules
+from provisioning.members.conflicts import refuse_second_membership
 from provisioning.members.directory import EMAIL_STATE, InvitationView, MemberView
-from provisioning.members.models import Identity, Invitation, Membership, MemberStatus, UserType
-from provisioning.members.rules import FREE_USERS_GROUP, InviteRequest, refuse_second_membership
+from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
+from provisioning.members.rules import InviteRequest
 
 
 def invite_member(session: Session, actor: Actor, account_id: int, body: Any) -> MemberView:
@@ -47,13 +49,13 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
     of work would cost more than the inserts themselves, on the busiest path there is.
     """
     account = require_admin(session, actor, account_id)
-    request = InviteRequest.parse(body)
+    try:
+        request = InviteRequest.parse(body)
+    except InvalidInput as exc:  # every problem at once, unknown names too
+        raise InvalidInput(exc.errors + _unknown_names(session, account.id, body,
+                                                       exc.errors)) from None
+    rules.seasonal_allowed(request.user_type, account.seasonal_seats)
     resolved = _resolve(session, account.id, request)
-    if request.user_type == UserType.SEASONAL.value and account.seasonal_seats <= 0:
-        raise InvalidInput(
-            [FieldError("user_type", "This account has no seasonal seats on its contract.",
-                        "seasonal_not_available")]
-        )
     invitee = _invitee(session, account.id, request, resolved)
     role_id, group_id, group_name = resolved.role_id, resolved.group_id, resolved.group_name
     now = utcnow()
@@ -82,7 +84,7 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         **audit.entry(
             account_id=account.id, actor_id=actor.identity_id, actor_label=actor.label,
             action="member.invite", target_type="member", target_id=None,  # the new member
-            after={"email": invitee.email, "role": request.role, "group": group_name,
+            after={"email": invitee.email, "role": resolved.role_name, "group": group_name,
                    "user_type": request.user_type, "language": language}),
         "seat_account_id": account.id, "seat_change": seat_change(request.user_type),
         "seat_today": now.date(),
@@ -96,7 +98,7 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         take_seat(session, account.id, now.date(), counted, actor_id=actor.identity_id,
                   actor_label=actor.label)
     return MemberView(
-        id=member_id, email=invitee.email, name=invitee.name, role=request.role,
+        id=member_id, email=invitee.email, name=invitee.name, role=resolved.role_name,
         group=group_name, user_type=request.user_type, language=language,
         status=MemberStatus.INVITED.value, two_factor=invitee.two_factor,
         invitation=InvitationView(state=EMAIL_STATE[EmailStatus.QUEUED.value],
@@ -192,7 +194,7 @@ def _invitee(session: Session, account_id: int, request: InviteRequest, resolved
                        has_login=False, two_factor=False)
     identity = session.scalars(select(Identity).where(Identity.email == request.email)).one()
     has_login = identity.password_hash is not None
-    refuse_second_membership(session, account_id, identity, request)
+    refuse_second_membership(session, account_id, identity, request.user_type)
     if resolved.password_hash is not None:
         if has_login:
             raise InvalidInput([FieldError(
@@ -271,10 +273,11 @@ def _invitation_email(
 
 @dataclass(frozen=True)
 class Resolved:
-    """What an invite names, looked up: the role's id, the group's id and name, and the
-    identity inserted for a new address."""
+    """What an invite names, looked up: the role's id and name, the group's id and name,
+    and the identity inserted for a new address."""
 
     role_id: int
+    role_name: str
     group_id: int | None
     group_name: str | None
     new_identity_id: int | None  # None: the address already has an identity (R2 checks it)
@@ -282,21 +285,20 @@ class Resolved:
 
 
 def _resolve(session: Session, account_id: int, request: InviteRequest) -> Resolved:
-    """The role and the group (free users go to the built-in one), and a new identity for
-    a new address, inserted at once: one round trip on PostgreSQL. A request refused here
-    rolls the identity back with the rest."""
-    errors: list[FieldError] = []
+    """The role and the group (``request.group`` already follows the free-user rule), and
+    a new identity for a new address, inserted at once: one round trip on PostgreSQL. A
+    request refused here rolls the identity back with the rest.
+
+    Names spelled as stored are found by that statement; another spelling (``rules.
+    name_key``: any case) is looked up in the account's catalog only when it missed.
+    """
+    role_name = request.role
     group_name = request.group
-    if request.user_type == UserType.FREE.value:
-        if group_name not in (None, FREE_USERS_GROUP):
-            errors.append(FieldError("group", f"Free users belong to {FREE_USERS_GROUP!r}.",
-                                     "invalid_group"))
-        group_name = FREE_USERS_GROUP
     password_hash = (hash_password(request.initial_password)
                      if request.initial_password is not None else None)
     now = utcnow()
     names = {
-        "account_id": account_id, "role": request.role, "group": group_name,
+        "account_id": account_id, "role": role_name, "group": group_name,
         "identity_email": request.email, "identity_name": request.name or "",
         "identity_language": request.language, "identity_password_hash": password_hash,
         "identity_totp_enabled": False, "identity_created_at": now, "identity_updated_at": now,
@@ -309,15 +311,46 @@ def _resolve(session: Session, account_id: int, request: InviteRequest) -> Resol
         new_id = connection.scalar(_INSERT_IDENTITY["sqlite"], names)
         role_id = connection.scalar(_ROLE_ID, names)
         group_id = connection.scalar(_GROUP_ID, names) if group_name is not None else None
+    errors: list[FieldError] = []
     if role_id is None:
-        errors.insert(0, FieldError("role", f"No role named {request.role!r} in this account.",
-                                    "unknown_role"))
+        try:
+            role_id, role_name = rules.named(role_name, _catalog(connection, Role, account_id),
+                                             "role")
+        except InvalidInput as exc:
+            errors += exc.errors
     if group_name is not None and group_id is None:
-        errors.append(FieldError("group", f"No group named {group_name!r} in this account.",
-                                 "unknown_group"))
+        try:
+            group_id, group_name = rules.named(
+                group_name, _catalog(connection, Group, account_id), "group")
+        except InvalidInput as exc:
+            errors += exc.errors
     if errors:
         raise InvalidInput(errors)
-    return Resolved(role_id, group_id, group_name, new_id, password_hash)
+    return Resolved(role_id, role_name, group_id, group_name, new_id, password_hash)
+
+
+def _unknown_names(session: Session, account_id: int, body: Any,
+                   found: list[FieldError]) -> list[FieldError]:
+    """The role and group a refused invite names that the account does not have."""
+    if not isinstance(body, dict):
+        return []
+    named = [field for field in ("role", "group") if isinstance(body.get(field), str)
+             and body[field].strip() and field not in {error.field for error in found}]
+    errors: list[FieldError] = []
+    for field in named:
+        kind = Role if field == "role" else Group
+        try:
+            rules.named(body[field], _catalog(session.connection(), kind, account_id), field)
+        except InvalidInput as exc:
+            errors += exc.errors
+    return errors
+
+
+def _catalog(connection: Connection, kind: type[Role] | type[Group], account_id: int
+             ) -> dict[str, tuple[int, str]]:
+    """The account's roles or groups by ``rules.name_key``: (id, name as stored)."""
+    rows = connection.execute(select(kind.id, kind.name).where(kind.account_id == account_id))
+    return {rules.name_key(name): (key, name) for key, name in rows}
 
 
 _ROLE_ID = select(Role.id).where(Role.account_id == bindparam("account_id"),

@@ -1,50 +1,138 @@
-"""The member rules every path applies: one email per paid membership (R2), the invite
-request's fields.
+"""The member rules every path applies, written once: the API's invite, the import, and
+the bulk actions and SCIM to come call these and report what they refuse, each problem a
+``FieldError`` naming its field and code. Pure: no I/O.
+
+- Role and group names match whatever their case (``name_key``).
+- Free users always belong to the built-in "Free users" group, and nobody else does.
+- User types are ``full``, ``free`` and ``seasonal``, in any case.
+- A season is two dates written YYYY-MM-DD, the end not before the start; dates given
+  for anyone but a seasonal member are ignored.
+- Seasonal members only where the contract has seasonal seats (R10).
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import (
-    select,
-)
-from sqlalchemy.orm import Session
+from provisioning.core.errors import Conflict, FieldError, InvalidInput
+from provisioning.core.validation import Form, check_password
 
-from provisioning.core.errors import Conflict, FieldError
-from provisioning.core.models import utcnow
-from provisioning.core.validation import USER_TYPES, Form, check_password
-from provisioning.mail.models import OutboxEmail
-from provisioning.members.directory import invitation_state
-from provisioning.members.models import Identity, Invitation, Membership, MemberStatus, UserType
-
+DEFAULT_ROLE = "member"
 FREE_USERS_GROUP = "Free users"
+USER_TYPES = ("full", "free", "seasonal")
+MAX_ROLE_OR_GROUP_NAME = 100
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+Found = TypeVar("Found")
 
 
-class EmailTaken(Conflict):
-    """R2: the address already holds a non-free membership elsewhere; never say where."""
+class NoSeasonalSeats(Conflict):
+    """R10: seasonal members only where the account has seasonal seats on contract."""
 
-    code = "email_taken"
+    code = "no_seasonal_seats"
 
     def __init__(self) -> None:
-        super().__init__("This email address already belongs to a user of another account.")
+        super().__init__("This account has no seasonal seats on its contract, so it cannot "
+                         "have seasonal users.", errors=[FieldError(
+                             "user_type", "No seasonal seats on the contract.",
+                             "no_seasonal_seats")])
 
 
-def holds_paid_membership(
-    session: Session, identity_id: int, *, other_than_account: int | None = None
-) -> bool:
-    query = select(Membership.id).where(
-        Membership.identity_id == identity_id, Membership.user_type != UserType.FREE.value
-    )
-    if other_than_account is not None:
-        query = query.where(Membership.account_id != other_than_account)
-    return session.scalars(query.limit(1)).first() is not None
+def refused(field: str, code: str, message: str) -> InvalidInput:
+    return InvalidInput([FieldError(field, message, code)])
+
+
+def name_key(name: str) -> str:
+    """The one case rule for role and group names: "Sales", "SALES" and "sales" are one."""
+    return name.strip().casefold()
+
+
+def user_type(text: str | None) -> str:
+    """The user type a text names, in any case; none given is ``full``."""
+    if text is None:
+        return USER_TYPES[0]
+    key = text.strip().lower()
+    if key not in USER_TYPES:
+        raise refused("user_type", "invalid_user_type", f"Use one of: {', '.join(USER_TYPES)}.")
+    return key
+
+
+def named(text: str, catalog: Mapping[str, Found], field: str) -> Found:
+    """What ``catalog`` (keyed by ``name_key``) holds under the role or group ``text``
+    names (``field`` is ``role`` or ``group``)."""
+    found = catalog.get(name_key(text))
+    if found is None:
+        raise refused(field, f"unknown_{field}",
+                      f'There is no {field} named "{text.strip()}" in this account.')
+    return found
+
+
+def group_for(text: str | None, member_type: str) -> str | None:
+    """The group a member of this type joins: a free user the built-in one (given or
+    not), anyone else the group named, or none."""
+    free_group_named = text is not None and name_key(text) == name_key(FREE_USERS_GROUP)
+    if member_type == "free":
+        if text is None or free_group_named:
+            return FREE_USERS_GROUP
+        raise refused("group", "invalid_group", f'Free users always belong to the '
+                      f'"{FREE_USERS_GROUP}" group; leave the group empty.')
+    if free_group_named:
+        raise refused("group", "invalid_group", f'Only free users can be in the '
+                      f'"{FREE_USERS_GROUP}" group; set user_type to free.')
+    return text
+
+
+def season_date(raw: object, field: str) -> date:
+    """A season's date: text written YYYY-MM-DD and nothing else."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        raise refused(field, "required", f"Seasonal users need a {field} date (YYYY-MM-DD).")
+    if not isinstance(raw, str):
+        raise refused(field, "invalid_type",
+                      f"The {field} must be a date written as text, YYYY-MM-DD.")
+    text = raw.strip()
+    # date.fromisoformat alone would also take "20261231" and "2026-W53-4".
+    if _ISO_DATE.fullmatch(text) is not None:
+        try:
+            return date.fromisoformat(text)
+        except ValueError:
+            pass
+    raise refused(field, "invalid_date", "Write the date as YYYY-MM-DD, for example 2026-12-31.")
+
+
+def season(member_type: str, start: object, end: object
+           ) -> tuple[date | None, date | None, list[FieldError]]:
+    """A seasonal member's window and every problem with it; (None, None) for anyone else."""
+    if member_type != "seasonal":
+        return None, None, []
+    errors: list[FieldError] = []
+    dates: list[date | None] = []
+    for field, raw in (("seasonal_start", start), ("seasonal_end", end)):
+        try:
+            dates.append(season_date(raw, field))
+        except InvalidInput as exc:
+            errors.extend(exc.errors)
+            dates.append(None)
+    first, last = dates
+    if first is not None and last is not None and last < first:
+        errors.append(FieldError("seasonal_end", f"The season ends ({last}) before it starts "
+                                 f"({first}).", "seasonal_window"))
+    return first, last, errors
+
+
+def seasonal_allowed(member_type: str, seasonal_seats: int) -> None:
+    """R10: refuse a seasonal member where the contract has no seasonal seats."""
+    if member_type == "seasonal" and seasonal_seats <= 0:
+        raise NoSeasonalSeats()
 
 
 @dataclass(frozen=True)
 class InviteRequest:
+    """An invite as the API receives it, read by the rules above; the role and group are
+    names, looked up in the account by ``name_key``."""
+
     email: str
     name: str | None
     role: str
@@ -60,61 +148,18 @@ class InviteRequest:
         form = Form(body)
         email = form.email()
         name = form.text("name")
-        role = form.text("role", max_length=100) or "member"
-        group = form.text("group", max_length=100)
-        user_type = form.choice("user_type", USER_TYPES, "full")
+        role = form.text("role", max_length=MAX_ROLE_OR_GROUP_NAME) or DEFAULT_ROLE
+        group_text = form.text("group", max_length=MAX_ROLE_OR_GROUP_NAME)
+        type_text = form.text("user_type", max_length=MAX_ROLE_OR_GROUP_NAME)
+        member_type = form.ruled(user_type, type_text) or USER_TYPES[0]
+        group = form.ruled(group_for, group_text, member_type)
         language = form.language()
         password = form.secret("initial_password")
         if password is not None:
             form.errors += check_password(password, "initial_password")
-        start = _date(form, "seasonal_start")
-        end = _date(form, "seasonal_end")
-        if user_type == UserType.SEASONAL.value:
-            named = {error.field for error in form.errors}
-            for field, value in (("seasonal_start", start), ("seasonal_end", end)):
-                if value is None and field not in named:
-                    form.errors.append(FieldError(field, "Seasonal users need a window.",
-                                                  "required"))
-            if start is not None and end is not None and end < start:
-                form.errors.append(FieldError("seasonal_end", "The window ends before it starts.",
-                                              "invalid"))
+        start, end, problems = season(member_type, form.body.get("seasonal_start"),
+                                      form.body.get("seasonal_end"))
+        form.errors += problems
         form.finish()
         assert email is not None
-        return cls(email, name, role, group, user_type, language, password, start, end)
-
-
-def _date(form: Form, field: str) -> date | None:
-    value = form.body.get(field)
-    if value is None:
-        return None
-    try:
-        return date.fromisoformat(str(value))
-    except ValueError:
-        form.errors.append(FieldError(field, "Use a date like 2026-12-31.", "invalid_date"))
-        return None
-
-
-def refuse_second_membership(
-    session: Session, account_id: int, identity: Identity, request: InviteRequest
-) -> None:
-    existing = session.scalars(
-        select(Membership).where(
-            Membership.account_id == account_id, Membership.identity_id == identity.id
-        )
-    ).first()
-    if existing is not None:
-        if existing.status == MemberStatus.INVITED.value:
-            row = session.execute(
-                select(Invitation, OutboxEmail.status)
-                .outerjoin(OutboxEmail, OutboxEmail.id == Invitation.last_email_id)
-                .where(Invitation.membership_id == existing.id)
-            ).first()
-            state = invitation_state(row[0], row[1], utcnow()) if row else "queued"
-            raise Conflict(f"{identity.email} is already invited (member {existing.id}, "
-                           f"invitation {state}); resend it instead.", code="already_invited")
-        raise Conflict(f"{identity.email} is already a member (member {existing.id}).",
-                       code="already_member")
-    if request.user_type != UserType.FREE.value and holds_paid_membership(
-        session, identity.id, other_than_account=account_id
-    ):
-        raise EmailTaken()
+        return cls(email, name, role, group, member_type, language, password, start, end)

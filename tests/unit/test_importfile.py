@@ -43,10 +43,11 @@ from provisioning.jobs.reports import csv_safe
 LIMIT = 50 * 1024 * 1024
 CATALOG = Catalog(
     roles={"member": "member", "admin": "admin", "sales lead": "Sales Lead"},
-    groups={"sales": "Sales", "support": "Support", "marketing": "Marketing"},
-    seasonal_seats=True,
+    groups={"sales": "Sales", "support": "Support", "marketing": "Marketing",
+            "free users": "Free users"},
+    seasonal_seats=5,
 )
-NO_SEASONAL_SEATS = Catalog(CATALOG.roles, CATALOG.groups, seasonal_seats=False)
+NO_SEASONAL_SEATS = Catalog(CATALOG.roles, CATALOG.groups, seasonal_seats=0)
 
 # One CSV with most of what spreadsheets produce: aliases, an unknown column, a quoted
 # field spanning lines, blank lines and a row of only delimiters, trailing empty columns.
@@ -634,7 +635,7 @@ def test_seasonal_users_need_seasonal_seats_on_the_contract():
     row = SourceRow(3, {"email": "s@example.com", "user_type": "seasonal",
                         "seasonal_start": "2026-12-01", "seasonal_end": "2027-01-31"},
                     Position(0, 3, 1))
-    assert codes(check_row(row, NO_SEASONAL_SEATS)) == [("user_type", "seasonal_not_available")]
+    assert codes(check_row(row, NO_SEASONAL_SEATS)) == [("user_type", "no_seasonal_seats")]
     assert isinstance(check_row(row, CATALOG), ImportRow)
 
 
