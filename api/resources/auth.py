@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import falcon
 
+from api.clients import client_of
 from api.resources import body, shaped
 from provisioning.access import auth
 from provisioning.core.validation import Form
@@ -17,7 +18,8 @@ class Login:
         totp_code = form.text("totp_code", max_length=12)
         form.finish()
         assert email is not None and password is not None
-        issued = auth.login(req.context.session, email, password, totp_code)
+        issued = auth.login(req.context.session, email, password, totp_code,
+                            client=client_of(req))
         resp.media = {"token": issued.token, "expires_at": issued.expires_at}
 
 

@@ -8,16 +8,31 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pyotp
-from sqlalchemy import and_, bindparam, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
+from provisioning.access import limits
 from provisioning.access.models import ApiToken
 from provisioning.accounts.models import Account, Role
 from provisioning.core import audit
 from provisioning.core.config import settings
-from provisioning.core.errors import FieldError, Forbidden, InvalidInput, NotAuthenticated, NotFound
+from provisioning.core.db import after_commit
+from provisioning.core.errors import (
+    FieldError,
+    Forbidden,
+    InvalidInput,
+    NotAuthenticated,
+    NotFound,
+    RateLimited,
+)
 from provisioning.core.models import utcnow
-from provisioning.core.security import hash_secret, new_secret, verify_password
+from provisioning.core.security import (
+    MAX_PASSWORD_LENGTH,
+    dummy_password_hash,
+    hash_secret,
+    new_secret,
+    verify_password,
+)
 from provisioning.core.validation import normalise_email
 from provisioning.members.models import Identity, Membership, MemberStatus
 
@@ -78,39 +93,95 @@ class IssuedToken:
     expires_at: datetime | None
 
 
-def login(session: Session, email: str, password: str, totp_code: str | None) -> IssuedToken:
-    """Check the credentials (and the TOTP code when 2FA is on) and open a session."""
+# Refusals that count against the login limits: a wrong password (or unknown email) and
+# a wrong code. Pending invitations, disabled users and a code not yet asked for do not.
+COUNTED_FAILURES = frozenset(("invalid_credentials", "totp_invalid"))
+
+
+def login(session: Session, email: str, password: str, totp_code: str | None,
+          client: str | None = None) -> IssuedToken:
+    """Check the credentials (and the TOTP code when 2FA is on) and open a session.
+
+    Failed attempts are limited per email and per client address (``client``): past
+    either limit every attempt is refused with 429, the right password too, until the
+    oldest failure leaves the window.
+    """
+    config = settings()
+    window = config.login_failure_window_seconds
+    counted = [(limits.limit_key("login-email", email.strip().lower()),
+                limits.Limit(config.login_failures_per_email, window))]
+    if client:
+        counted.append((limits.limit_key("login-address", client),
+                        limits.Limit(config.login_failures_per_address, window)))
+    store = limits.store()
+    waits = [wait for key, limit in counted
+             if (wait := limits.retry_after(store, key, limit)) is not None]
+    if waits:
+        raise RateLimited(f"Too many failed logins. Try again in {max(waits)} seconds.",
+                          retry_after=max(waits))
+    try:
+        issued = _check_credentials(session, email, password, totp_code)
+    except NotAuthenticated as refused:
+        if refused.code in COUNTED_FAILURES:
+            session.rollback()  # nothing of a failed login is kept but its count
+            for key, limit in counted:
+                limits.hit(store, key, limit)
+        raise
+    # Once the session is committed: on SQLite the request holds the write lock until then.
+    after_commit(session, lambda: store.clear(counted[0][0]))
+    return issued
+
+
+def _check_credentials(session: Session, email: str, password: str, totp_code: str | None
+                       ) -> IssuedToken:
     refused = NotAuthenticated("Wrong email or password.", code="invalid_credentials")
+    if len(password) > MAX_PASSWORD_LENGTH:
+        raise refused
     try:
         normalised = normalise_email(email)
     except InvalidInput:
-        raise refused from None
-    identity = session.scalars(select(Identity).where(Identity.email == normalised)).first()
-    if identity is None or not verify_password(identity.password_hash, password):
+        normalised = None
+    identity = (session.scalars(select(Identity).where(Identity.email == normalised)).first()
+                if normalised else None)
+    if identity is None or identity.password_hash is None:
+        verify_password(dummy_password_hash(), password)  # unknown emails take as long
+        raise refused
+    if not verify_password(identity.password_hash, password):
         raise refused
     memberships = session.scalars(
         select(Membership.status).where(Membership.identity_id == identity.id)
     ).all()
-    if memberships and MemberStatus.ACTIVE.value not in memberships:
+    if MemberStatus.ACTIVE.value not in memberships:
         if MemberStatus.INVITED.value in memberships:
             raise NotAuthenticated("Accept your invitation first: follow the link in its email.",
                                    code="invitation_pending")
-        raise NotAuthenticated("This user is disabled.", code="user_inactive")
+        if memberships:
+            raise NotAuthenticated("This user is disabled.", code="user_inactive")
+        raise NotAuthenticated("This login belongs to no workspace any more.",
+                               code="no_membership")
     if identity.totp_enabled:
-        _check_totp(identity, totp_code)
+        _check_totp(session, identity, totp_code)
     ttl = timedelta(seconds=settings().session_ttl_seconds)
     return _issue(session, identity, kind="session", expires_at=utcnow() + ttl)
 
 
-def _check_totp(identity: Identity, code: str | None) -> None:
+def _check_totp(session: Session, identity: Identity, code: str | None) -> None:
     if not code:
         raise NotAuthenticated("Enter the code from your authenticator app.", code="totp_required")
     totp = pyotp.TOTP(identity.totp_secret or "")
     now = utcnow()
     for offset in (-1, 0, 1):
         step = totp.timecode(now) + offset
-        if totp.generate_otp(step) == code.strip() and step > (identity.totp_last_step or -1):
-            identity.totp_last_step = step  # a code works once
+        if totp.generate_otp(step) != code.strip():
+            continue
+        # A code works once: of two logins racing with it, one moves the last step past it.
+        claimed = session.execute(
+            update(Identity)
+            .where(Identity.id == identity.id,
+                   or_(Identity.totp_last_step.is_(None), Identity.totp_last_step < step))
+            .values(totp_last_step=step)
+        )
+        if claimed.rowcount:  # type: ignore[attr-defined]
             return
     raise NotAuthenticated("That code is not valid.", code="totp_invalid")
 

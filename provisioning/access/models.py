@@ -1,13 +1,10 @@
-"""Bearer credentials."""
+"""Bearer credentials and rate-limit counts."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import (
-    ForeignKey,
-    String,
-)
+from sqlalchemy import Float, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioning.core.db import Base
@@ -29,3 +26,14 @@ class ApiToken(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class LimitHit(Base):
+    """One counted attempt of a rate limit (``access.limits``) on the database store."""
+
+    __tablename__ = "limit_hits"
+    __table_args__ = (Index("ix_limit_hits_key_at", "key", "at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64))  # a keyed hash, never the value itself
+    at: Mapped[float] = mapped_column(Float)  # seconds since the epoch

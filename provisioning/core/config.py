@@ -14,6 +14,7 @@ once, on first use (``settings.cache_clear()`` reads them again).
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -59,6 +60,13 @@ def _optional_path(text: str) -> Path | None:
 
 def _resolved(text: str) -> Path:
     return Path(text).resolve()
+
+
+def _networks(text: str) -> tuple[str, ...]:
+    networks = tuple(part.strip() for part in text.split(",") if part.strip())
+    for network in networks:
+        ipaddress.ip_network(network, strict=False)  # ValueError names the bad one
+    return networks
 
 
 def _url(text: str) -> str:
@@ -120,6 +128,18 @@ class Settings:
     product_name: str = setting("Provisioner", "the product's name in emails and pages")
     # Sessions and invitations
     session_ttl_seconds: int = setting("43200", "how long a login session lasts")
+    login_failures_per_email: int = setting(
+        "5", "failed logins (password or code) for one email within the window, after which "
+        "login answers 429 until the oldest ages out, even with the right password")
+    login_failures_per_address: int = setting(
+        "100", "failed logins from one client address within the window (an office behind "
+        "one address is not locked out by one person)")
+    login_failure_window_seconds: float = setting(
+        "900", "the window failed logins are counted in")
+    trusted_proxies: tuple[str, ...] = setting(
+        "", "addresses or networks (comma-separated, e.g. `10.0.0.0/8`) of the proxies whose "
+        "`X-Forwarded-For` is believed; otherwise the client is the connection's address",
+        parse=_networks)
     invitation_ttl_days: int = setting("7", "how long an invitation link works")
     invitation_resend_interval_seconds: int = setting(
         "60", "the least time between two sends of one invitation")

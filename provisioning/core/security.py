@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -17,6 +18,13 @@ MAX_PASSWORD_LENGTH = 256
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)
+
+
+@lru_cache(maxsize=1)
+def dummy_password_hash() -> str:
+    """A hash no password matches, verified against when there is no real one, so a login
+    for an unknown email costs what one for a known email does."""
+    return _hasher.hash(secrets.token_urlsafe(32))
 
 
 def verify_password(password_hash: str | None, password: str) -> bool:

@@ -108,6 +108,7 @@ SPECIAL = {
     "public_url": ("https://people.example.com/", "https://people.example.com"),
     "mailsink_url": ("http://0.0.0.0:9025/", "http://0.0.0.0:9025"),
     "worker_concurrency": ("0", 0),
+    "trusted_proxies": ("10.0.0.0/8, 192.0.2.7", ("10.0.0.0/8", "192.0.2.7")),
 }
 
 
