@@ -192,6 +192,8 @@ class Settings:
     # and how long a silent running job keeps its claim before a sweeper resumes it.
     import_max_bytes: int = setting("52428800", "the largest import file (50 MB)")
     import_max_rows: int = setting("1000000", "the most rows in one import file")
+    imports_per_hour: int = setting(
+        "30", "imports (dry runs and commits alike) one account may start in an hour")
     import_chunk_rows: int = setting(
         "10000", "rows written per transaction of an import (one checkpoint each)")
     job_slice_seconds: float = setting(

@@ -73,6 +73,7 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
     ids = [value[0] for value in identities.values()]
     members: dict[int, tuple[int, int, int | None]] = {}
     paid_elsewhere: set[int] = set()
+    elsewhere: set[int] = set()  # members of another account too
     if ids:
         members = {identity_id: (member_id, role_id, group_id)
                    for member_id, identity_id, role_id, group_id in connection.execute(
@@ -80,16 +81,19 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
                               Membership.group_id)
                        .where(Membership.account_id == plan.account_id,
                               among(connection, Membership.identity_id, ids)))}
-        paid_elsewhere = set(connection.scalars(
-            select(Membership.identity_id).where(
-                among(connection, Membership.identity_id, ids),
-                Membership.account_id != plan.account_id,
-                Membership.user_type != UserType.FREE.value)).all())
+        for identity_id, user_type in connection.execute(
+                select(Membership.identity_id, Membership.user_type).where(
+                    among(connection, Membership.identity_id, ids),
+                    Membership.account_id != plan.account_id)):
+            elsewhere.add(identity_id)
+            if user_type != UserType.FREE.value:
+                paid_elsewhere.add(identity_id)
     today = utcnow().date()
     for row in rows:
         identity = identities.get(row.email)
         if identity is not None and identity[0] in members:
-            _decide_existing(plan, decided, row, identity[0], identity[1], members[identity[0]])
+            _decide_existing(plan, decided, row, identity[0], identity[1], members[identity[0]],
+                             shared=identity[0] in elsewhere)
             continue
         if (identity is not None and row.user_type != UserType.FREE.value
                 and identity[0] in paid_elsewhere):
@@ -113,11 +117,14 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
 
 
 def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id: int,
-                     name: str, member: tuple[int, int, int | None]) -> None:
+                     name: str, member: tuple[int, int, int | None], *, shared: bool) -> None:
+    """A row for a member of this account: with ``on_existing=update``, its role, group and
+    name as the file says; the name only when no other account has the person (``shared``),
+    since it is how they appear everywhere."""
     member_id, role_id, group_id = member
     changes: dict[str, Any] = {}
     if plan.options.on_existing == "update":
-        if row.name and row.name != name:
+        if row.name and row.name != name and not shared:
             changes["name"] = row.name
         if row.role and plan.role_ids[row.role] != role_id:
             changes["role_id"] = plan.role_ids[row.role]

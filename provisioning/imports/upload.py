@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from sqlalchemy import (
@@ -21,8 +23,10 @@ from provisioning.core.errors import (
     InvalidInput,
     NotFound,
     PayloadTooLarge,
+    RateLimited,
     UnsupportedMediaType,
 )
+from provisioning.core.models import utcnow
 from provisioning.imports.formats import (
     MEDIA_TYPES,
     FileProblem,
@@ -51,6 +55,7 @@ def import_members(
 ) -> dict[str, Any]:
     """Take an uploaded file and queue its import; answers at once with the job."""
     require_admin(session, actor, account_id)
+    _refuse_past_the_hourly_limit(session, account_id, settings())
     media = MEDIA_TYPES.get((media_type or "text/csv").split(";")[0].strip().lower())
     if media is None:
         raise UnsupportedMediaType(
@@ -78,6 +83,21 @@ def import_members(
     job_id = job.id
     after_commit(session, lambda: enqueue(job_id))
     return job_view(session, job)
+
+
+def _refuse_past_the_hourly_limit(session: Session, account_id: int, config: Settings) -> None:
+    """At most ``imports_per_hour`` imports (dry runs and commits alike) per account: a dry
+    run answers which addresses hold seats elsewhere (R2), so that question is rationed."""
+    since = utcnow() - timedelta(hours=1)
+    recent = session.scalars(
+        select(Job.created_at).where(Job.account_id == account_id, Job.kind == KIND,
+                                     Job.created_at > since)
+        .order_by(Job.created_at.desc()).limit(config.imports_per_hour)).all()
+    if len(recent) >= config.imports_per_hour:
+        wait = max(1, math.ceil((recent[-1] + timedelta(hours=1) - utcnow()).total_seconds()))
+        raise RateLimited(f"This account has started {config.imports_per_hour} imports in the "
+                          f"last hour, the most allowed. Try again in {wait} seconds.",
+                          retry_after=wait)
 
 
 def _spool_dir(config: Settings) -> str:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
+    Connection,
     Select,
+    false,
     func,
     or_,
     select,
@@ -19,7 +22,10 @@ from provisioning.core.errors import FieldError, InvalidInput, NotFound
 from provisioning.core.models import utcnow
 from provisioning.core.pages import decode_cursor, encode_cursor, page_size
 from provisioning.mail.models import EmailStatus, OutboxEmail
+from provisioning.members import rules
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
+
+MAX_SEARCH_LENGTH = 100
 
 EMAIL_STATE = {
     EmailStatus.QUEUED.value: "queued",
@@ -108,6 +114,13 @@ def member_view(
     )
 
 
+def catalog(connection: Connection, kind: type[Role] | type[Group], account_id: int
+            ) -> dict[str, tuple[int, str]]:
+    """The account's roles or groups by ``rules.name_key``: (id, name as stored)."""
+    rows = connection.execute(select(kind.id, kind.name).where(kind.account_id == account_id))
+    return {rules.name_key(name): (key, name) for key, name in rows}
+
+
 def _members_query(account_id: int) -> Select[Membership, Invitation, str, str | None]:
     return (
         select(Membership, Invitation, OutboxEmail.status, OutboxEmail.last_error)
@@ -141,18 +154,23 @@ def list_members(
         query = query.where(Membership.status == status)
     if filters.get("user_type"):
         query = query.where(Membership.user_type == filters["user_type"])
-    if filters.get("role"):
-        query = query.join(Role, Role.id == Membership.role_id).where(Role.name == filters["role"])
-    if filters.get("group"):
-        query = query.join(Group, Group.id == Membership.group_id).where(
-            Group.name == filters["group"]
-        )
+    for field, kind, column in (("role", Role, Membership.role_id),
+                                ("group", Group, Membership.group_id)):
+        if filters.get(field):  # a name, in any case; one the account lacks matches nobody
+            found = catalog(session.connection(), kind, account_id).get(
+                rules.name_key(filters[field] or ""))
+            query = query.where(column == found[0] if found else false())
     if filters.get("two_factor") is not None:
         query = query.where(Identity.totp_enabled.is_(filters["two_factor"] in ("true", "1")))
     if filters.get("q"):
-        needle = f"%{(filters['q'] or '').strip().lower()}%"
-        query = query.where(or_(func.lower(Identity.email).like(needle),
-                                func.lower(Identity.name).like(needle)))
+        needle = (filters["q"] or "").strip().lower()
+        if len(needle) > MAX_SEARCH_LENGTH:
+            raise InvalidInput([FieldError("q", f"Search for at most {MAX_SEARCH_LENGTH} "
+                                                "characters.", "too_long")])
+        # % and _ are what they say, not wildcards.
+        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", needle) + "%"
+        query = query.where(or_(func.lower(Identity.email).like(pattern, escape="\\"),
+                                func.lower(Identity.name).like(pattern, escape="\\")))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     after = decode_cursor(cursor)
     if after is not None:

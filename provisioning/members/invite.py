@@ -37,7 +37,7 @@ from provisioning.mail import outbox
 from provisioning.mail.models import EmailStatus
 from provisioning.members import rules
 from provisioning.members.conflicts import refuse_second_membership
-from provisioning.members.directory import EMAIL_STATE, InvitationView, MemberView
+from provisioning.members.directory import EMAIL_STATE, InvitationView, MemberView, catalog
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
 from provisioning.members.rules import InviteRequest
 
@@ -314,14 +314,14 @@ def _resolve(session: Session, account_id: int, request: InviteRequest) -> Resol
     errors: list[FieldError] = []
     if role_id is None:
         try:
-            role_id, role_name = rules.named(role_name, _catalog(connection, Role, account_id),
+            role_id, role_name = rules.named(role_name, catalog(connection, Role, account_id),
                                              "role")
         except InvalidInput as exc:
             errors += exc.errors
     if group_name is not None and group_id is None:
         try:
             group_id, group_name = rules.named(
-                group_name, _catalog(connection, Group, account_id), "group")
+                group_name, catalog(connection, Group, account_id), "group")
         except InvalidInput as exc:
             errors += exc.errors
     if errors:
@@ -340,17 +340,10 @@ def _unknown_names(session: Session, account_id: int, body: Any,
     for field in named:
         kind = Role if field == "role" else Group
         try:
-            rules.named(body[field], _catalog(session.connection(), kind, account_id), field)
+            rules.named(body[field], catalog(session.connection(), kind, account_id), field)
         except InvalidInput as exc:
             errors += exc.errors
     return errors
-
-
-def _catalog(connection: Connection, kind: type[Role] | type[Group], account_id: int
-             ) -> dict[str, tuple[int, str]]:
-    """The account's roles or groups by ``rules.name_key``: (id, name as stored)."""
-    rows = connection.execute(select(kind.id, kind.name).where(kind.account_id == account_id))
-    return {rules.name_key(name): (key, name) for key, name in rows}
 
 
 _ROLE_ID = select(Role.id).where(Role.account_id == bindparam("account_id"),
