@@ -43,8 +43,10 @@ class ApiKeys:
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         form = Form(body(req) or {})
         name = form.text("name", required=True, max_length=100) or ""
+        expires_at = form.moment("expires_at")
         form.finish()
-        issued = auth.create_api_key(req.context.session, req.context.actor, account_id, name)
+        issued = auth.create_api_key(req.context.session, req.context.actor, account_id, name,
+                                     expires_at)
         resp.status = falcon.HTTP_201
         resp.media = {"name": name, **shaped(issued)}
 

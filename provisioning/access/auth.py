@@ -276,15 +276,20 @@ def _standing(session: Session, identity_id: int, account_id: int) -> Standing:
     return Standing.of(account_id, row or (None,) * len(_STANDING))
 
 
-def create_api_key(session: Session, actor: Actor, account_id: int, name: str) -> IssuedToken:
-    """An API key for automation: acts as ``actor`` within this one account, until revoked."""
+def create_api_key(session: Session, actor: Actor, account_id: int, name: str,
+                   expires_at: datetime | None = None) -> IssuedToken:
+    """An API key for automation: acts as ``actor`` within this one account, until revoked
+    or, when given one, until ``expires_at``."""
     account = require_admin(session, actor, account_id)
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise InvalidInput([FieldError("name", "Give the key a name of 1 to 100 characters.")])
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput([FieldError("expires_at", "Choose a time in the future.", "past")])
     identity = session.get_one(Identity, actor.identity_id)
     issued = _issue(
-        session, identity, kind="api_key", expires_at=None, account_id=account.id, name=name
+        session, identity, kind="api_key", expires_at=expires_at, account_id=account.id,
+        name=name,
     )
     audit.record(
         session,
@@ -294,7 +299,7 @@ def create_api_key(session: Session, actor: Actor, account_id: int, name: str) -
         action="api_key.create",
         target_type="api_key",
         target_id=None,
-        after={"name": name},
+        after={"name": name, "expires_at": expires_at.isoformat() if expires_at else None},
     )
     return issued
 
@@ -310,14 +315,17 @@ def list_api_keys(session: Session, actor: Actor, account_id: int) -> list[dict[
     """The account's live API keys (never their secrets)."""
     require_admin(session, actor, account_id)
     keys = session.execute(
-        select(ApiToken.id, ApiToken.name, ApiToken.created_at, Identity.email)
+        select(ApiToken.id, ApiToken.name, ApiToken.created_at, ApiToken.expires_at,
+               Identity.email)
         .join(Identity, Identity.id == ApiToken.identity_id)
         .where(ApiToken.account_id == account_id, ApiToken.kind == "api_key",
-               ApiToken.revoked_at.is_(None))
+               ApiToken.revoked_at.is_(None),
+               or_(ApiToken.expires_at.is_(None), ApiToken.expires_at > utcnow()))
         .order_by(ApiToken.id)
     ).all()
-    return [{"id": key_id, "name": name, "created_at": created_at, "created_by": email}
-            for key_id, name, created_at, email in keys]
+    return [{"id": key_id, "name": name, "created_at": created_at, "expires_at": expires_at,
+             "created_by": email}
+            for key_id, name, created_at, expires_at, email in keys]
 
 
 def revoke_api_key(session: Session, actor: Actor, account_id: int, key_id: int) -> None:

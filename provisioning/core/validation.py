@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import email_validator
@@ -124,6 +125,21 @@ class Form:
         if self.body.get(name) is None:
             return None
         return self._checked(name, normalise_language)
+
+    def moment(self, name: str) -> datetime | None:
+        """A point in time, ISO 8601 (``2027-01-31T18:00:00Z``); without an offset, UTC."""
+        value = self.body.get(name)
+        if value is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None:
+            self.errors.append(FieldError(name, "Use a time like 2027-01-31T18:00:00Z.",
+                                          "invalid_time"))
+            return None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
     def ruled(self, rule: Callable[..., Ruled], *args: Any) -> Ruled | None:
         """What ``rule`` makes of ``args``, or None with its refusal noted."""

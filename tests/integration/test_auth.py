@@ -92,3 +92,36 @@ def test_health_readiness_and_openapi(stack: Stack):
     document = stack.api.simulate_get("/openapi.json").json
     assert document["openapi"].startswith("3.")
     assert "/v1/accounts/{account_id}/users" in document["paths"]
+
+
+def test_an_api_key_may_carry_an_expiry(stack: Stack):
+    from datetime import UTC, datetime, timedelta
+
+    from provisioning.access.models import ApiToken
+
+    admin = stack.create_account()
+    keys = f"/v1/accounts/{admin.id}/api-keys"
+    later = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0)
+    created = stack.api.simulate_post(keys, json={"name": "Quarterly sync",
+                                                  "expires_at": later.isoformat()},
+                                      headers=admin.headers)
+    assert created.status_code == 201, created.text
+    assert datetime.fromisoformat(created.json["expires_at"]) == later
+    key = {"Authorization": f"Bearer {created.json['token']}"}
+    users = f"/v1/accounts/{admin.id}/users"
+    assert stack.api.simulate_get(users, headers=key).status_code == 200
+    listed = stack.api.simulate_get(keys, headers=admin.headers).json["items"]
+    assert [k["expires_at"] for k in listed if k["name"] == "Quarterly sync"] != [None]
+
+    with session_scope() as session:  # the expiry comes
+        session.execute(update(ApiToken).where(ApiToken.id == created.json["id"])
+                        .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert stack.api.simulate_get(users, headers=key).status_code == 401
+    listed = stack.api.simulate_get(keys, headers=admin.headers).json["items"]
+    assert "Quarterly sync" not in [k["name"] for k in listed]
+
+    for bad, code in (("yesterday", "invalid_time"), ("2001-01-01T00:00:00Z", "past")):
+        refused = stack.api.simulate_post(keys, json={"name": "x", "expires_at": bad},
+                                          headers=admin.headers)
+        assert refused.status_code == 422 and refused.json["errors"][0] == {
+            "field": "expires_at", "message": refused.json["errors"][0]["message"], "code": code}
