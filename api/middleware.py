@@ -64,7 +64,7 @@ class Authentication:
         bearer = _bearer(req)
         if bearer is None and mode == "optional":
             return
-        # the account the URL names: its admin check rides on the token lookup
+        # the account the URL names: the policy's check rides on the token lookup
         req.context.actor = authenticate(req.context.session, bearer, params.get("account_id"))
 
 

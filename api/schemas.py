@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from provisioning.accounts.roles import PERMISSIONS
+from provisioning.access.policy import CATALOG
 from provisioning.core.pages import MAX_PAGE
 from provisioning.core.validation import LANGUAGES
 from provisioning.imports.formats import COLUMNS
@@ -104,10 +104,14 @@ SCHEMAS: dict[str, Any] = {
         language={"enum": list(LANGUAGES)}, initial_password=STRING,
         seasonal_start=DATE, seasonal_end=DATE),
     "Role": _object("id name permissions builtin", id=ID, name=STRING,
-                    permissions={"type": "array", "items": STRING}, builtin=BOOLEAN),
+                    permissions={"type": "array", "items": ref("PermissionName")},
+                    builtin=BOOLEAN),
     "RolePage": _page("Role"),
     "NewRole": _object("name permissions", name=STRING,
-                       permissions={"type": "array", "items": {"enum": list(PERMISSIONS)}}),
+                       permissions={"type": "array", "items": ref("PermissionName")}),
+    "PermissionName": {"enum": [permission.value for permission in CATALOG]},
+    "Permission": _object("name description", name=ref("PermissionName"), description=STRING),
+    "PermissionPage": _page("Permission"),
     "Group": _object("id name builtin", id=ID, name=STRING, builtin=BOOLEAN),
     "GroupPage": _page("Group"),
     "AuditEntry": _object("id actor action target_type target_id before after at", id=ID,

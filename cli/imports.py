@@ -22,8 +22,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from provisioning.access.auth import ADMIN_ROLE, Actor
-from provisioning.accounts.models import Role
+from provisioning.access.auth import Actor
+from provisioning.access.policy import Permission, first_member_holding
 from provisioning.core.config import PREFIX, settings
 from provisioning.core.db import session_scope
 from provisioning.core.errors import (
@@ -38,7 +38,7 @@ from provisioning.imports.options import ON_EXISTING, ImportOptions
 from provisioning.imports.upload import import_members
 from provisioning.jobs.runs import get_job
 from provisioning.jobs.states import FINISHED
-from provisioning.members.models import Identity, Membership, MemberStatus
+from provisioning.members.models import Identity
 
 API_TOKEN_VARIABLE = PREFIX + "API_TOKEN"
 UPLOAD_BLOCK = 1 << 16
@@ -294,20 +294,14 @@ class DatabaseImports:
 
 
 def _account_admin(session: Session, account_id: int, email: str | None) -> Actor:
-    """``email``'s identity (the service checks its rights), else the account's first admin."""
+    """``email``'s identity (the service checks its rights), else a member holding users.manage."""
     if email:
         identity = session.scalars(
             select(Identity).where(Identity.email == normalise_email(email, "--as-admin"))).first()
         if identity is None:
             raise NotFound(f"Nobody with the email {email} exists.", code="no_such_admin")
-    else:
-        identity = session.scalars(
-            select(Identity)
-            .join(Membership, Membership.identity_id == Identity.id)
-            .join(Role, Role.id == Membership.role_id)
-            .where(Membership.account_id == account_id, Role.name == ADMIN_ROLE,
-                   Membership.status == MemberStatus.ACTIVE.value)
-            .order_by(Membership.id).limit(1)).first()
+    else:  # whoever the policy lets manage users, not a role's name
+        identity = first_member_holding(session, account_id, Permission.USERS_MANAGE)
         if identity is None:
             raise NotFound(f"Account {account_id} does not exist or has no active admin.",
                            code="no_admin")

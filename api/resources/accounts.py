@@ -17,6 +17,12 @@ class Roles:
                                           body(req))
 
 
+class Permissions:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        resp.media = {"items": roles.list_permissions(req.context.session, req.context.actor,
+                                                      account_id), "next_cursor": None}
+
+
 class Groups:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         resp.media = {"items": roles.list_groups(req.context.session, req.context.actor,

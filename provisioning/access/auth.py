@@ -1,11 +1,9 @@
-"""Logging in, bearer tokens, API keys and who may administer an account (R1)."""
+"""Logging in, bearer tokens and API keys; the token lookup also reads the standing R1 checks."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 import pyotp
 from sqlalchemy import and_, bindparam, or_, select, update
@@ -13,13 +11,13 @@ from sqlalchemy.orm import Session
 
 from provisioning.access import limits
 from provisioning.access.models import ApiToken
+from provisioning.access.policy import STANDING_COLUMNS, Permission, Standing, require
 from provisioning.accounts.models import Account, Role
 from provisioning.core import audit
 from provisioning.core.config import settings
 from provisioning.core.db import after_commit
 from provisioning.core.errors import (
     FieldError,
-    Forbidden,
     InvalidInput,
     NotAuthenticated,
     NotFound,
@@ -35,38 +33,6 @@ from provisioning.core.security import (
 )
 from provisioning.core.validation import normalise_email
 from provisioning.members.models import Identity, Membership, MemberStatus
-
-ADMIN_ROLE = "admin"
-MANAGE_USERS = "users.manage"
-
-
-@dataclass(frozen=True)
-class AdministeredAccount:
-    """What a service needs to know of the account an admin acts in."""
-
-    id: int
-    name: str
-    default_language: str
-    seasonal_seats: int
-
-
-@dataclass(frozen=True)
-class Standing:
-    """An identity's membership of one account: what R1 looks at."""
-
-    account_id: int
-    account: AdministeredAccount | None  # None: not a member of it
-    status: str | None
-    role: str | None
-    permissions: list[str] | None
-
-    @classmethod
-    def of(cls, account_id: int, row: Sequence[Any]) -> Standing:
-        """From the columns of ``_STANDING``; all null when the identity is not a member."""
-        key, name, language, seasonal_seats, status, role, permissions = row
-        account = (None if key is None
-                   else AdministeredAccount(key, name, language, seasonal_seats))
-        return cls(account_id, account, status, role, permissions)
 
 
 @dataclass(frozen=True)
@@ -210,11 +176,9 @@ def _issue(
 
 
 # Built once: building a statement per request costs more than running it.
-_STANDING = (Account.id, Account.name, Account.default_language, Account.seasonal_seats,
-             Membership.status, Role.name, Role.permissions)
 _TOKEN_AND_STANDING = (
     select(ApiToken.id, ApiToken.account_id, ApiToken.revoked_at, ApiToken.expires_at,
-           Identity.id, Identity.email, Identity.name, *_STANDING)
+           Identity.id, Identity.email, Identity.name, *STANDING_COLUMNS)
     .join(Identity, Identity.id == ApiToken.identity_id)
     .outerjoin(Membership, and_(Membership.identity_id == Identity.id,
                                 Membership.account_id == bindparam("account_id")))
@@ -228,7 +192,7 @@ def authenticate(session: Session, bearer: str | None, account_id: int | None = 
     """The actor behind a bearer token, or NotAuthenticated.
 
     With ``account_id`` (the account a request names) the same query reads the
-    actor's standing there, so ``require_admin`` costs no round trip of its own.
+    actor's standing there, so the policy's ``require`` costs no round trip of its own.
     """
     if not bearer:
         raise NotAuthenticated("Send a bearer token in the Authorization header.")
@@ -250,37 +214,11 @@ def logout(session: Session, actor: Actor) -> None:
     )
 
 
-def require_admin(session: Session, actor: Actor, account_id: int) -> AdministeredAccount:
-    """R1: the account, if ``actor`` administers it; another account's answers 404."""
-    if actor.account_id is not None and actor.account_id != account_id:
-        raise NotFound("No such account.")
-    standing = actor.standing
-    if standing is None or standing.account_id != account_id:
-        standing = _standing(session, actor.identity_id, account_id)
-    if standing.account is None:
-        raise NotFound("No such account.")
-    if standing.status != MemberStatus.ACTIVE.value:
-        raise Forbidden("Your membership of this account is not active.")
-    if standing.role != ADMIN_ROLE and MANAGE_USERS not in (standing.permissions or []):
-        raise Forbidden("Only administrators can manage users.", code="admin_required")
-    return standing.account
-
-
-def _standing(session: Session, identity_id: int, account_id: int) -> Standing:
-    row = session.connection().execute(
-        select(*_STANDING)
-        .join(Membership, Membership.account_id == Account.id)
-        .join(Role, Role.id == Membership.role_id)
-        .where(Account.id == account_id, Membership.identity_id == identity_id)
-    ).first()
-    return Standing.of(account_id, row or (None,) * len(_STANDING))
-
-
 def create_api_key(session: Session, actor: Actor, account_id: int, name: str,
                    expires_at: datetime | None = None) -> IssuedToken:
     """An API key for automation: acts as ``actor`` within this one account, until revoked
     or, when given one, until ``expires_at``."""
-    account = require_admin(session, actor, account_id)
+    account = require(session, actor, account_id, Permission.USERS_MANAGE)
     name = (name or "").strip()
     if not name or len(name) > 100:
         raise InvalidInput([FieldError("name", "Give the key a name of 1 to 100 characters.")])
@@ -313,7 +251,7 @@ def issue_api_key(session: Session, identity: Identity, account_id: int, name: s
 
 def list_api_keys(session: Session, actor: Actor, account_id: int) -> list[dict[str, object]]:
     """The account's live API keys (never their secrets)."""
-    require_admin(session, actor, account_id)
+    require(session, actor, account_id, Permission.USERS_MANAGE)
     keys = session.execute(
         select(ApiToken.id, ApiToken.name, ApiToken.created_at, ApiToken.expires_at,
                Identity.email)
@@ -329,7 +267,7 @@ def list_api_keys(session: Session, actor: Actor, account_id: int) -> list[dict[
 
 
 def revoke_api_key(session: Session, actor: Actor, account_id: int, key_id: int) -> None:
-    require_admin(session, actor, account_id)
+    require(session, actor, account_id, Permission.USERS_MANAGE)
     revoked = session.execute(
         update(ApiToken)
         .where(ApiToken.id == key_id, ApiToken.account_id == account_id,

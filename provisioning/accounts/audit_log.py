@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning.access.auth import Actor, require_admin
+from provisioning.access.auth import Actor
+from provisioning.access.policy import Permission, require
 from provisioning.core.models import AuditEntry
 from provisioning.core.pages import decode_cursor, encode_cursor, page_size
 
@@ -15,7 +16,7 @@ from provisioning.core.pages import decode_cursor, encode_cursor, page_size
 def list_audit(session: Session, actor: Actor, account_id: int, cursor: str | None,
                limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
     """Newest first, a page at a time."""
-    require_admin(session, actor, account_id)
+    require(session, actor, account_id, Permission.USERS_MANAGE)
     limit = page_size(limit)
     query = select(AuditEntry).where(AuditEntry.account_id == account_id)
     before = decode_cursor(cursor)

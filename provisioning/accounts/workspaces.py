@@ -8,9 +8,9 @@ from datetime import timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from provisioning.access.auth import ADMIN_ROLE, issue_api_key
+from provisioning.access.auth import issue_api_key
+from provisioning.access.policy import ADMIN_ROLE, BUILTIN_ROLES
 from provisioning.accounts.models import Account, Group, Role
-from provisioning.accounts.roles import MEMBER_PERMISSIONS
 from provisioning.billing.models import Subscription
 from provisioning.billing.plans import CATALOG, PERIOD_DAYS, plan_named
 from provisioning.core import audit
@@ -20,7 +20,7 @@ from provisioning.core.security import hash_password
 from provisioning.core.validation import check_password, normalise_email, normalise_language
 from provisioning.members.conflicts import EmailTaken, holds_paid_membership
 from provisioning.members.models import Identity, Membership, MemberStatus, UserType
-from provisioning.members.rules import DEFAULT_ROLE, FREE_USERS_GROUP
+from provisioning.members.rules import FREE_USERS_GROUP
 
 DEFAULT_GROUPS = ("Sales", "Marketing", "Support", FREE_USERS_GROUP)
 
@@ -66,12 +66,12 @@ def create_account(
     account = Account(name=name.strip(), default_language=language)
     session.add(account)
     session.flush()
-    admin_role = Role(account_id=account.id, name=ADMIN_ROLE, permissions=["*"], is_builtin=True)
+    roles = {role: Role(account_id=account.id, name=role, permissions=list(permissions),
+                        is_builtin=True) for role, permissions in BUILTIN_ROLES.items()}
+    admin_role = roles[ADMIN_ROLE]  # holds every permission of the catalog
     session.add_all(
         [
-            admin_role,
-            Role(account_id=account.id, name=DEFAULT_ROLE, permissions=MEMBER_PERMISSIONS,
-                 is_builtin=True),
+            *roles.values(),
             *(Group(account_id=account.id, name=group, is_builtin=group == FREE_USERS_GROUP)
               for group in DEFAULT_GROUPS),
             Subscription(

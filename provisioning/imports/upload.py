@@ -14,7 +14,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from provisioning.access.auth import Actor, require_admin
+from provisioning.access.auth import Actor
+from provisioning.access.policy import Permission, require
 from provisioning.core.config import Settings, settings
 from provisioning.core.db import after_commit
 from provisioning.core.errors import (
@@ -54,7 +55,7 @@ def import_members(
     options: ImportOptions, *, length: int | None = None,
 ) -> dict[str, Any]:
     """Take an uploaded file and queue its import; answers at once with the job."""
-    require_admin(session, actor, account_id)
+    require(session, actor, account_id, Permission.USERS_MANAGE)
     _refuse_past_the_hourly_limit(session, account_id, settings())
     media = MEDIA_TYPES.get((media_type or "text/csv").split(";")[0].strip().lower())
     if media is None:

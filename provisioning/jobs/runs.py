@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, select
 from sqlalchemy.orm import Session
 
-from provisioning.access.auth import Actor, require_admin
+from provisioning.access.auth import Actor
+from provisioning.access.policy import Permission, require
 from provisioning.core import audit, dispatch
 from provisioning.core.config import settings
 from provisioning.core.db import session_scope
@@ -48,7 +49,7 @@ def enqueue(job_id: int, *, countdown: float | None = None) -> None:
 def list_jobs(session: Session, actor: Actor, account_id: int, kind: str, status: str | None,
               cursor: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
     """An account's jobs of one kind, newest first, a page at a time; ``status`` filters."""
-    require_admin(session, actor, account_id)
+    require(session, actor, account_id, Permission.USERS_MANAGE)
     if status is not None and status not in set(JobStatus):
         raise InvalidInput([FieldError(
             "status", f"Use one of {', '.join(JobStatus)}.", "invalid")])
@@ -97,7 +98,7 @@ def visible_job(session: Session, actor: Actor, job_id: int, *, lock: bool = Fal
     if job is None:
         raise NotFound("No such job.")
     try:
-        require_admin(session, actor, job.account_id)
+        require(session, actor, job.account_id, Permission.USERS_MANAGE)
     except NotFound:
         raise NotFound("No such job.") from None
     return job

@@ -16,7 +16,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from provisioning.access.auth import Actor, require_admin
+from provisioning.access.auth import Actor
+from provisioning.access.policy import Permission, require
 from provisioning.accounts.models import Group, Role
 from provisioning.core.errors import FieldError, InvalidInput, NotFound
 from provisioning.core.models import utcnow
@@ -132,7 +133,7 @@ def _members_query(account_id: int) -> Select[Membership, Invitation, str, str |
 
 
 def get_member(session: Session, actor: Actor, account_id: int, member_id: int) -> MemberView:
-    require_admin(session, actor, account_id)
+    require(session, actor, account_id, Permission.USERS_MANAGE)
     row = session.execute(_members_query(account_id).where(Membership.id == member_id)).first()
     if row is None:
         raise NotFound("No such member in this account.")
@@ -144,7 +145,7 @@ def list_members(
     cursor: str | None, limit: int | None,
 ) -> Page:
     """Members in creation order, filtered, a page at a time (cursor = last id seen)."""
-    require_admin(session, actor, account_id)
+    require(session, actor, account_id, Permission.USERS_MANAGE)
     size = page_size(limit)
     query = _members_query(account_id)
     status = filters.get("status")

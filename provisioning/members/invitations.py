@@ -12,7 +12,8 @@ from typing import Any
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from provisioning.access.auth import Actor, require_admin
+from provisioning.access.auth import Actor
+from provisioning.access.policy import Permission, require
 from provisioning.accounts.models import Account
 from provisioning.billing.seats import free_seat
 from provisioning.core import audit
@@ -202,7 +203,7 @@ def _resend(session: Session, invitation: Invitation, inviter_name: str) -> Memb
 def resend_invitation(session: Session, actor: Actor, account_id: int, member_id: int
                       ) -> MemberView:
     """A new token and a new email; the old link dies at once."""
-    require_admin(session, actor, account_id)
+    require(session, actor, account_id, Permission.USERS_MANAGE)
     invitation = _open_invitation(session, account_id, member_id)
     now = utcnow()
     if invitation.accepted_at is not None:
@@ -237,7 +238,7 @@ def renew_expired_invitation(session: Session, token: str) -> None:
 def revoke_invitation(session: Session, actor: Actor, account_id: int, member_id: int
                       ) -> MemberView:
     """Withdraw a pending invitation: the link dies and the invited member goes (seat freed)."""
-    require_admin(session, actor, account_id)
+    require(session, actor, account_id, Permission.USERS_MANAGE)
     invitation = _open_invitation(session, account_id, member_id)
     if invitation.accepted_at is not None:
         raise InvalidInput([FieldError("member", "Already accepted: disable or remove the "

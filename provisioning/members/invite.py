@@ -23,7 +23,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from provisioning.access.auth import Actor, require_admin
+from provisioning.access.auth import Actor
+from provisioning.access.policy import Permission, require
 from provisioning.accounts.models import Account, Group, Role
 from provisioning.billing import seats
 from provisioning.billing.seats import SeatCount, consumes_seat, seat_change, take_seat
@@ -48,7 +49,7 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
     Written with Core statements and answered from what was written: the ORM's unit
     of work would cost more than the inserts themselves, on the busiest path there is.
     """
-    account = require_admin(session, actor, account_id)
+    account = require(session, actor, account_id, Permission.USERS_MANAGE)
     try:
         request = InviteRequest.parse(body)
     except InvalidInput as exc:  # every problem at once, unknown names too

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any, TypeVar
 
+from provisioning.access.policy import MEMBER_ROLE
 from provisioning.core.errors import Conflict, FieldError, InvalidInput
 from provisioning.core.validation import Form, check_password
 
-DEFAULT_ROLE = "member"
+DEFAULT_ROLE = MEMBER_ROLE  # a new member's role unless the invite names another
 FREE_USERS_GROUP = "Free users"
 USER_TYPES = ("full", "free", "seasonal")
 MAX_ROLE_OR_GROUP_NAME = 100

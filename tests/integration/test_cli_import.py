@@ -19,6 +19,7 @@ import httpx
 import pytest
 
 from tests.conftest import AdminAccount, Stack
+from tests.support.members import active_member, set_status
 from tests.support.processes import VENV_BIN, ManagedProcess, free_port, wait_until
 
 PROGRESS = re.compile(r"^job \d+ (counting rows…|.* rows/s  ETA \d+:\d\d)")
@@ -140,6 +141,33 @@ def test_an_operator_dry_runs_a_file_straight_into_the_database(stack: Stack,
     assert re.search(r"^  would skip\s+1$", done.stdout, re.M), done.stdout
     assert f"/v1/accounts/{admin.id}/imports/{result['job']}/commit" in done.stdout
     assert members_total(stack, admin) == 1  # a dry run writes no member
+
+
+def test_an_operator_s_import_acts_as_a_member_whose_role_manages_users(stack: Stack,
+                                                                        tmp_path: Path):
+    from provisioning.core.db import session_scope
+    from provisioning.jobs.models import Job
+    from provisioning.members.models import MemberStatus
+
+    admin = stack.create_account()
+    made = stack.api.simulate_post(f"/v1/accounts/{admin.id}/roles", headers=admin.headers,
+                                   json={"name": "People ops", "permissions": ["users.manage"]})
+    assert made.status_code == 201, made.json
+    _, lead, _ = active_member(stack, admin, role="People ops")
+    first_admin = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users",
+                                         params={"role": "admin"}, headers=admin.headers)
+    set_status(first_admin.json["items"][0]["id"], MemberStatus.INACTIVE)
+    file = write_people(tmp_path / "ops.csv", people(3))
+
+    done = provision_import(str(file), "--account", str(admin.id), "--dry-run",
+                            "--database-url", stack.env["PROVISIONING_DATABASE_URL"],
+                            "--poll", "0.2", env=operator_shell(stack))
+
+    assert done.returncode == 0, done.stderr
+    result = last_json(done.stdout)
+    assert (result["status"], result["summary"]["created"]) == ("succeeded", 3)
+    with session_scope() as session:
+        assert session.get_one(Job, result["job"]).params["actor_label"] == lead
 
 
 def test_no_wait_prints_the_queued_job_of_a_json_lines_file(stack: Stack, web: str,
