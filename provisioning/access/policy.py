@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioning.accounts.models import Account, Role
-from provisioning.core.errors import Forbidden, NotFound
+from provisioning.core.errors import FieldError, Forbidden, NotFound
 from provisioning.members.models import Identity, Membership, MemberStatus
 
 if TYPE_CHECKING:
@@ -119,7 +119,7 @@ class AdministeredAccount:
     seasonal_seats: int
 
 
-# Read with the bearer token (auth._TOKEN_AND_STANDING), or alone by ``_standing``.
+# Read with the bearer token (auth._TOKEN_AND_STANDING), or alone by ``standing_in``.
 STANDING_COLUMNS = (Account.id, Account.name, Account.default_language, Account.seasonal_seats,
                     Membership.status, Role.permissions)
 
@@ -132,6 +132,7 @@ class Standing:
     account: AdministeredAccount | None  # None: not a member of it
     status: str | None
     permissions: frozenset[Permission]
+    is_admin: bool = False  # the role stores "*": it holds the catalog as it grows
 
     @classmethod
     def of(cls, account_id: int, row: Sequence[Any]) -> Standing:
@@ -139,7 +140,8 @@ class Standing:
         key, name, language, seasonal_seats, status, stored = row
         account = (None if key is None
                    else AdministeredAccount(key, name, language, seasonal_seats))
-        return cls(account_id, account, status, granted(stored))
+        return cls(account_id, account, status, granted(stored),
+                   EVERY_PERMISSION in (stored or ()))
 
     @property
     def is_active(self) -> bool:
@@ -150,11 +152,40 @@ class Standing:
         return self.is_active and permission in self.permissions
 
 
+def beyond_grant(standing: Standing, stored: Iterable[str] | None) -> list[str]:
+    """What a role storing ``stored`` holds that this member may not give: nobody grants a
+    permission they do not hold, and only an admin makes admins. Empty: it may be given."""
+    if standing.is_admin:
+        return []
+    if EVERY_PERMISSION in set(stored or ()):
+        return [EVERY_PERMISSION]
+    return sorted(permission.value for permission in granted(stored) - standing.permissions)
+
+
+class CannotGrant(Forbidden):
+    """A role or permission beyond what the acting member holds."""
+
+    code = "cannot_grant"
+    ROLE = "You cannot give a role that holds more than your own role does."
+
+    def __init__(self, beyond: list[str], field: str = "role") -> None:
+        detail = ("Only administrators can make administrators." if beyond == [EVERY_PERMISSION]
+                  else f"You cannot give permissions your own role does not hold: "
+                       f"{', '.join(beyond)}.")
+        super().__init__(detail, errors=[FieldError(field, detail, self.code)])
+
+
+def refuse_beyond_grant(standing: Standing, stored: Iterable[str] | None,
+                        field: str = "role") -> None:
+    if beyond := beyond_grant(standing, stored):
+        raise CannotGrant(beyond, field)
+
+
 def standing_of(session: Session, actor: Actor, account_id: int) -> Standing:
     """``actor``'s standing in the account, read with its token when the request named it."""
     standing = actor.standing
     if standing is None or standing.account_id != account_id:
-        standing = _standing(session, actor.identity_id, account_id)
+        standing = standing_in(session, actor.identity_id, account_id)
     return standing
 
 
@@ -180,7 +211,8 @@ def require(session: Session, actor: Actor, account_id: int, permission: Permiss
     return standing.account
 
 
-def _standing(session: Session, identity_id: int, account_id: int) -> Standing:
+def standing_in(session: Session, identity_id: int, account_id: int) -> Standing:
+    """An identity's standing in an account, read alone (a job acting for its starter)."""
     row = session.connection().execute(
         select(*STANDING_COLUMNS)
         .join(Membership, Membership.account_id == Account.id)

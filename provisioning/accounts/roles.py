@@ -12,8 +12,10 @@ from provisioning.access.policy import (
     CATALOG,
     Permission,
     catalog,
+    refuse_beyond_grant,
     require,
     role_permissions,
+    standing_of,
     unknown_permissions,
 )
 from provisioning.accounts.models import Group, Role
@@ -49,6 +51,7 @@ def create_role(session: Session, actor: Actor, account_id: int, body: Any) -> d
                                                      f"Known: {', '.join(CATALOG)}."))
     form.finish()
     assert name is not None and isinstance(permissions, list)
+    refuse_beyond_grant(standing_of(session, actor, account_id), permissions, "permissions")
     taken = session.scalars(select(Role.name).where(Role.account_id == account_id)).all()
     if rules.name_key(name) in {rules.name_key(existing) for existing in taken}:
         raise Conflict(f"A role named {name!r} already exists (names ignore case).",

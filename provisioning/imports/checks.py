@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from provisioning.access.policy import CannotGrant
 from provisioning.core.errors import InvalidInput
 from provisioning.core.validation import (
     MAX_NAME_LENGTH,
@@ -99,6 +100,9 @@ def check_row(row: SourceRow, catalog: Catalog) -> ImportRow | list[RowError]:
     role_text = text("role")
     if role_text is not None:
         role = _ruled(rules.named, errors, line, role_text, catalog.roles, "role")
+        if role is not None and role in catalog.ungrantable:
+            errors.append(RowError(line, "role", "cannot_grant", CannotGrant.ROLE, role_text))
+            role = None
 
     user_type = _ruled(rules.user_type, errors, line, text("user_type")) or "full"
     group = _ruled(rules.group_for, errors, line, text("group"), user_type)

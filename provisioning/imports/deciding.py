@@ -44,9 +44,11 @@ class Outcomes:
     outcome: dict[int, str] = field(default_factory=dict)  # line -> outcome
     identities: dict[str, tuple[int, bool]] = field(default_factory=dict)  # email -> id, login
     seats_planned: int = 0
+    active_admins: int = 0  # counted when an update may demote one
 
 
-APPLY_CODES = frozenset({"email_taken", "no_seat"})
+APPLY_CODES = frozenset({"email_taken", "no_seat", "last_admin"})
+LAST_ADMIN = "This is the account's last active administrator; make another one first."
 
 
 def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_seats: int | None,
@@ -71,14 +73,14 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
     identities = {email: (identity_id, name, has_login) for identity_id, email, name, has_login
                   in (connection.execute(looked_up) if known is None or known else ())}
     ids = [value[0] for value in identities.values()]
-    members: dict[int, tuple[int, int, int | None]] = {}
+    members: dict[int, tuple[int, int, int | None, str]] = {}
     paid_elsewhere: set[int] = set()
     elsewhere: set[int] = set()  # members of another account too
     if ids:
-        members = {identity_id: (member_id, role_id, group_id)
-                   for member_id, identity_id, role_id, group_id in connection.execute(
+        members = {identity_id: (member_id, role_id, group_id, status)
+                   for member_id, identity_id, role_id, group_id, status in connection.execute(
                        select(Membership.id, Membership.identity_id, Membership.role_id,
-                              Membership.group_id)
+                              Membership.group_id, Membership.status)
                        .where(Membership.account_id == plan.account_id,
                               among(connection, Membership.identity_id, ids)))}
         for identity_id, user_type in connection.execute(
@@ -88,6 +90,12 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
             elsewhere.add(identity_id)
             if user_type != UserType.FREE.value:
                 paid_elsewhere.add(identity_id)
+    if plan.options.on_existing == "update" and plan.admin_role_ids:
+        decided.active_admins = session.scalar(
+            select(func.count()).select_from(Membership).where(
+                Membership.account_id == plan.account_id,
+                Membership.status == MemberStatus.ACTIVE.value,
+                Membership.role_id.in_(plan.admin_role_ids))) or 0
     today = utcnow().date()
     for row in rows:
         identity = identities.get(row.email)
@@ -117,17 +125,26 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
 
 
 def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id: int,
-                     name: str, member: tuple[int, int, int | None], *, shared: bool) -> None:
+                     name: str, member: tuple[int, int, int | None, str], *,
+                     shared: bool) -> None:
     """A row for a member of this account: with ``on_existing=update``, its role, group and
     name as the file says; the name only when no other account has the person (``shared``),
     since it is how they appear everywhere."""
-    member_id, role_id, group_id = member
+    member_id, role_id, group_id, status = member
     changes: dict[str, Any] = {}
     if plan.options.on_existing == "update":
         if row.name and row.name != name and not shared:
             changes["name"] = row.name
         if row.role and plan.role_ids[row.role] != role_id:
             changes["role_id"] = plan.role_ids[row.role]
+            if (role_id in plan.admin_role_ids and status == MemberStatus.ACTIVE.value
+                    and changes["role_id"] not in plan.admin_role_ids):
+                if decided.active_admins <= 1:  # an account never loses its last admin
+                    decided.errors.append(RowError(row.line, "role", "last_admin",
+                                                   LAST_ADMIN, row.role))
+                    decided.outcome[row.line] = ERROR
+                    return
+                decided.active_admins -= 1
         if row.group and plan.group_ids[row.group] != group_id:
             changes["group_id"] = plan.group_ids[row.group]
     if changes:

@@ -122,6 +122,8 @@ class Catalog:
     roles: Mapping[str, str]
     groups: Mapping[str, str]
     seasonal_seats: int
+    # Roles the member who started the import may not give (access.policy.beyond_grant).
+    ungrantable: frozenset[str] = frozenset()
 
 
 def _header_key(name: str) -> str:

@@ -20,6 +20,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from provisioning.access.policy import EVERY_PERMISSION, beyond_grant, standing_in
 from provisioning.accounts.models import Account, Group, Role
 from provisioning.billing.models import Subscription
 from provisioning.billing.plans import prorated_charge_cents
@@ -95,13 +96,19 @@ class Plan:
     snapshot_of: int | None
     media_type: str
     size: int
+    admin_role_ids: frozenset[int] = frozenset()  # roles storing "*"
 
     @classmethod
     def load(cls, session: Session, job: Job) -> Plan:
         params = job.params or {}
         account = session.get_one(Account, job.account_id)
-        roles = dict(session.execute(select(Role.name, Role.id)
-                                     .where(Role.account_id == account.id)).all())
+        stored = session.execute(select(Role.name, Role.id, Role.permissions)
+                                 .where(Role.account_id == account.id)).all()
+        roles = {name: role_id for name, role_id, _ in stored}
+        starter = (standing_in(session, job.created_by_id, account.id)
+                   if job.created_by_id else None)
+        ungrantable = frozenset(name for name, _, permissions in stored
+                                if starter is not None and beyond_grant(starter, permissions))
         groups = dict(session.execute(select(Group.name, Group.id)
                                       .where(Group.account_id == account.id)).all())
         inviter = session.get(Identity, job.created_by_id) if job.created_by_id else None
@@ -119,10 +126,13 @@ class Plan:
             group_ids=groups,
             catalog=Catalog(roles={rules.name_key(name): name for name in roles},
                             groups={rules.name_key(name): name for name in groups},
-                            seasonal_seats=account.seasonal_seats),
+                            seasonal_seats=account.seasonal_seats,
+                            ungrantable=ungrantable),
             snapshot_of=params.get("snapshot_of"),
             media_type=params.get("media_type", "text/csv"),
             size=int(params.get("bytes", 0)),
+            admin_role_ids=frozenset(role_id for _, role_id, permissions in stored
+                                     if EVERY_PERMISSION in (permissions or ())),
         )
 
 

@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor
-from provisioning.access.policy import Permission, require
+from provisioning.access.policy import Permission, refuse_beyond_grant, require, standing_of
 from provisioning.accounts.models import Account, Group, Role
 from provisioning.billing import seats
 from provisioning.billing.seats import SeatCount, consumes_seat, seat_change, take_seat
@@ -57,6 +57,10 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
                                                        exc.errors)) from None
     rules.seasonal_allowed(request.user_type, account.seasonal_seats)
     resolved = _resolve(session, account.id, request)
+    standing = standing_of(session, actor, account.id)
+    if not standing.is_admin:  # only then can the role be beyond what the actor may give
+        refuse_beyond_grant(standing, session.scalar(
+            select(Role.permissions).where(Role.id == resolved.role_id)))
     invitee = _invitee(session, account.id, request, resolved)
     role_id, group_id, group_name = resolved.role_id, resolved.group_id, resolved.group_name
     now = utcnow()

@@ -1,0 +1,103 @@
+"""No escalation: nobody gives a permission they do not hold, only admins make admins, and an
+account never loses its last admin through an import."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from provisioning.accounts.models import Role
+from provisioning.core.db import session_scope
+from provisioning.members.models import Membership
+from tests.conftest import AdminAccount, Stack
+from tests.support.imports import error_keys, run_import
+from tests.support.members import active_member, fresh_email
+
+MEMBER_SET = ["contacts.edit", "contacts.view", "leads.edit", "leads.view", "pipelines.view",
+              "tasks.edit", "tasks.view"]
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any) -> Stack:
+    return make_stack()  # imports need the worker
+
+
+def _recruiter(stack: Stack, admin: AdminAccount) -> tuple[int, dict[str, str]]:
+    """A member whose custom role manages users and holds what the member role holds."""
+    created = stack.api.simulate_post(f"/v1/accounts/{admin.id}/roles", headers=admin.headers,
+                                      json={"name": "Recruiter",
+                                            "permissions": ["users.manage", *MEMBER_SET]})
+    assert created.status_code == 201, created.text
+    member_id, _, headers = active_member(stack, admin, role="Recruiter")
+    return member_id, headers
+
+
+def test_a_users_manage_holder_invites_members_but_makes_no_admin(stack: Stack):
+    admin = stack.create_account()
+    _, recruiter = _recruiter(stack, admin)
+    users = f"/v1/accounts/{admin.id}/users"
+    member = stack.api.simulate_post(users, json={"email": fresh_email()}, headers=recruiter)
+    assert member.status_code == 201, member.text
+    refused = stack.api.simulate_post(users, json={"email": fresh_email(), "role": "Admin"},
+                                      headers=recruiter)
+    assert refused.status_code == 403 and refused.json["code"] == "cannot_grant"
+    assert refused.json["errors"][0]["field"] == "role"
+    # An admin does.
+    assert stack.invite(admin, email=fresh_email(), role="admin").status_code == 201
+
+
+def test_a_role_holds_only_what_its_maker_holds(stack: Stack):
+    admin = stack.create_account()
+    _, recruiter = _recruiter(stack, admin)
+    roles = f"/v1/accounts/{admin.id}/roles"
+    wider = stack.api.simulate_post(roles, headers=recruiter, json={
+        "name": "Integrator", "permissions": ["leads.view", "integrations.edit"]})
+    assert wider.status_code == 403 and wider.json["code"] == "cannot_grant"
+    assert "integrations.edit" in wider.json["detail"]
+    assert wider.json["errors"][0]["field"] == "permissions"
+    within = stack.api.simulate_post(roles, headers=recruiter, json={
+        "name": "Viewer", "permissions": ["leads.view", "billing.view"]})
+    assert within.status_code == 201, within.text
+    # A role wider than the recruiter's own cannot be given either, even made by an admin.
+    assert stack.api.simulate_post(roles, headers=admin.headers, json={
+        "name": "Integrator", "permissions": ["integrations.edit"]}).status_code == 201
+    given = stack.api.simulate_post(f"/v1/accounts/{admin.id}/users", headers=recruiter,
+                                    json={"email": fresh_email(), "role": "integrator"})
+    assert given.status_code == 403 and given.json["code"] == "cannot_grant"
+
+
+def test_an_import_by_a_users_manage_holder_makes_no_admin(stack: Stack):
+    admin = stack.create_account()
+    _, recruiter = _recruiter(stack, admin)
+    as_recruiter = AdminAccount(admin.id, recruiter["Authorization"].split()[1], "")
+    wanted, plain = fresh_email("boss"), fresh_email("plain")
+    body = f"email,role\n{wanted},admin\n{plain},member\n".encode()
+    done = run_import(stack, as_recruiter, body, invite="false")
+    assert done["summary"]["created"] == 1 and done["summary"]["failed"] == 1, done
+    assert error_keys(stack, as_recruiter, done["id"]) == {(2, "role", "cannot_grant")}
+
+
+def _role_of(member_id: int) -> str:
+    with session_scope() as session:
+        return session.scalars(select(Role.name).join(Membership, Membership.role_id == Role.id)
+                               .where(Membership.id == member_id)).one()
+
+
+def test_an_import_never_demotes_the_last_admin(stack: Stack):
+    admin = stack.create_account()
+    first = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users",
+                                   headers=admin.headers).json["items"][0]
+    assert first["email"] == admin.email and first["role"] == "admin"
+    body = f"email,role\n{admin.email},member\n".encode()
+    done = run_import(stack, admin, body, on_existing="update", invite="false")
+    assert error_keys(stack, admin, done["id"]) == {(2, "role", "last_admin")}
+    assert _role_of(first["id"]) == "admin"
+
+    second_id, second_email, _ = active_member(stack, admin, role="admin")
+    body = f"email,role\n{second_email},member\n{admin.email},member\n".encode()
+    done = run_import(stack, admin, body, on_existing="update", invite="false")
+    assert done["summary"]["updated"] == 1, done
+    assert error_keys(stack, admin, done["id"]) == {(3, "role", "last_admin")}
+    assert (_role_of(second_id), _role_of(first["id"])) == ("member", "admin")
