@@ -86,6 +86,12 @@ class Settings:
     # Processes
     api_bind: str = setting("127.0.0.1:8000", "where gunicorn serves the API (host:port)")
     web_workers: int = setting("2", "gunicorn worker processes serving the API")
+    # What one request may send; a bigger or deeper body is refused before it is read whole.
+    max_body_bytes: int = setting(
+        "1048576", "the largest request body the API reads (1 MB), with or without a "
+        "Content-Length; import files have their own limit, `PROVISIONING_IMPORT_MAX_BYTES`")
+    max_json_depth: int = setting(
+        "32", "how deeply arrays and objects may nest in a JSON request body")
     worker_concurrency: int = setting(
         "2", "processes of each Celery worker (0: one per CPU core)")
     mailsink_url: str = setting(
