@@ -9,6 +9,7 @@ import falcon
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from api.bodies import NestedTooDeep
+from api.redaction import redact
 from provisioning.core import errors
 from provisioning.core.db import is_conflict
 
@@ -109,7 +110,7 @@ def _unavailable(req: falcon.Request, resp: falcon.Response, ex: OperationalErro
 
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
                 _params: Any) -> None:
-    log.exception("unexpected error on %s %s", req.method, req.path)
+    log.exception("unexpected error on %s %s", req.method, redact(req.relative_uri))
     problem(resp, 500, title="Internal error", code="internal_error",
             detail=f"Something went wrong on our side (request {req.context.request_id}).")
 
