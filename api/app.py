@@ -23,6 +23,7 @@ def _json_default(value: Any) -> Any:
 
 def create_app() -> falcon.App:
     chain: list[Any] = [
+        middleware.SecurityHeaders(),  # first: its headers go on every answer, errors too
         middleware.RequestId(),
         bodies.BodyLimit(),  # before any database work: an oversize body costs nothing
         middleware.DatabaseSession(),  # before Authentication, which needs the session

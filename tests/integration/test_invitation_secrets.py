@@ -1,10 +1,12 @@
-"""An invitation link works like a password until it is used: its token appears in no log
-line. Every route of the route table with a token in its path is tried, so a route added later
-is covered too."""
+"""An invitation link works like a password until it is used. Its token appears in no log
+line; the page it opens is never cached, framed, or sent on as a Referer; and the JSON answers
+about it are never cached. Every route of the route table with a token in its path is tried,
+so a route added later is covered too."""
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import uuid
 from typing import Any
@@ -89,3 +91,44 @@ def test_an_unexpected_error_on_an_invitation_route_logs_no_token(
     assert answer.status_code == 500 and answer.json["code"] == "internal_error"
     assert "unexpected error on GET /v1/invitations/[redacted]" in caplog.text
     assert token not in caplog.text
+
+
+def _directives(policy: str) -> dict[str, list[str]]:
+    parts = [part.split() for part in policy.split(";") if part.strip()]
+    return {part[0]: part[1:] for part in parts}
+
+
+def test_the_invitation_page_is_never_cached_framed_or_sent_on_as_a_referer(
+        stack: Stack) -> None:
+    _, token = invitation(stack)
+    nonces = set()
+    for token_in_url, status in ((token, 200), (secrets.token_hex(32), 404)):
+        page = stack.api.simulate_get(f"/invitations/{token_in_url}")
+        assert page.status_code == status
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["cache-control"] == "no-store"
+        assert page.headers["referrer-policy"] == "no-referrer"
+        assert page.headers["x-content-type-options"] == "nosniff"
+        assert page.headers["x-frame-options"] == "DENY"
+        policy = _directives(page.headers["content-security-policy"])
+        assert policy["frame-ancestors"] == ["'none'"]
+        assert policy["default-src"] == ["'none'"]
+        # the page's own script and style run, and nothing else: no script another could inject
+        nonce = re.search(r'<script nonce="([^"]+)">', page.text)
+        assert nonce, page.text
+        assert policy["script-src"] == policy["style-src"] == [f"'nonce-{nonce.group(1)}'"]
+        assert f'<style nonce="{nonce.group(1)}">' in page.text
+        nonces.add(nonce.group(1))
+    assert len(nonces) == 2  # a fresh nonce for each page
+
+
+def test_the_answers_about_an_invitation_are_never_cached(stack: Stack) -> None:
+    _, token = invitation(stack)
+    for method, path in TOKEN_ROUTES:
+        answered = stack.api.simulate_request(method, _url(path, token),
+                                              json={} if method == "POST" else None)
+        assert answered.headers.get("cache-control") == "no-store", (method, path)
+        assert answered.headers.get("referrer-policy") == "no-referrer", (method, path)
+    login = stack.api.simulate_post("/v1/auth/login",
+                                    json={"email": "nobody@example.com", "password": "wrong"})
+    assert login.headers.get("cache-control") == "no-store"  # a session token is a secret too
