@@ -11,4 +11,4 @@ RUN pip install --no-cache-dir -e . && useradd --system provisioner && mkdir -p 
 USER provisioner
 ENV PROVISIONING_VAR_DIR=/app/var
 EXPOSE 8000
-CMD ["gunicorn", "api.wsgi:app", "--bind", "0.0.0.0:8000"]
+CMD ["gunicorn", "-c", "python:api.gunicorn_conf", "api.wsgi:app", "--bind", "0.0.0.0:8000"]

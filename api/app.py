@@ -10,7 +10,7 @@ from typing import Any
 import falcon
 import falcon.media
 
-from api import errors, middleware
+from api import bodies, errors, middleware
 from api.openapi import add_routes
 from api.routes import routes
 
@@ -23,13 +23,16 @@ def _json_default(value: Any) -> Any:
 
 def create_app() -> falcon.App:
     chain: list[Any] = [
+        middleware.SecurityHeaders(),  # first: its headers go on every answer, errors too
         middleware.RequestId(),
+        bodies.BodyLimit(),  # before any database work: an oversize body costs nothing
         middleware.DatabaseSession(),  # before Authentication, which needs the session
         middleware.Authentication(),
     ]
     app = falcon.App(middleware=chain)
     json_handler = falcon.media.JSONHandler(dumps=partial(json.dumps, default=_json_default,
-                                                          ensure_ascii=False))
+                                                          ensure_ascii=False),
+                                            loads=bodies.json_loads)
     app.req_options.media_handlers[falcon.MEDIA_JSON] = json_handler
     app.resp_options.media_handlers.update({falcon.MEDIA_JSON: json_handler,
                                             errors.PROBLEM: json_handler})

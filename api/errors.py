@@ -8,6 +8,8 @@ from typing import Any
 import falcon
 from sqlalchemy.exc import IntegrityError, OperationalError
 
+from api.bodies import NestedTooDeep
+from api.redaction import redact
 from provisioning.core import errors
 from provisioning.core.db import is_conflict
 
@@ -65,7 +67,12 @@ def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError
     field_errors = []
     code = (ex.code and str(ex.code)) or falcon.code_to_http_status(ex.status).split(" ", 1)[1]
     code = code.lower().replace(" ", "_")
-    if isinstance(ex, falcon.MediaMalformedError | falcon.MediaNotFoundError):
+    detail = ex.description or ex.title or ""
+    if isinstance(ex.__cause__, NestedTooDeep):
+        detail = str(ex.__cause__)
+        field_errors = [{"field": "body", "message": detail, "code": "too_deep"}]
+        code = "too_deep"
+    elif isinstance(ex, falcon.MediaMalformedError | falcon.MediaNotFoundError):
         field_errors = [{"field": "body", "message": "The body is not valid JSON.",
                          "code": "invalid_json"}]
         code = "invalid_json"
@@ -73,8 +80,8 @@ def _http_error(req: falcon.Request, resp: falcon.Response, ex: falcon.HTTPError
         name = getattr(ex, "param_name", None) or "query"
         field_errors = [{"field": name, "message": ex.description or "Invalid.", "code": "invalid"}]
     status = falcon.http_status_to_code(ex.status)
-    problem(resp, status, title=ex.title or "Error", detail=ex.description or ex.title or "",
-            code=code, field_errors=field_errors)
+    problem(resp, status, title=ex.title or "Error", detail=detail, code=code,
+            field_errors=field_errors)
     if ex.headers:
         resp.set_headers(ex.headers)
 
@@ -103,7 +110,7 @@ def _unavailable(req: falcon.Request, resp: falcon.Response, ex: OperationalErro
 
 def _unexpected(req: falcon.Request, resp: falcon.Response, ex: Exception,
                 _params: Any) -> None:
-    log.exception("unexpected error on %s %s", req.method, req.path)
+    log.exception("unexpected error on %s %s", req.method, redact(req.relative_uri))
     problem(resp, 500, title="Internal error", code="internal_error",
             detail=f"Something went wrong on our side (request {req.context.request_id}).")
 

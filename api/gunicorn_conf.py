@@ -9,3 +9,4 @@ from provisioning.core.config import settings
 bind = [settings().api_bind]
 workers = settings().web_workers
 accesslog = "-"
+logger_class = "api.redaction.GunicornLogger"  # no invitation token or credential in a log line

@@ -1,4 +1,5 @@
-"""Cross-cutting request work: request ids, one DB session per request, authentication."""
+"""Cross-cutting request work: request ids, security headers, one DB session per request,
+authentication."""
 
 from __future__ import annotations
 
@@ -20,6 +21,24 @@ class RequestId:
     def process_request(self, req: falcon.Request, resp: falcon.Response) -> None:
         req.context.request_id = req.get_header("X-Request-ID") or uuid.uuid4().hex
         resp.set_header("X-Request-ID", req.context.request_id)
+
+
+class SecurityHeaders:
+    """Every answer: never stored by a cache (answers carry tokens and members' details), never
+    sniffed or framed, and no Referer sent on from it. An answer runs nothing unless it sets
+    its own Content-Security-Policy (the invitation page does)."""
+
+    ALWAYS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer",
+              "X-Frame-Options": "DENY"}
+    UNLESS_SET = {"Cache-Control": "no-store",
+                  "Content-Security-Policy": "default-src 'none'; frame-ancestors 'none'"}
+
+    def process_response(self, req: falcon.Request, resp: falcon.Response, resource: Any,
+                         req_succeeded: bool) -> None:
+        resp.set_headers(self.ALWAYS)
+        for name, value in self.UNLESS_SET.items():
+            if resp.get_header(name) is None:
+                resp.set_header(name, value)
 
 
 class DatabaseSession:

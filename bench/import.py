@@ -28,6 +28,7 @@ import argparse
 import http.client
 import json
 import os
+import secrets
 import sys
 import tempfile
 import time
@@ -219,6 +220,7 @@ def main() -> None:
             "PROVISIONING_BROKER_URL": redis.url(0),
             "PROVISIONING_SMTP_PORT": str(sink.smtp_port),
             "PROVISIONING_VAR_DIR": str(work / "var"),
+            "PROVISIONING_SECRET_KEY": secrets.token_hex(32),  # the API and worker require one
             "PROVISIONING_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
             # the million-row file (~70 MB) is over the default 50 MB upload limit
             "PROVISIONING_IMPORT_MAX_BYTES": str(256 * 1024 * 1024),

@@ -28,6 +28,7 @@ import argparse
 import http.client
 import json
 import os
+import secrets
 import smtplib
 import socket
 import sys
@@ -168,6 +169,7 @@ def main() -> None:
             "PROVISIONING_BROKER_URL": redis.url(0),
             "PROVISIONING_SMTP_PORT": str(sink.smtp_port),
             "PROVISIONING_VAR_DIR": str(work / "var"),
+            "PROVISIONING_SECRET_KEY": secrets.token_hex(32),  # the API and worker require one
             "PROVISIONING_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
         }
         os.environ.update(env)

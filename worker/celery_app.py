@@ -8,10 +8,10 @@ from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from celery import Celery
+from celery import Celery, signals
 from kombu import Queue
 
-from provisioning.core.config import Settings, settings
+from provisioning.core.config import MissingSecretKey, Settings, settings
 
 SEND_QUEUE = "email"
 DEFAULT_QUEUE = "default"
@@ -142,6 +142,17 @@ def send_task(name: str, args: list[Any], options: dict[str, Any]) -> None:
 def client_app() -> Celery:
     """The app for sending tasks under the current settings (the API's side of Celery)."""
     return _client_for(settings())
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def refuse_the_development_key(**_: Any) -> None:
+    """The worker and beat make invitation links too: the same rule as the API's at start-up."""
+    try:
+        settings().require_secret_key()
+    except MissingSecretKey as problem:
+        # Celery logs and swallows what a signal handler raises; SystemExit stops the process.
+        raise SystemExit(f"provisioner: {problem}") from None
 
 
 app = create_app()

@@ -30,6 +30,8 @@ def _upload(req: falcon.Request) -> tuple[BinaryIO, str | None, int | None]:
 
 
 class Imports:
+    takes_files = True  # the upload is read under the import's own limit, not the body cap
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         items, next_cursor = runs.list_jobs(
             req.context.session, req.context.actor, account_id, KIND,

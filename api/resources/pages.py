@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from functools import lru_cache
 
 import falcon
@@ -27,6 +28,15 @@ class InvitationPage:
         except NotFound:
             preview = None
             resp.status = falcon.HTTP_404
+        nonce = secrets.token_urlsafe(16)
         resp.content_type = falcon.MEDIA_HTML
+        # The page holds the token in its URL: only its own script and style run, and it is
+        # never framed (the other headers every answer gets: api.middleware.SecurityHeaders).
+        resp.set_header("Content-Security-Policy", _policy(nonce))
         resp.text = _environment().get_template("invitation.html").render(
-            preview=preview, token=token)
+            preview=preview, token=token, nonce=nonce)
+
+
+def _policy(nonce: str) -> str:
+    return (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+            "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'")

@@ -31,6 +31,10 @@ DEVELOPMENT_SECRET_KEY = "insecure-development-key-change-me"
 SETTING = "provisioning.setting"  # the key of a field's metadata that makes it a setting
 
 
+class MissingSecretKey(RuntimeError):
+    """A process that signs invitation links was started without a secret key of its own."""
+
+
 class Declared(NamedTuple):
     """How one setting is declared: its default as the environment would spell it."""
 
@@ -94,6 +98,12 @@ class Settings:
     # Processes
     api_bind: str = setting("127.0.0.1:8000", "where gunicorn serves the API (host:port)")
     web_workers: int = setting("2", "gunicorn worker processes serving the API")
+    # What one request may send; a bigger or deeper body is refused before it is read whole.
+    max_body_bytes: int = setting(
+        "1048576", "the largest request body the API reads (1 MB), with or without a "
+        "Content-Length; import files have their own limit, `PROVISIONING_IMPORT_MAX_BYTES`")
+    max_json_depth: int = setting(
+        "32", "how deeply arrays and objects may nest in a JSON request body")
     worker_concurrency: int = setting(
         "2", "processes of each Celery worker (0: one per CPU core)")
     mailsink_url: str = setting(
@@ -119,7 +129,9 @@ class Settings:
     public_url: str = setting(
         "http://127.0.0.1:8000", "base of links in emails", parse=_url)
     secret_key: str = setting(
-        DEVELOPMENT_SECRET_KEY, "**set it**: invitation links derive from it", secret=True)
+        DEVELOPMENT_SECRET_KEY, "**set it**: invitation links derive from it; the API, worker "
+        "and beat refuse the development key except on SQLite with the filesystem broker",
+        secret=True)
     api_token: str | None = setting(
         "", "an admin's API token, for `provision import` through the API without `--token`",
         parse=_optional, secret=True)
@@ -222,6 +234,23 @@ class Settings:
     @property
     def uses_development_key(self) -> bool:
         return self.secret_key == DEVELOPMENT_SECRET_KEY
+
+    @property
+    def is_embedded(self) -> bool:
+        """The set-up `make run` starts: a SQLite file and kombu's filesystem broker."""
+        return self.is_sqlite and self.broker_url.startswith("filesystem://")
+
+    def require_secret_key(self) -> None:
+        """Refuse the public development key (or none) anywhere but the embedded set-up:
+        with it, whoever reads the database can make a working invitation link."""
+        if self.is_embedded or (self.secret_key.strip() and not self.uses_development_key):
+            return
+        raise MissingSecretKey(
+            f"{PREFIX}SECRET_KEY is not set: the development key is only for the embedded "
+            f"set-up (SQLite and the filesystem broker), and with it anyone who reads the "
+            f"database can make working invitation links. Set {PREFIX}SECRET_KEY (or "
+            f"{PREFIX}SECRET_KEY_FILE) to a long random value, e.g. the output of "
+            f"`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`.")
 
     @property
     def mail_domain(self) -> str:

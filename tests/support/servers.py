@@ -209,12 +209,15 @@ def start_mailsink(log_dir: Path, *, name: str = "mailsink", **options: object) 
     return MailSink(smtp_port, http_port, process, log_dir / f"{name}.sqlite3")
 
 
-def start_web(log_dir: Path, env: dict[str, str], port: int, *, workers: int = 2
-              ) -> ManagedProcess:
-    """gunicorn serving the API, as the Procfile runs it; returns once it answers."""
-    process = ManagedProcess("gunicorn", [
-        str(VENV_BIN / "gunicorn"), "api.wsgi:app", "--bind", f"127.0.0.1:{port}",
-        "--workers", str(workers), "--log-level", "warning"], log_dir=log_dir, env=env).start()
+def start_web(log_dir: Path, env: dict[str, str], port: int, *, workers: int = 2,
+              procfile: bool = False, name: str = "gunicorn") -> ManagedProcess:
+    """gunicorn serving the API; returns once it answers. With ``procfile``, as the Procfile
+    runs it (the product's gunicorn settings: access log and all), else quietly."""
+    options = (["-c", "python:api.gunicorn_conf"] if procfile else [])
+    process = ManagedProcess(name, [
+        str(VENV_BIN / "gunicorn"), *options, "api.wsgi:app", "--bind", f"127.0.0.1:{port}",
+        "--workers", str(workers), "--log-level", "info" if procfile else "warning"],
+        log_dir=log_dir, env=env).start()
     wait_until(lambda: port_open(port) and httpx.get(
         f"http://127.0.0.1:{port}/healthz").status_code == 200, timeout=60, message="gunicorn")
     return process
