@@ -54,3 +54,15 @@ def test_a_service_other_than_the_api_is_published_on_loopback_only(name: str) -
     exposed = [address for address in host_addresses(_services()[name].get("ports", []))
                if not ipaddress.ip_address(address).is_loopback]
     assert exposed == [], f"{name} listens on {exposed}: bind it to 127.0.0.1"
+
+
+def test_the_image_holds_every_package_the_project_installs() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    included = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"][
+        "packages"]["find"]["include"]
+    packages = {pattern.rstrip("*") for pattern in included}
+    copied = {line.split()[1] for line in (root / "Dockerfile").read_text().splitlines()
+              if line.startswith("COPY ") and len(line.split()) == 3}
+    assert packages <= copied, packages - copied
