@@ -135,6 +135,7 @@ def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id:
     if plan.options.on_existing == "update":
         if row.name and row.name != name and not shared:
             changes["name"] = row.name
+            changes["name_before"] = name  # for the audit entry
         if row.role and plan.role_ids[row.role] != role_id:
             changes["role_id"] = plan.role_ids[row.role]
             if (role_id in plan.admin_role_ids and status == MemberStatus.ACTIVE.value

@@ -9,7 +9,7 @@ import socket
 from collections import Counter
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
     ColumnElement,
@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from provisioning.billing.seats import settle_seats
-from provisioning.core import dispatch
+from provisioning.core import audit, dispatch
 from provisioning.core.bulk import insert_new, insert_rows, planned_per_call
 from provisioning.core.config import settings
 from provisioning.core.db import after_commit, session_scope
@@ -171,8 +171,9 @@ def _restage(session: Session, job_id: int, decided: Outcomes) -> None:
     record_errors(session.connection(), job_id, decided.errors)
 
 
-def write_updates(session: Session, decided: Outcomes, now: datetime) -> None:
-    """Names, roles and groups of existing members (on_existing=update), set-based."""
+def write_updates(session: Session, plan: Plan, decided: Outcomes, now: datetime) -> None:
+    """Names, roles and groups of existing members (on_existing=update), set-based, and an
+    audit entry for each member changed (R14), with what it was and what it is."""
     # ORM bulk UPDATE by primary key: one executemany per table
     names = [{"id": identity_id, "name": changes["name"], "updated_at": now}
              for _, identity_id, _, _, _, changes in decided.updates if "name" in changes]
@@ -184,6 +185,28 @@ def write_updates(session: Session, decided: Outcomes, now: datetime) -> None:
               if "role_id" in changes or "group_id" in changes]
     if places:
         session.execute(update(Membership), places)
+    if decided.updates:
+        session.connection().execute(audit.INSERT, [
+            _member_update_entry(plan, row, member_id, role_id, group_id, changes)
+            for row, _, member_id, role_id, group_id, changes in decided.updates])
+
+
+def _member_update_entry(plan: Plan, row: ImportRow, member_id: int, role_id: int,
+                         group_id: int | None, changes: dict[str, Any]) -> dict[str, Any]:
+    roles = {key: name for name, key in plan.role_ids.items()}
+    groups = {key: name for name, key in plan.group_ids.items()}
+    before: dict[str, Any] = {"email": row.email}
+    after: dict[str, Any] = {"email": row.email}
+    if "name" in changes:
+        before["name"], after["name"] = changes["name_before"], changes["name"]
+    if "role_id" in changes:
+        before["role"], after["role"] = roles.get(role_id), roles.get(changes["role_id"])
+    if "group_id" in changes:
+        before["group"] = groups.get(group_id) if group_id is not None else None
+        after["group"] = groups.get(changes["group_id"])
+    return audit.entry(account_id=plan.account_id, actor_id=plan.inviter_id,
+                       actor_label=plan.actor_label, action="member.update",
+                       target_type="member", target_id=member_id, before=before, after=after)
 
 
 def _write_creates(session: Session, plan: Plan, decided: Outcomes, now: datetime) -> int:

@@ -338,7 +338,7 @@ def _apply(plan: Plan, chunk: Chunk) -> bool:
             if plan.options.invite:
                 counts["invitations"] = len(decided.creates)
         else:  # new members count once their part is written
-            write_updates(session, decided, now)
+            write_updates(session, plan, decided, now)
             if decided.creates:
                 parts = int(checkpoint.get("parts", 0))
                 queue_part(session, plan, parts, decided)

@@ -101,3 +101,27 @@ def test_an_import_never_demotes_the_last_admin(stack: Stack):
     assert done["summary"]["updated"] == 1, done
     assert error_keys(stack, admin, done["id"]) == {(3, "role", "last_admin")}
     assert (_role_of(second_id), _role_of(first["id"])) == ("member", "admin")
+
+
+def test_each_member_an_import_changes_has_its_own_audit_entry(stack: Stack):
+    admin = stack.create_account()
+    first, _, _ = active_member(stack, admin, name="First Person")
+    second, second_email, _ = active_member(stack, admin)
+    with session_scope() as session:
+        first_email = session.scalars(select(Membership).where(Membership.id == first)
+                                      ).one().identity.email
+    body = (f"email,name,role,group\n{first_email},Renamed,admin,\n"
+            f"{second_email},,,Sales\n").encode()
+    done = run_import(stack, admin, body, on_existing="update", invite="false")
+    assert done["summary"]["updated"] == 2, done
+    entries = stack.api.simulate_get(f"/v1/accounts/{admin.id}/audit", headers=admin.headers,
+                                     params={"limit": "100"}).json["items"]
+    updates = {entry["target_id"]: entry for entry in entries
+               if entry["action"] == "member.update"}
+    assert set(updates) == {str(first), str(second)}
+    assert updates[str(first)]["before"] == {"email": first_email, "name": "First Person",
+                                             "role": "member"}
+    assert updates[str(first)]["after"] == {"email": first_email, "name": "Renamed",
+                                            "role": "admin"}
+    assert (updates[str(second)]["before"]["group"], updates[str(second)]["after"]["group"]) \
+        == (None, "Sales")
