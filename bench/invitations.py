@@ -166,10 +166,13 @@ def main() -> None:
         }
         os.environ.update(env)
         from provisioning.accounts.workspaces import create_account
+        from provisioning.core import dispatch
         from provisioning.core.config import settings
         from provisioning.core.db import session_scope
         from provisioning.core.migrate import upgrade
+        from worker.celery_app import send_task
 
+        dispatch.use_sender(send_task)  # the send path's own timing wakes its task from here
         upgrade()
         with session_scope() as session:
             account = create_account(session, name="Bench", admin_email="admin@bench.example.com",
