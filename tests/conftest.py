@@ -144,7 +144,6 @@ def stack_env(*, database_url: str, broker_url: str, sink: MailSink, var_dir: Pa
         "PROVISIONING_OUTBOX_RETRY_BASE_SECONDS": "0.1",
         "PROVISIONING_OUTBOX_RETRY_MAX_SECONDS": "1",
         "PROVISIONING_OUTBOX_MAX_ATTEMPTS": "60",
-        "PROVISIONING_INVITATION_EXPIRY_SWEEP_SECONDS": "1",
     }
     env.update({f"PROVISIONING_{key.upper()}": value for key, value in overrides.items()})
     return env

@@ -114,10 +114,6 @@ def create_app(config: Settings | None = None) -> Celery:
                 "task": "provisioning.purge_jobs",
                 "schedule": timedelta(seconds=config.job_purge_seconds),
             },
-            "expire-invitations": {
-                "task": "provisioning.expire_invitations",
-                "schedule": timedelta(seconds=config.invitation_expiry_sweep_seconds),
-            },
         },
         beat_schedule_filename=str(config.var_dir / "celerybeat-schedule"),
         # A worker consumes both unless told otherwise (-Q): bulk work never blocks email.

@@ -192,8 +192,6 @@ class Settings:
         "30", "how often beat resumes jobs whose claim has lapsed")
     job_purge_seconds: float = setting(
         "21600", "how often beat deletes jobs past their retention")
-    invitation_expiry_sweep_seconds: float = setting(
-        "300", "how often beat marks invitations past their time as expired")
     # Redis redelivers an unacknowledged message after this long; every countdown
     # stays below it so a delayed retry is never delivered twice by the broker.
     broker_visibility_timeout: int = setting(

@@ -46,12 +46,20 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def invitation_token(secret_key: str, nonce: str) -> str:
-    """The invitation token for ``nonce``.
+INVITATION_PURPOSE = "invitation"  # what an invitation token's HMAC is keyed for
 
-    The database keeps only the nonce and the token's hash; the token itself is
-    derived with the server's secret key, so the worker can put it in the email
-    and a copy of the database alone never reveals a working link.
+
+def derived_token(secret_key: str, purpose: str, nonce: str) -> str:
+    """The token of a link derived from ``nonce`` for ``purpose``, with the server's secret key.
+
+    The database keeps only the nonce and the token's hash; the worker derives the
+    token to put it in the email, so a copy of the database alone never reveals a
+    working link. The purpose keeps tokens of one kind of link useless as another.
     """
-    digest = hmac.new(secret_key.encode(), f"invitation:{nonce}".encode(), hashlib.sha256)
+    digest = hmac.new(secret_key.encode(), f"{purpose}:{nonce}".encode(), hashlib.sha256)
     return digest.hexdigest()
+
+
+def invitation_token(secret_key: str, nonce: str) -> str:
+    """The invitation token for ``nonce`` (the link in the invitation email ends with it)."""
+    return derived_token(secret_key, INVITATION_PURPOSE, nonce)

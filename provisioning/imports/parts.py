@@ -8,7 +8,7 @@ import os
 import socket
 from collections import Counter
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import (
@@ -25,13 +25,11 @@ from sqlalchemy.orm import Session
 from provisioning.billing.seats import settle_seats
 from provisioning.core import audit, dispatch
 from provisioning.core.bulk import insert_new, insert_rows, planned_per_call
-from provisioning.core.config import settings
 from provisioning.core.db import after_commit, session_scope
 from provisioning.core.errors import (
     SeatLimitReached,
 )
 from provisioning.core.models import utcnow
-from provisioning.core.security import hash_secret, invitation_token, new_secret
 from provisioning.imports.deciding import (
     APPLY_CODES,
     decide_rows,
@@ -55,8 +53,7 @@ from provisioning.imports.options import (
 )
 from provisioning.jobs.models import Job, JobError, JobStatus
 from provisioning.mail import outbox
-from provisioning.mail.message import make_message_id
-from provisioning.mail.models import EmailStatus, OutboxEmail
+from provisioning.members.invitation_builder import Addressee, Inviter, new_invitations
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus, UserType
 from provisioning.members.rules import DEFAULT_ROLE, FREE_USERS_GROUP
 
@@ -241,35 +238,22 @@ def _write_creates(session: Session, plan: Plan, decided: Outcomes, now: datetim
 
 def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
                        member_ids: list[int], now: datetime) -> int:
-    """One invitation and one outbox email per new member (in ``decided.creates`` order)."""
-    config = settings()
-    connection = session.connection()
-    expires = now + timedelta(days=config.invitation_ttl_days)
-    nonces = [new_secret() for _ in decided.creates]
-    email_ids = insert_new(
-        connection, OutboxEmail,
-        ("account_id", "recipient", "recipient_name", "template", "language", "context",
-         "message_id", "status", "attempts", "next_attempt_at", "created_at"),
-        [(plan.account_id, row.email, row.name,
-          "invite_existing" if decided.identities[row.email][1] else "invite_new",
-          row.language or plan.default_language,
-          {"account_name": plan.account_name, "inviter_name": plan.inviter_name,
-           "invitee_name": row.name, "email": row.email, "expires_at": expires.isoformat(),
-           outbox.INVITATION_NONCE: nonce},
-          make_message_id(new_secret()[:24], config.mail_domain), EmailStatus.QUEUED.value, 0,
-          now, now)
-         for row, nonce in zip(decided.creates, nonces, strict=True)])
-    outbox.wake_after_commit(session)
-    insert_rows(connection, Invitation,
+    """One invitation and one outbox email per new member (in ``decided.creates`` order),
+    made by the invite's own builder and written set-based (COPY on PostgreSQL)."""
+    made = new_invitations(
+        Inviter(plan.account_id, plan.account_name, plan.inviter_name),
+        (Addressee(row.email, row.name, row.language or plan.default_language,
+                   decided.identities[row.email][1]) for row in decided.creates), now)
+    email_ids = outbox.queue_emails(session, [invitation.email for invitation in made])
+    insert_rows(session.connection(), Invitation,
                 ("account_id", "membership_id", "email", "token_nonce", "token_hash",
                  "invited_by_id", "existing_identity", "expires_at", "sends", "last_sent_at",
                  "resends_in_window", "last_email_id", "created_at"),
-                ((plan.account_id, member_id, row.email, nonce,
-                  hash_secret(invitation_token(config.secret_key, nonce)),
-                  plan.inviter_id, decided.identities[row.email][1], expires, 1, now, 0,
-                  email_id, now)
-                 for row, member_id, nonce, email_id
-                 in zip(decided.creates, member_ids, nonces, email_ids, strict=True)))
+                ((plan.account_id, member_id, row.email, invitation.token_nonce,
+                  invitation.token_hash, plan.inviter_id, decided.identities[row.email][1],
+                  invitation.expires_at, 1, now, 0, email_id, now)
+                 for row, member_id, invitation, email_id
+                 in zip(decided.creates, member_ids, made, email_ids, strict=True)))
     return len(email_ids)
 
 

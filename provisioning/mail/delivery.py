@@ -27,10 +27,10 @@ from provisioning.core import dispatch
 from provisioning.core.config import Settings, settings
 from provisioning.core.db import engine, session_scope
 from provisioning.core.models import utcnow
-from provisioning.core.security import invitation_token
+from provisioning.mail.links import resolve_links
 from provisioning.mail.message import build_message
 from provisioning.mail.models import EmailStatus, OutboxEmail
-from provisioning.mail.outbox import INVITATION_NONCE, OUTBOX, SEND_TASK, Claimed, claim
+from provisioning.mail.outbox import OUTBOX, SEND_TASK, Claimed, claim
 from provisioning.mail.sender import DeliveryError, MailSender, Outgoing, Result
 from provisioning.mail.templates import render_email
 
@@ -45,11 +45,7 @@ def render(row: Claimed, config: Settings) -> bytes:
         else value
         for key, value in row.context.items()
     }
-    nonce = context.pop(INVITATION_NONCE, None)
-    if nonce is not None:
-        context["link"] = (
-            f"{config.public_url}/invitations/{invitation_token(config.secret_key, nonce)}"
-        )
+    resolve_links(context, config)
     context.setdefault("product_name", config.product_name)
     rendered = render_email(row.template, row.language, context)
     return build_message(

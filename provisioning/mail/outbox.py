@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, TypedDict, Unpack, cast
 
 from sqlalchemy import (
     Row,
+    Select,
     Table,
     and_,
     delete,
@@ -28,16 +29,15 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from provisioning.core import dispatch
+from provisioning.core.bulk import insert_new
 from provisioning.core.config import Settings, settings
 from provisioning.core.db import after_commit, prefixed_values, session_scope
 from provisioning.core.models import utcnow
 from provisioning.mail.message import make_message_id
 from provisioning.mail.models import EmailStatus, OutboxEmail
-from provisioning.members.models import Invitation
 
 log = logging.getLogger(__name__)
 SEND_TASK = "provisioning.send_emails"
-INVITATION_NONCE = "invitation_nonce"  # context key: the link is derived at send time
 
 
 @lru_cache(maxsize=4)
@@ -59,7 +59,18 @@ def queue_email(session: Session, **fields: Unpack[Email]) -> int:
     return email_id
 
 
+def queue_emails(session: Session, emails: Sequence[Email]) -> list[int]:
+    """Add many emails to the outbox in one statement (COPY on PostgreSQL) and return their
+    ids in order; they go to workers once the transaction commits."""
+    email_ids = insert_new(session.connection(), OutboxEmail, EMAIL_COLUMNS, email_rows(emails))
+    wake_after_commit(session)
+    return email_ids
+
+
 class Email(TypedDict):
+    """An email to queue: who it goes to, and its template with the language and context
+    to render it in (a context's ``links.DERIVED_LINKS`` are made when it is sent)."""
+
     account_id: int | None
     recipient: str
     recipient_name: str | None
@@ -69,21 +80,26 @@ class Email(TypedDict):
 
 
 def new_email(**fields: Unpack[Email]) -> dict[str, Any]:
-    """A queued email as ``QUEUE_EMAIL``'s parameters, with its stable Message-ID."""
+    """A queued email as ``QUEUE_EMAIL``'s parameters: ``email_rows``' row, by name."""
+    return dict(zip(_EMAIL_PARAMETERS, email_rows((fields,))[0], strict=True))
+
+
+def email_rows(emails: Iterable[Email]) -> list[tuple[Any, ...]]:
+    """Queued emails as rows of the outbox's columns (in ``EMAIL_COLUMNS`` order), each with
+    its stable Message-ID: every email is queued as a row made here."""
     now = utcnow()
-    return {
-        "email_account_id": fields["account_id"],
-        "email_recipient": fields["recipient"],
-        "email_recipient_name": fields["recipient_name"] or None,
-        "email_template": fields["template"],
-        "email_language": fields["language"],
-        "email_context": fields["context"],
-        "email_message_id": make_message_id(secrets.token_hex(12), settings().mail_domain),
-        "email_status": EmailStatus.QUEUED.value,
-        "email_attempts": 0,
-        "email_next_attempt_at": now,
-        "email_created_at": now,
-    }
+    domain = settings().mail_domain
+    queued = EmailStatus.QUEUED.value
+    return [(email["account_id"], email["recipient"], email["recipient_name"] or None,
+             email["template"], email["language"], email["context"], _new_message_id(domain),
+             queued, 0, now, now)
+            for email in emails]
+
+
+def _new_message_id(domain: str) -> str:
+    """Made once, when the email is queued: every attempt at it (a retry, a resend after a
+    crash) carries the same one, so the receiving side keeps it once."""
+    return make_message_id(secrets.token_hex(12), domain)
 
 
 def wake_after_commit(session: Session) -> None:
@@ -91,10 +107,11 @@ def wake_after_commit(session: Session) -> None:
     after_commit(session, wake_sender)
 
 
-_EMAIL_COLUMNS = ("account_id", "recipient", "recipient_name", "template", "language",
-                  "context", "message_id", "status", "attempts", "next_attempt_at", "created_at")
+EMAIL_COLUMNS = ("account_id", "recipient", "recipient_name", "template", "language",
+                 "context", "message_id", "status", "attempts", "next_attempt_at", "created_at")
+_EMAIL_PARAMETERS = tuple(f"email_{column}" for column in EMAIL_COLUMNS)
 # Built once, to ride in the invite path's statement too.
-QUEUE_EMAIL = insert(OutboxEmail).values(prefixed_values("email_", _EMAIL_COLUMNS)).returning(
+QUEUE_EMAIL = insert(OutboxEmail).values(prefixed_values("email_", EMAIL_COLUMNS)).returning(
     OutboxEmail.id)
 
 
@@ -203,25 +220,32 @@ def sweep() -> int:
 
 
 FINISHED_STATUSES = (EmailStatus.SENT.value, EmailStatus.FAILED.value)
+# The ids of finished emails another package still reads, given the time now: ``purge``
+# keeps them whatever their age. Each package registers its own when imported.
+StillRead = Callable[[datetime], Select[Any]]
+STILL_READ: list[StillRead] = []
+
+
+def keep_while_read(still_read: StillRead) -> StillRead:
+    """Register a query of the email ids another package still reads (``purge`` keeps them)."""
+    STILL_READ.append(still_read)
+    return still_read
 
 
 def purge(*, chunk: int = 5_000) -> int:
     """Forget sent and failed emails after ``outbox_retention_days``; returns how many.
 
-    A row's last attempt (``next_attempt_at``, indexed with the status) dates it. The
-    email an open invitation last sent is kept whatever its age: the member's
-    invitation state ("sent", "failed") is read from it. Deletes in chunks, one
-    transaction each, so a large backlog never holds a long lock.
+    A row's last attempt (``next_attempt_at``, indexed with the status) dates it. An
+    email another package still reads (``keep_while_read``) is kept whatever its age.
+    Deletes in chunks, one transaction each, so a large backlog never holds a long lock.
     """
     cutoff = utcnow() - timedelta(days=settings().outbox_retention_days)
     now = utcnow()
-    still_read = select(Invitation.last_email_id).where(
-        Invitation.last_email_id.is_not(None), Invitation.accepted_at.is_(None),
-        Invitation.revoked_at.is_(None), Invitation.expires_at > now)
-    old = (select(OutboxEmail.id)
-           .where(OutboxEmail.status.in_(FINISHED_STATUSES), OutboxEmail.next_attempt_at < cutoff,
-                  OutboxEmail.id.not_in(still_read))
-           .limit(chunk))
+    old = select(OutboxEmail.id).where(OutboxEmail.status.in_(FINISHED_STATUSES),
+                                       OutboxEmail.next_attempt_at < cutoff)
+    for still_read in STILL_READ:
+        old = old.where(OutboxEmail.id.not_in(still_read(now)))
+    old = old.limit(chunk)
     purged = 0
     while True:
         with session_scope() as session:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -22,6 +23,7 @@ from provisioning.accounts.models import Group, Role
 from provisioning.core.errors import FieldError, InvalidInput, NotFound
 from provisioning.core.models import utcnow
 from provisioning.core.pages import decode_cursor, encode_cursor, page_size
+from provisioning.mail import outbox
 from provisioning.mail.models import EmailStatus, OutboxEmail
 from provisioning.members import rules
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
@@ -79,6 +81,15 @@ def invitation_state(invitation: Invitation, email_status: str | None, now: date
     if invitation.expires_at <= now:
         return "expired"
     return EMAIL_STATE.get(email_status or "", "queued")
+
+
+@outbox.keep_while_read
+def open_invitations_last_emails(now: datetime) -> Select[Any]:
+    """The email each open invitation last sent: the outbox keeps it whatever its age, since
+    the invitation's state ("sent", "failed") is read from it."""
+    return select(Invitation.last_email_id).where(
+        Invitation.last_email_id.is_not(None), Invitation.accepted_at.is_(None),
+        Invitation.revoked_at.is_(None), Invitation.expires_at > now)
 
 
 def member_view(

@@ -1,4 +1,4 @@
-"""The invitee's side and the invitation's life: preview, accept, resend, revoke, expire.
+"""The invitee's side and the invitation's life: preview, accept, resend, renew, revoke.
 
 R4 (tokens) and R5 (statuses).
 """
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor
@@ -30,14 +30,13 @@ from provisioning.core.models import utcnow
 from provisioning.core.security import (
     hash_password,
     hash_secret,
-    invitation_token,
     new_secret,
     verify_password,
 )
 from provisioning.core.validation import Form, check_password
 from provisioning.mail.models import EmailStatus
 from provisioning.members.directory import MemberView, invitation_state, member_view
-from provisioning.members.invite import send_invitation
+from provisioning.members.invitation_builder import send_invitation
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
 
 
@@ -157,15 +156,14 @@ def _open_invitation(session: Session, account_id: int, member_id: int) -> Invit
     if membership.status != MemberStatus.INVITED.value:
         raise InvalidInput([FieldError("member", "This member already accepted.",
                                        "already_accepted")])
-    # Imported without invitations: the first send creates it.
-    nonce = new_secret()
+    # Imported without invitations: the row is made for the admin's action (a send or a
+    # revoke), with no working link until a send gives it one (its hash is of a throwaway).
     invitation = Invitation(
         account_id=account_id, membership_id=member_id, email=membership.identity.email,
-        token_nonce=nonce,
-        token_hash=hash_secret(invitation_token(settings().secret_key, nonce)),
+        token_nonce=new_secret(), token_hash=hash_secret(new_secret()),
         invited_by_id=membership.invited_by_id,
         existing_identity=membership.identity.password_hash is not None,
-        expires_at=utcnow() + timedelta(days=settings().invitation_ttl_days), sends=0,
+        expires_at=utcnow(), sends=0,
     )
     session.add(invitation)
     return invitation
@@ -257,15 +255,3 @@ def revoke_invitation(session: Session, actor: Actor, account_id: int, member_id
                  before={"email": view.email, "status": view.status})
     return view
 
-
-def expire_invitations(session: Session) -> int:
-    """Beat schedule: mark invitations past their expiry; returns how many."""
-    now = utcnow()
-    result = session.execute(
-        update(Invitation)
-        .where(Invitation.expires_at <= now, Invitation.accepted_at.is_(None),
-               Invitation.revoked_at.is_(None), Invitation.expired_at.is_(None))
-        .values(expired_at=now)
-        .execution_options(synchronize_session=False)
-    )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]

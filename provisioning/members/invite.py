@@ -5,7 +5,6 @@ PostgreSQL.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import (
@@ -25,20 +24,20 @@ from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor
 from provisioning.access.policy import Permission, refuse_beyond_grant, require, standing_of
-from provisioning.accounts.models import Account, Group, Role
+from provisioning.accounts.models import Group, Role
 from provisioning.billing import seats
 from provisioning.billing.seats import SeatCount, consumes_seat, seat_change, take_seat
 from provisioning.core import audit
-from provisioning.core.config import settings
 from provisioning.core.db import prefixed_values
 from provisioning.core.errors import FieldError, InvalidInput
 from provisioning.core.models import utcnow
-from provisioning.core.security import hash_password, hash_secret, invitation_token, new_secret
+from provisioning.core.security import hash_password
 from provisioning.mail import outbox
 from provisioning.mail.models import EmailStatus
 from provisioning.members import rules
 from provisioning.members.conflicts import refuse_second_membership
 from provisioning.members.directory import EMAIL_STATE, InvitationView, MemberView, catalog
+from provisioning.members.invitation_builder import Addressee, Inviter, new_invitation
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
 from provisioning.members.rules import InviteRequest
 
@@ -65,7 +64,9 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
     role_id, group_id, group_name = resolved.role_id, resolved.group_id, resolved.group_name
     now = utcnow()
     language = request.language or account.default_language
-    link = InvitationLink.fresh(now)
+    invitation = new_invitation(
+        Inviter(account.id, account.name, actor.name or actor.email),
+        Addressee(invitee.email, invitee.name, language, invitee.has_login), now)
     takes_seat = consumes_seat(request.user_type, MemberStatus.INVITED.value,
                                request.seasonal_start, request.seasonal_end, now.date())
     rows = {
@@ -75,15 +76,13 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         "member_language": language, "member_seasonal_start": request.seasonal_start,
         "member_seasonal_end": request.seasonal_end, "member_invited_by_id": actor.identity_id,
         "member_created_at": now,
-        **outbox.new_email(**_invitation_email(
-            link, account_id=account.id, account_name=account.name, email=invitee.email,
-            name=invitee.name, language=language, existing_identity=invitee.has_login,
-            inviter_name=actor.name or actor.email)),
+        **outbox.new_email(**invitation.email),
         "invitation_account_id": account.id, "invitation_email": invitee.email,
-        "invitation_token_nonce": link.nonce, "invitation_token_hash": link.token_hash,
+        "invitation_token_nonce": invitation.token_nonce,
+        "invitation_token_hash": invitation.token_hash,
         "invitation_invited_by_id": actor.identity_id,
         "invitation_existing_identity": invitee.has_login,
-        "invitation_expires_at": link.expires_at, "invitation_sends": 1,
+        "invitation_expires_at": invitation.expires_at, "invitation_sends": 1,
         "invitation_last_sent_at": now, "invitation_resends_in_window": 0,
         "invitation_created_at": now,
         **audit.entry(
@@ -107,7 +106,8 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         group=group_name, user_type=request.user_type, language=language,
         status=MemberStatus.INVITED.value, two_factor=invitee.two_factor,
         invitation=InvitationView(state=EMAIL_STATE[EmailStatus.QUEUED.value],
-                                  expires_at=link.expires_at, last_sent_at=now, sends=1),
+                                  expires_at=invitation.expires_at, last_sent_at=now,
+                                  sends=1),
         created_at=now,
     )
 
@@ -212,68 +212,6 @@ def _invitee(session: Session, account_id: int, request: InviteRequest, resolved
         identity.name = request.name
     return Invitee(identity.id, identity.email, identity.name, has_login,
                    identity.totp_enabled)
-
-
-@dataclass(frozen=True)
-class InvitationLink:
-    """A fresh invitation token (R4): the nonce the email's link derives from, the hash the
-    database keeps, and when it stops working."""
-
-    nonce: str
-    token_hash: str
-    expires_at: datetime
-
-    @classmethod
-    def fresh(cls, now: datetime) -> InvitationLink:
-        config = settings()
-        nonce = new_secret()
-        return cls(nonce, hash_secret(invitation_token(config.secret_key, nonce)),
-                   now + timedelta(days=config.invitation_ttl_days))
-
-
-def send_invitation(
-    session: Session,
-    account: Account,
-    invitation: Invitation,
-    membership: Membership,
-    identity: Identity,
-    inviter_name: str,
-) -> None:
-    """Give the invitation a fresh token and expiry and queue its email (the old link dies)."""
-    now = utcnow()
-    link = InvitationLink.fresh(now)
-    invitation.token_nonce = link.nonce
-    invitation.token_hash = link.token_hash
-    invitation.expires_at = link.expires_at
-    invitation.expired_at = None
-    invitation.sends = (invitation.sends or 0) + 1
-    invitation.last_sent_at = now
-    invitation.last_email_id = outbox.queue_email(session, **_invitation_email(
-        link, account_id=account.id, account_name=account.name, email=identity.email,
-        name=identity.name, language=membership.language,
-        existing_identity=invitation.existing_identity, inviter_name=inviter_name))
-
-
-def _invitation_email(
-    link: InvitationLink, *, account_id: int, account_name: str, email: str, name: str,
-    language: str, existing_identity: bool, inviter_name: str,
-) -> outbox.Email:
-    """R3's two emails; the context holds the nonce, never the token: the worker derives it."""
-    return outbox.Email(
-        account_id=account_id,
-        recipient=email,
-        recipient_name=name or None,
-        template="invite_existing" if existing_identity else "invite_new",
-        language=language,
-        context={
-            "account_name": account_name,
-            "inviter_name": inviter_name,
-            "invitee_name": name or None,
-            "email": email,
-            "expires_at": link.expires_at.isoformat(),
-            outbox.INVITATION_NONCE: link.nonce,
-        },
-    )
 
 
 @dataclass(frozen=True)

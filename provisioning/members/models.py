@@ -106,7 +106,6 @@ class Invitation(Base):
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sends: Mapped[int] = mapped_column(Integer, default=0)
     last_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     resend_window_start: Mapped[datetime | None] = mapped_column(UTCDateTime)

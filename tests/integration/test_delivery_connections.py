@@ -25,6 +25,7 @@ from provisioning.core.config import settings
 from provisioning.core.db import session_scope
 from provisioning.core.models import utcnow
 from provisioning.mail import delivery, outbox
+from provisioning.mail.links import DERIVED_LINKS, derived_link
 from provisioning.mail.models import EmailStatus, OutboxEmail
 from provisioning.mail.sender import DeliveryError, MailSender, SmtpSender, SmtpServer
 from tests.conftest import Stack
@@ -53,7 +54,8 @@ def queue_invitations(count: int, local_part: Callable[[int], str] = "conn{}".fo
                 template="invite_new", language="en",
                 context={"account_name": "Acme", "inviter_name": "Ada", "invitee_name": None,
                          "email": address, "expires_at": expires_at,
-                         outbox.INVITATION_NONCE: uuid.uuid4().hex})
+                         DERIVED_LINKS: {"link": derived_link("/invitations/{token}",
+                                                              "invitation", uuid.uuid4().hex)}})
     return addresses
 
 

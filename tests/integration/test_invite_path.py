@@ -90,7 +90,7 @@ def test_an_invite_writes_its_member_invitation_email_and_audit_entry_together(s
             AuditEntry.account_id == admin.id, AuditEntry.action == "member.invite")).one()
     assert (invitation.email, invitation.sends, invitation.existing_identity) == (email, 1, False)
     assert (queued.recipient, queued.template, queued.status) == (email, "invite_new", "queued")
-    assert queued.context["invitee_name"] == "Bo" and "invitation_nonce" in queued.context
+    assert queued.context["invitee_name"] == "Bo" and "derived_links" in queued.context
     assert (entry.actor_label, entry.target_id) == (admin.email, str(member_id))
     assert entry.after == {"email": email, "role": "member", "group": None,
                            "user_type": "full", "language": "en"}
@@ -121,7 +121,9 @@ def written_rows(member_id: int) -> dict[str, Any]:
     assert rows["email"]["created_at"] == rows["email"]["next_attempt_at"]
     for name in ("email", "entry"):
         assert abs((rows[name]["created_at"] - invited_at).total_seconds()) < 5
-    assert rows["email"]["context"].pop("invitation_nonce") == rows["invitation"]["token_nonce"]
+    assert rows["email"]["context"].pop("derived_links") == {"link": {
+        "path": "/invitations/{token}", "purpose": "invitation",
+        "nonce": rows["invitation"]["token_nonce"]}}
     assert rows["email"]["message_id"].startswith("<")
     assert rows["entry"]["actor_id"] == rows["member"]["invited_by_id"]
     for name, keys in (("identity", ("id", "created_at", "updated_at")),
@@ -162,7 +164,7 @@ def test_an_invite_writes_the_same_rows_on_postgresql_and_on_sqlite(
                        "seasonal_start": None, "seasonal_end": None, "note": None,
                        "activated_at": None},
             "invitation": {"email": "full.member@example.com", "existing_identity": False,
-                           "accepted_at": None, "revoked_at": None, "expired_at": None,
+                           "accepted_at": None, "revoked_at": None,
                            "sends": 1, "resend_window_start": None, "resends_in_window": 0},
             "email": {"recipient": "full.member@example.com", "recipient_name": "Bo",
                       "template": "invite_new", "language": "tr",

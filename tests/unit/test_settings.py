@@ -235,14 +235,13 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
 
     config = dataclasses.replace(load_settings(), worker_concurrency=5, outbox_sweep_seconds=7,
                                  job_sweep_seconds=8, outbox_purge_seconds=60,
-                                 job_purge_seconds=90, invitation_expiry_sweep_seconds=11)
+                                 job_purge_seconds=90)
     app = create_app(config)
     assert app.conf.worker_concurrency == 5
     schedule = {name: entry["schedule"] for name, entry in app.conf.beat_schedule.items()}
     assert schedule == {
         "sweep-outbox": timedelta(seconds=7), "sweep-jobs": timedelta(seconds=8),
-        "purge-outbox": timedelta(seconds=60), "purge-jobs": timedelta(seconds=90),
-        "expire-invitations": timedelta(seconds=11)}
+        "purge-outbox": timedelta(seconds=60), "purge-jobs": timedelta(seconds=90)}
     one_per_core = create_app(dataclasses.replace(config, worker_concurrency=0))
     assert one_per_core.conf.worker_concurrency is None
 
