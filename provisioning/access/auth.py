@@ -126,12 +126,13 @@ def _check_credentials(session: Session, email: str, password: str, totp_code: s
         raise NotAuthenticated("This login belongs to no workspace any more.",
                                code="no_membership")
     if identity.totp_enabled:
-        _check_totp(session, identity, totp_code)
+        check_totp_code(session, identity, totp_code)
     ttl = timedelta(seconds=settings().session_ttl_seconds)
     return _issue(session, identity, kind="session", expires_at=utcnow() + ttl)
 
 
-def _check_totp(session: Session, identity: Identity, code: str | None) -> None:
+def check_totp_code(session: Session, identity: Identity, code: str | None) -> None:
+    """R13: the code from the identity's authenticator, each code accepted once."""
     if not code:
         raise NotAuthenticated("Enter the code from your authenticator app.", code="totp_required")
     totp = pyotp.TOTP(identity.totp_secret or "")

@@ -248,10 +248,10 @@ def _write_invitations(session: Session, plan: Plan, decided: Outcomes,
     insert_rows(session.connection(), Invitation,
                 ("account_id", "membership_id", "email", "token_nonce", "token_hash",
                  "invited_by_id", "existing_identity", "expires_at", "sends", "last_sent_at",
-                 "resends_in_window", "last_email_id", "created_at"),
+                 "resends_in_window", "last_email_id", "created_at", "name"),
                 ((plan.account_id, member_id, row.email, invitation.token_nonce,
                   invitation.token_hash, plan.inviter_id, decided.identities[row.email][1],
-                  invitation.expires_at, 1, now, 0, email_id, now)
+                  invitation.expires_at, 1, now, 0, email_id, now, row.name)
                  for row, member_id, invitation, email_id
                  in zip(decided.creates, member_ids, made, email_ids, strict=True)))
     return len(email_ids)

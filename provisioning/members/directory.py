@@ -92,11 +92,19 @@ def open_invitations_last_emails(now: datetime) -> Select[Any]:
         Invitation.revoked_at.is_(None), Invitation.expires_at > now)
 
 
+def invited_name(invitation_name: str | None, identity_name: str, has_login: bool) -> str:
+    """The name an account sees for someone it invited who has not joined yet: the one its
+    admin wrote, else the identity's only if nobody owns it yet (no login). A person's own
+    profile, like their two-factor state, shows only to the accounts they have joined."""
+    return invitation_name or ("" if has_login else identity_name)
+
+
 def member_view(
     membership: Membership, invitation: Invitation | None, email_status: str | None,
     now: datetime, email_error: str | None = None,
 ) -> MemberView:
     identity = membership.identity
+    joined = membership.status != MemberStatus.INVITED.value
     invitation_view = None
     if invitation is not None:
         state = invitation_state(invitation, email_status, now)
@@ -114,13 +122,15 @@ def member_view(
     return MemberView(
         id=membership.id,
         email=identity.email,
-        name=identity.name,
+        name=identity.name if joined else invited_name(
+            invitation.name if invitation else None, identity.name,
+            identity.password_hash is not None),
         role=membership.role.name,
         group=membership.group.name if membership.group else None,
         user_type=membership.user_type,
         language=membership.language,
         status=membership.status,
-        two_factor=identity.totp_enabled,
+        two_factor=identity.totp_enabled and joined,
         invitation=invitation_view,
         created_at=membership.created_at,
     )

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from provisioning.access.auth import Actor
+from provisioning.access.auth import Actor, check_totp_code
 from provisioning.access.policy import Permission, require
 from provisioning.accounts.models import Account
 from provisioning.billing.seats import free_seat
@@ -50,10 +50,9 @@ class InvitationPreview:
     expires_at: datetime
 
 
-def _by_token(session: Session, token: str) -> Invitation:
-    invitation = session.scalars(
-        select(Invitation).where(Invitation.token_hash == hash_secret(token))
-    ).first()
+def _by_token(session: Session, token: str, *, lock: bool = False) -> Invitation:
+    query = select(Invitation).where(Invitation.token_hash == hash_secret(token))
+    invitation = session.scalars(query.with_for_update() if lock else query).first()
     if invitation is None:
         raise NotFound(
             "This invitation link is not valid. It may have been replaced by a newer invitation.",
@@ -96,32 +95,47 @@ def _refuse_unusable(invitation: Invitation, now: datetime) -> None:
 
 
 def accept_invitation(session: Session, token: str, body: Any, actor: Actor | None) -> MemberView:
-    """Accept: a new identity sets its password; an existing one proves it is that login."""
+    """Accept: whoever has no login yet sets a password (or takes the one this invitation's
+    admin chose); whoever has one proves it is theirs: signed in, or their current password
+    and, with two-factor on, a code. Which of the two is decided now, not at invite time.
+
+    The invitation and the identity are locked first: of two accepts racing with one link
+    one succeeds, the other finds it used.
+    """
     form = Form(body if body is not None else {})
     password = form.secret("password")
     name = form.text("name")
+    totp_code = form.text("totp_code", max_length=12)
     form.finish()
     now = utcnow()
-    invitation = _by_token(session, token)
+    invitation = _by_token(session, token, lock=True)
     _refuse_unusable(invitation, now)
     membership = session.get_one(Membership, invitation.membership_id)
     identity = membership.identity
+    session.refresh(identity, with_for_update=True)
     if membership.status == MemberStatus.INACTIVE.value:
         raise Gone("This user is disabled in the account.", code="member_inactive")
-    if invitation.existing_identity:
+    if identity.password_hash is not None:
         is_that_login = actor is not None and actor.identity_id == identity.id
-        if not is_that_login and not (password and verify_password(identity.password_hash,
-                                                                    password)):
-            raise NotAuthenticated(
-                "You already have a login: sign in, or send your current password.",
-                code="login_required",
-            )
-    else:
+        if not is_that_login:
+            if not (password and verify_password(identity.password_hash, password)):
+                raise NotAuthenticated(
+                    "You already have a login: sign in, or send your current password.",
+                    code="login_required",
+                )
+            if identity.totp_enabled:
+                check_totp_code(session, identity, totp_code)
+    elif password is not None or invitation.initial_password_hash is None:
         problems = check_password(password)
         if problems:
             raise InvalidInput(problems)
         assert password is not None
         identity.password_hash = hash_password(password)
+    else:
+        identity.password_hash = invitation.initial_password_hash
+    invitation.initial_password_hash = None
+    if not name and not identity.name and invitation.name:
+        name = invitation.name
     if name:
         identity.name = name
     invitation.accepted_at = now
@@ -143,10 +157,11 @@ def accept_invitation(session: Session, token: str, body: Any, actor: Actor | No
 
 
 def _open_invitation(session: Session, account_id: int, member_id: int) -> Invitation:
+    """The member's invitation, locked: resends racing each other count one at a time."""
     invitation = session.scalars(
         select(Invitation).where(
             Invitation.account_id == account_id, Invitation.membership_id == member_id
-        )
+        ).with_for_update()
     ).first()
     if invitation is not None:
         return invitation
@@ -219,7 +234,7 @@ def resend_invitation(session: Session, actor: Actor, account_id: int, member_id
 
 def renew_expired_invitation(session: Session, token: str) -> None:
     """The invitee asks for a fresh link; it goes to the invited address only, rate-limited."""
-    invitation = _by_token(session, token)
+    invitation = _by_token(session, token, lock=True)
     now = utcnow()
     if _state(invitation, now) != "expired":
         _refuse_unusable(invitation, now)

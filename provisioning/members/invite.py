@@ -36,7 +36,13 @@ from provisioning.mail import outbox
 from provisioning.mail.models import EmailStatus
 from provisioning.members import rules
 from provisioning.members.conflicts import refuse_second_membership
-from provisioning.members.directory import EMAIL_STATE, InvitationView, MemberView, catalog
+from provisioning.members.directory import (
+    EMAIL_STATE,
+    InvitationView,
+    MemberView,
+    catalog,
+    invited_name,
+)
 from provisioning.members.invitation_builder import Addressee, Inviter, new_invitation
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
 from provisioning.members.rules import InviteRequest
@@ -84,7 +90,8 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         "invitation_existing_identity": invitee.has_login,
         "invitation_expires_at": invitation.expires_at, "invitation_sends": 1,
         "invitation_last_sent_at": now, "invitation_resends_in_window": 0,
-        "invitation_created_at": now,
+        "invitation_created_at": now, "invitation_name": request.name,
+        "invitation_initial_password_hash": resolved.password_hash,
         **audit.entry(
             account_id=account.id, actor_id=actor.identity_id, actor_label=actor.label,
             action="member.invite", target_type="member", target_id=None,  # the new member
@@ -102,9 +109,10 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         take_seat(session, account.id, now.date(), counted, actor_id=actor.identity_id,
                   actor_label=actor.label)
     return MemberView(
-        id=member_id, email=invitee.email, name=invitee.name, role=resolved.role_name,
-        group=group_name, user_type=request.user_type, language=language,
-        status=MemberStatus.INVITED.value, two_factor=invitee.two_factor,
+        id=member_id, email=invitee.email,
+        name=invited_name(request.name, invitee.name, invitee.has_login),
+        role=resolved.role_name, group=group_name, user_type=request.user_type,
+        language=language, status=MemberStatus.INVITED.value, two_factor=False,
         invitation=InvitationView(state=EMAIL_STATE[EmailStatus.QUEUED.value],
                                   expires_at=invitation.expires_at, last_sent_at=now,
                                   sends=1),
@@ -147,7 +155,7 @@ def _insert_invitation(member_id: Any, email_id: Any) -> Insert:
     return insert(Invitation).values(prefixed_values("invitation_", (
         "account_id", "email", "token_nonce", "token_hash", "invited_by_id",
         "existing_identity", "expires_at", "sends", "last_sent_at", "resends_in_window",
-        "created_at",
+        "created_at", "name", "initial_password_hash",
     )) | {"membership_id": member_id, "last_email_id": email_id})
 
 
@@ -188,7 +196,6 @@ class Invitee:
     email: str
     name: str
     has_login: bool
-    two_factor: bool
 
 
 def _invitee(session: Session, account_id: int, request: InviteRequest, resolved: Resolved
@@ -196,22 +203,19 @@ def _invitee(session: Session, account_id: int, request: InviteRequest, resolved
     """The identity ``_resolve`` inserted for a new address; else the existing one, checked."""
     if resolved.new_identity_id is not None:
         return Invitee(resolved.new_identity_id, request.email, request.name or "",
-                       has_login=False, two_factor=False)
+                       has_login=False)
     identity = session.scalars(select(Identity).where(Identity.email == request.email)).one()
     has_login = identity.password_hash is not None
     refuse_second_membership(session, account_id, identity, request.user_type)
-    if resolved.password_hash is not None:
-        if has_login:
-            raise InvalidInput([FieldError(
-                "initial_password",
-                "This person already has a login; their password stays unchanged.",
-                "identity_exists",
-            )])
-        identity.password_hash = resolved.password_hash
-    if request.name and not identity.name:
-        identity.name = request.name
-    return Invitee(identity.id, identity.email, identity.name, has_login,
-                   identity.totp_enabled)
+    if resolved.password_hash is not None and has_login:
+        raise InvalidInput([FieldError(
+            "initial_password",
+            "This person already has a login; their password stays unchanged.",
+            "identity_exists",
+        )])
+    # The identity is the person's, maybe known to other accounts: this invite writes
+    # nothing on it. Its initial password and name wait on the invitation.
+    return Invitee(identity.id, identity.email, identity.name, has_login)
 
 
 @dataclass(frozen=True)
@@ -243,7 +247,7 @@ def _resolve(session: Session, account_id: int, request: InviteRequest) -> Resol
     names = {
         "account_id": account_id, "role": role_name, "group": group_name,
         "identity_email": request.email, "identity_name": request.name or "",
-        "identity_language": request.language, "identity_password_hash": password_hash,
+        "identity_language": request.language,
         "identity_totp_enabled": False, "identity_created_at": now, "identity_updated_at": now,
     }
     connection = session.connection()
@@ -296,8 +300,7 @@ _GROUP_ID = select(Group.id).where(Group.account_id == bindparam("account_id"),
 # A new address inserts its identity; a known one (R2) inserts nothing.
 _INSERT_IDENTITY = {
     name: dialect.insert(Identity).values(prefixed_values("identity_", (
-        "email", "name", "language", "password_hash", "totp_enabled", "created_at",
-        "updated_at",
+        "email", "name", "language", "totp_enabled", "created_at", "updated_at",
     ))).on_conflict_do_nothing(index_elements=[Identity.email]).returning(Identity.id)
     for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
 }

@@ -101,8 +101,13 @@ class Invitation(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     # who invited: a record of the past, no foreign key (a check per imported row)
     invited_by_id: Mapped[int | None] = mapped_column(Id)
-    # The invitee already had a login when invited: accepting needs that login.
+    # The invitee already had a login when invited: which email went out. Accepting asks
+    # for a login if the identity has one when the invitation is accepted.
     existing_identity: Mapped[bool] = mapped_column(Boolean, default=False)
+    # What this account's admin wrote: the name it knows the invitee by until they join, and
+    # a password it chose (hashed), which becomes the login's only if this one is accepted.
+    name: Mapped[str | None] = mapped_column(String(200))
+    initial_password_hash: Mapped[str | None] = mapped_column(String(255))
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
     accepted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

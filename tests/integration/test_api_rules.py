@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import AdminAccount, Stack
+from tests.support.members import accept
 
 
 @pytest.fixture(scope="module")
@@ -36,13 +37,9 @@ def member_token(stack: Stack, admin: AdminAccount, *, role: str = "member") -> 
     assert invited.status_code == 201, invited.json
     login = stack.api.simulate_post("/v1/auth/login",
                                     json={"email": email, "password": "member password"})
-    # invited, not yet accepted: it has a password but no active membership yet
-    assert assert_problem(login, 401)["code"] == "invitation_pending"
-    from provisioning.core.db import session_scope
-    from provisioning.members.models import Membership
-
-    with session_scope() as session:
-        session.get_one(Membership, invited.json["id"]).status = "active"
+    # invited, not yet accepted: the admin's password is not the login's until then
+    assert assert_problem(login, 401)["code"] == "invalid_credentials"
+    assert accept(stack, invited.json["id"]).status_code == 200
     login = stack.api.simulate_post("/v1/auth/login",
                                     json={"email": email, "password": "member password"})
     assert login.status_code == 200, login.json
@@ -219,9 +216,13 @@ def test_a_custom_role_with_users_manage_may_invite_and_one_without_may_not(stac
     lead = member_token(stack, admin, role="Team lead")
     viewer = member_token(stack, admin, role="Viewer")
     users = f"/v1/accounts/{admin.id}/users"
-    invited = stack.api.simulate_post(users, json={"email": fresh_email()},
+    invited = stack.api.simulate_post(users, json={"email": fresh_email(), "role": "viewer"},
                                       headers={"Authorization": f"Bearer {lead}"})
-    assert invited.status_code == 201
+    assert invited.status_code == 201, invited.text
+    # The member role holds more than the lead's own role: the lead cannot give it.
+    assert assert_problem(stack.api.simulate_post(
+        users, json={"email": fresh_email()}, headers={"Authorization": f"Bearer {lead}"}),
+        403)["code"] == "cannot_grant"
     assert_problem(stack.api.simulate_post(users, json={"email": fresh_email()},
                                            headers={"Authorization": f"Bearer {viewer}"}), 403)
 

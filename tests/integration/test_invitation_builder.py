@@ -27,6 +27,7 @@ from provisioning.mail.models import OutboxEmail
 from provisioning.members.models import Invitation
 from tests.conftest import Stack
 from tests.support.imports import run_import
+from tests.support.members import accept
 from tests.support.processes import wait_until
 from tests.support.servers import PostgresServer
 from tests.support.stories import invitation_link
@@ -44,8 +45,9 @@ def sent_by_each_path(stack: Stack) -> tuple[int, dict[str, str]]:
         "invite", "invite_existing", "import", "import_existing", "first_send", "resend",
         "renewal")}
     for path in ("invite_existing", "import_existing"):  # people with a login (free there, R2)
-        assert stack.invite(elsewhere, email=to[path], name="Known", user_type="free",
-                            initial_password="a known password").status_code == 201
+        known = stack.invite(elsewhere, email=to[path], name="Known", user_type="free",
+                             initial_password="a known password")
+        assert known.status_code == 201 and accept(stack, known.json["id"]).status_code == 200
     for path in ("invite", "invite_existing", "renewal"):
         answer = stack.invite(admin, email=to[path], name=f"Named {path}", language="es")
         assert answer.status_code == 201, answer.json

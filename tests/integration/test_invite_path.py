@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import falcon.testing
+import pyotp
 import pytest
 from sqlalchemy import func, insert, select, update
 
@@ -23,6 +24,7 @@ from provisioning.core.models import AuditEntry
 from provisioning.mail.models import OutboxEmail
 from provisioning.members.models import Identity, Invitation, Membership
 from tests.conftest import AdminAccount, Stack, activate, deactivate
+from tests.support.members import accept
 
 MEMBER_FIELDS = {"id", "email", "name", "role", "group", "user_type", "language", "status",
                  "two_factor", "invitation", "created_at"}
@@ -58,17 +60,20 @@ def test_the_answer_is_what_a_read_of_the_member_says(stack: Stack):
     assert answer.json["group"] == "Free users" and answer.json["language"] == "pt-BR"
 
 
-def test_an_existing_login_with_two_factor_is_invited_as_it_is(stack: Stack):
+def test_another_account_sees_of_an_existing_login_only_what_it_wrote_until_they_join(
+        stack: Stack):
     first, second = stack.create_account(), stack.create_account()
     email = fresh_email("known")
-    assert stack.invite(first, email=email, name="Kim",
-                        initial_password="kims password").status_code == 201
+    kim = stack.invite(first, email=email, name="Kim", initial_password="kims password")
+    assert accept(stack, kim.json["id"]).status_code == 200
+    secret = pyotp.random_base32()
     with session_scope() as session:
         session.execute(update(Identity).where(Identity.email == email)
-                        .values(totp_enabled=True))
+                        .values(totp_enabled=True, totp_secret=secret))
     answer = stack.invite(second, email=email.upper(), name="Someone Else", user_type="free")
     assert answer.status_code == 201, answer.json
-    assert answer.json["two_factor"] is True and answer.json["name"] == "Kim"
+    # Kim's own profile (her name, her two-factor state) is not the second account's yet.
+    assert answer.json["two_factor"] is False and answer.json["name"] == "Someone Else"
     assert answer.json == read_member(stack, second, answer.json["id"])
     with session_scope() as session:
         template = session.scalars(
@@ -76,6 +81,15 @@ def test_an_existing_login_with_two_factor_is_invited_as_it_is(stack: Stack):
             .join(Invitation, Invitation.last_email_id == OutboxEmail.id)
             .where(Invitation.membership_id == answer.json["id"])).one()
     assert template == "invite_existing"
+
+    # Joining with her password alone is not enough: her login asks for a code too.
+    no_code = accept(stack, answer.json["id"], password="kims password")
+    assert no_code.status_code == 401 and no_code.json["code"] == "totp_required"
+    joined = accept(stack, answer.json["id"], password="kims password",
+                    totp_code=pyotp.TOTP(secret).now())
+    assert joined.status_code == 200, joined.json
+    shown = read_member(stack, second, answer.json["id"])
+    assert (shown["name"], shown["two_factor"]) == ("Kim", True)
 
 
 def test_an_invite_writes_its_member_invitation_email_and_audit_entry_together(stack: Stack):
@@ -164,6 +178,7 @@ def test_an_invite_writes_the_same_rows_on_postgresql_and_on_sqlite(
                        "seasonal_start": None, "seasonal_end": None, "note": None,
                        "activated_at": None},
             "invitation": {"email": "full.member@example.com", "existing_identity": False,
+                           "name": "Bo", "initial_password_hash": None,
                            "accepted_at": None, "revoked_at": None,
                            "sends": 1, "resend_window_start": None, "resends_in_window": 0},
             "email": {"recipient": "full.member@example.com", "recipient_name": "Bo",
