@@ -11,14 +11,16 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import ForeignKey, Index, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from provisioning.core.db import Base
 from provisioning.core.models import Id, UTCDateTime, utcnow
 
 
 class OwnedRecord:
-    """What every owned kind has: its account, its responsible member, its times."""
+    """What every owned kind has: its account, its responsible member, its times, and the
+    indexes that list a member's records (the list filter, the reassignment's chunks) and
+    an account's, in id order."""
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -26,36 +28,31 @@ class OwnedRecord:
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
+    @declared_attr.directive
+    def __table_args__(cls) -> tuple[Index, ...]:
+        table = cls.__tablename__  # type: ignore[attr-defined]
+        return (Index(f"ix_{table}_responsible", "responsible_id", "id"),
+                Index(f"ix_{table}_account", "account_id", "id"))
 
-class Lead(OwnedRecord, Base):
+
+class NamedRecord(OwnedRecord):
+    name: Mapped[str] = mapped_column(String(255))
+
+
+class Lead(NamedRecord, Base):
     __tablename__ = "leads"
-    # A member's records, in id order: the list filter and the reassignment's chunks.
-    __table_args__ = (Index("ix_leads_responsible", "responsible_id", "id"),
-                      Index("ix_leads_account", "account_id", "id"))
-
-    name: Mapped[str] = mapped_column(String(255))
 
 
-class Contact(OwnedRecord, Base):
+class Contact(NamedRecord, Base):
     __tablename__ = "contacts"
-    __table_args__ = (Index("ix_contacts_responsible", "responsible_id", "id"),
-                      Index("ix_contacts_account", "account_id", "id"))
-
-    name: Mapped[str] = mapped_column(String(255))
 
 
-class Customer(OwnedRecord, Base):
+class Customer(NamedRecord, Base):
     __tablename__ = "customers"
-    __table_args__ = (Index("ix_customers_responsible", "responsible_id", "id"),
-                      Index("ix_customers_account", "account_id", "id"))
-
-    name: Mapped[str] = mapped_column(String(255))
 
 
 class Task(OwnedRecord, Base):
     __tablename__ = "tasks"
-    __table_args__ = (Index("ix_tasks_responsible", "responsible_id", "id"),
-                      Index("ix_tasks_account", "account_id", "id"))
 
     title: Mapped[str] = mapped_column(String(255))
     due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
