@@ -14,6 +14,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
+from provisioning.access.policy import CannotGrant
 from provisioning.billing.models import Subscription
 from provisioning.billing.plans import plan_named
 from provisioning.billing.seats import consumes_seat, seats_in_use
@@ -27,6 +28,7 @@ from provisioning.imports.models import ImportPart
 from provisioning.imports.options import CREATE, ERROR, UNCHANGED, UPDATE
 from provisioning.jobs.models import Job, JobStatus
 from provisioning.members.models import Identity, Membership, MemberStatus, UserType
+from provisioning.members.rules import DEFAULT_ROLE
 
 if TYPE_CHECKING:
     from provisioning.imports.planning import Plan
@@ -47,7 +49,7 @@ class Outcomes:
     active_admins: int = 0  # counted when an update may demote one
 
 
-APPLY_CODES = frozenset({"email_taken", "no_seat", "last_admin"})
+APPLY = "apply"  # the stage of a refusal decided against the database
 LAST_ADMIN = "This is the account's last active administrator; make another one first."
 
 
@@ -107,13 +109,19 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
                 and identity[0] in paid_elsewhere):
             decided.errors.append(RowError(
                 row.line, "email", "email_taken",
-                "This email already belongs to a user of another account.", row.email))
+                "This email already belongs to a user of another account.", row.email, APPLY))
+            decided.outcome[row.line] = ERROR
+            continue
+        if row.role is None and DEFAULT_ROLE in plan.catalog.ungrantable:
+            decided.errors.append(RowError(row.line, "role", "cannot_grant", CannotGrant.ROLE,
+                                           None, APPLY))
             decided.outcome[row.line] = ERROR
             continue
         if consumes_seat(row.user_type, MemberStatus.INVITED.value, row.seasonal_start,
                          row.seasonal_end, today):
             if free_seats is not None and decided.seats_planned >= free_seats:
-                decided.errors.append(RowError(row.line, "row", "no_seat", refusal, None))
+                decided.errors.append(RowError(row.line, "row", "no_seat", refusal, None,
+                                               APPLY))
                 decided.outcome[row.line] = ERROR
                 continue
             decided.seats_planned += 1
@@ -142,7 +150,7 @@ def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id:
                     and changes["role_id"] not in plan.admin_role_ids):
                 if decided.active_admins <= 1:  # an account never loses its last admin
                     decided.errors.append(RowError(row.line, "role", "last_admin",
-                                                   LAST_ADMIN, row.role))
+                                                   LAST_ADMIN, row.role, APPLY))
                     decided.outcome[row.line] = ERROR
                     return
                 decided.active_admins -= 1

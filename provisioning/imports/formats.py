@@ -98,6 +98,9 @@ class RowError:
     code: str
     message: str
     value: str | None
+    # "check": found in the row itself, kept when a dry run is committed; "apply": found
+    # against the database, decided again by the commit.
+    stage: str = "check"
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,6 @@ from provisioning.core.errors import (
 )
 from provisioning.core.models import utcnow
 from provisioning.imports.deciding import (
-    APPLY_CODES,
     decide_rows,
     held_seats,
     seats_left,
@@ -284,4 +283,4 @@ def record_errors(connection: Connection, job_id: int, errors: Sequence[RowError
     insert_rows(connection, JobError,
                 ("job_id", "line", "column", "code", "message", "value", "stage"),
                 ((job_id, e.line, e.column, e.code, e.message, e.value,
-                  "apply" if e.code in APPLY_CODES else "check") for e in errors))
+                  e.stage) for e in errors))

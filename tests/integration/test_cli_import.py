@@ -145,13 +145,15 @@ def test_an_operator_dry_runs_a_file_straight_into_the_database(stack: Stack,
 
 def test_an_operator_s_import_acts_as_a_member_whose_role_manages_users(stack: Stack,
                                                                         tmp_path: Path):
+    from provisioning.access.policy import MEMBER_PERMISSIONS
     from provisioning.core.db import session_scope
     from provisioning.jobs.models import Job
     from provisioning.members.models import MemberStatus
 
     admin = stack.create_account()
     made = stack.api.simulate_post(f"/v1/accounts/{admin.id}/roles", headers=admin.headers,
-                                   json={"name": "People ops", "permissions": ["users.manage"]})
+                                   json={"name": "People ops",  # may give the member role
+                                         "permissions": ["users.manage", *MEMBER_PERMISSIONS]})
     assert made.status_code == 201, made.json
     _, lead, _ = active_member(stack, admin, role="People ops")
     first_admin = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users",

@@ -125,3 +125,22 @@ def test_each_member_an_import_changes_has_its_own_audit_entry(stack: Stack):
                                             "role": "admin"}
     assert (updates[str(second)]["before"]["group"], updates[str(second)]["after"]["group"]) \
         == (None, "Sales")
+
+
+def test_an_import_gives_the_default_role_only_to_whom_it_may(stack: Stack):
+    admin = stack.create_account()
+    roles = f"/v1/accounts/{admin.id}/roles"
+    for name, permissions in (("People ops", ["users.manage", "leads.view"]),
+                              ("Viewer", ["leads.view"])):
+        assert stack.api.simulate_post(roles, headers=admin.headers, json={
+            "name": name, "permissions": permissions}).status_code == 201
+    _, _, headers = active_member(stack, admin, role="People ops")
+    as_people_ops = AdminAccount(admin.id, headers["Authorization"].split()[1], "")
+    body = f"email,role\n{fresh_email()},\n{fresh_email()},viewer\n".encode()
+    done = run_import(stack, as_people_ops, body, invite="false")
+    assert (done["summary"]["created"], done["summary"]["failed"]) == (1, 1), done
+    # The member role holds more than People ops does: a blank role would give it.
+    assert error_keys(stack, as_people_ops, done["id"]) == {(2, "role", "cannot_grant")}
+
+    dry = run_import(stack, as_people_ops, body, invite="false", dry_run="true")
+    assert error_keys(stack, as_people_ops, dry["id"]) == {(2, "role", "cannot_grant")}
