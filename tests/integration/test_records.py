@@ -1,19 +1,23 @@
 """Records members own (R6, SPEC §10) over the real API and PostgreSQL: leads, contacts,
 customers and tasks with a responsible member, notes and messages that keep their author,
-every call checked against the caller's role and kept to its account."""
+every call checked against the caller's role and kept to its account; and the seed command."""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
 from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
 from provisioning.core.db import session_scope
-from provisioning.crm.models import Contact, Customer, Lead, Message, Note, Task
+from provisioning.crm.models import Contact, Conversation, Customer, Lead, Message, Note, Task
 from provisioning.members.models import Identity, MemberStatus
 from tests.conftest import AdminAccount, Stack
 from tests.support.members import active_member, fresh_email, set_status
+from tests.support.processes import VENV_BIN
 from tests.support.schemas import conforms
 
 KINDS = {"leads": "name", "contacts": "name", "customers": "name", "tasks": "title"}
@@ -312,3 +316,70 @@ def test_record_answers_carry_the_fields_the_document_names(stack: Stack):
         schema = responses[str(result.status_code)]["content"]["application/json"]["schema"]
         strays += conforms(described, schema, result.json, f"{method} {path}")
     assert strays == []
+
+
+def seed(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **stack.env}
+    return subprocess.run([str(VENV_BIN / "provision"), "seed-records", *args,
+                           "--database-url", stack.env["PROVISIONING_DATABASE_URL"]],
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+def owned(member_id: int) -> dict[str, int]:
+    with session_scope() as session:
+        counts = {kind: session.scalar(select(func.count()).select_from(model)
+                                       .where(model.responsible_id == member_id)) or 0
+                  for kind, model in MODELS.items()}
+        for name, model in (("conversations", Conversation), ("notes", Note),
+                            ("messages", Message)):
+            counts[name] = session.scalar(
+                select(func.count()).select_from(model).join(Lead, Lead.id == model.lead_id)
+                .where(Lead.responsible_id == member_id)) or 0
+    return counts
+
+
+def test_the_seed_command_writes_exactly_the_records_asked_for(stack: Stack):
+    admin = stack.create_account(seats=10)
+    member, _, as_member = active_member(stack, admin)
+    neighbour, _, _ = active_member(stack, admin)
+
+    ran = seed(stack, "--account", str(admin.id), "--member", str(member), "--count", "1234")
+    assert ran.returncode == 0, ran.stderr
+    printed = json.loads(ran.stdout.strip().splitlines()[-1])
+    expected = {"leads": 1234, "contacts": 1234, "customers": 1234, "tasks": 1234,
+                "conversations": 124, "notes": 124, "messages": 124}
+    assert {name: printed[name] for name in expected} == expected
+    assert printed["account_id"] == admin.id and printed["member_id"] == member
+    assert printed["seconds"] >= 0
+    assert owned(member) == expected
+
+    ran = seed(stack, "--account", str(admin.id), "--member", str(neighbour), "--count", "7",
+               "--kinds", "tasks,contacts")
+    assert ran.returncode == 0, ran.stderr
+    assert owned(neighbour) == {"leads": 0, "contacts": 7, "customers": 0, "tasks": 7,
+                                "conversations": 0, "notes": 0, "messages": 0}
+    assert owned(member) == expected  # the first member's records are untouched
+
+    # The seeded records are ordinary records: listed, filtered and paged by the API.
+    pages = every_page(stack, as_member, f"/v1/accounts/{admin.id}/tasks",
+                       responsible_id=member, limit=1000)
+    assert [len(page) for page in pages] == [1000, 234]
+    assert all(task["title"] and task["due_at"] for task in pages[0])
+    lead = stack.api.simulate_get(f"/v1/accounts/{admin.id}/leads",
+                                  params={"responsible_id": member, "limit": 1},
+                                  headers=as_member).json["items"][0]
+    notes = stack.api.simulate_get(f"/v1/accounts/{admin.id}/leads/{lead['id']}/notes",
+                                   headers=as_member).json["items"]
+    assert len(notes) == 1 and notes[0]["author_name"]
+
+    free = stack.invite(admin, email=fresh_email("free"), user_type="free").json["id"]
+    for args, complaint in ((("--member", str(free), "--count", "5"), "member"),
+                            (("--member", str(member), "--count", "5", "--kinds", "deals"),
+                             "kinds"),
+                            (("--member", str(member), "--count", "5", "--kinds", ","),
+                             "kinds"),
+                            (("--member", str(member), "--count", "-1"), "count")):
+        ran = seed(stack, "--account", str(admin.id), *args)
+        assert ran.returncode == 2, ran.stdout
+        assert complaint in ran.stderr
+    assert owned(free)["leads"] == 0
