@@ -15,8 +15,9 @@ from api.openapi import (
     json_body,
     route,
 )
-from api.resources import accounts, auth, invitations, jobs, members, pages, system
-from api.schemas import IMPORT_OPTIONS, JOB_FILTERS, MEMBER_FILTERS, PAGE, ref
+from api.resources import accounts, auth, crm, invitations, jobs, members, pages, system
+from api.schemas import IMPORT_OPTIONS, JOB_FILTERS, MEMBER_FILTERS, PAGE, RECORD_FILTERS, ref
+from provisioning.crm.records import KINDS
 from provisioning.imports.formats import MEDIA_CSV, MEDIA_NDJSON
 
 CSV_REPORT = Content(MEDIA_CSV, {"type": "string"})
@@ -28,6 +29,39 @@ IMPORT_FILE = (
     Content("multipart/form-data", ref("ImportUpload")),
 )
 QUEUED_JOB = {202: json_body("QueuedJob")}
+
+
+def record_routes(account: str) -> list[Route]:
+    """Leads, contacts, customers and tasks alike; notes and messages on a lead."""
+    table: list[Route] = []
+    for kind in KINDS.values():
+        name, plural = kind.noun.capitalize(), kind.plural
+        table += [
+            route(f"{account}/{plural}", crm.Records(plural),
+                  get=Operation(f"List {plural}, oldest first", {200: json_body(f"{name}Page")},
+                                query=RECORD_FILTERS | PAGE),
+                  post=Operation(f"Create a {kind.noun}", {201: json_body(name)},
+                                 request=json_body(f"New{name}"))),
+            route(f"{account}/{plural}/{{record_id:int}}", crm.Record(plural),
+                  get=Operation(f"One {kind.noun}", {200: json_body(name)}),
+                  patch=Operation(f"Change a {kind.noun}", {200: json_body(name)},
+                                  request=json_body(f"{name}Changes")),
+                  delete=Operation(f"Delete a {kind.noun}", {204: None})),
+        ]
+    lead = account + "/leads/{record_id:int}"
+    table += [
+        route(lead + "/notes", crm.LeadNotes(),
+              get=Operation("A lead's notes, oldest first", {200: json_body("NotePage")},
+                            query=PAGE),
+              post=Operation("Write a note on a lead", {201: json_body("Note")},
+                             request=json_body("NewNote"))),
+        route(lead + "/messages", crm.LeadMessages(),
+              get=Operation("A lead's messages, oldest first", {200: json_body("MessagePage")},
+                            query=PAGE),
+              post=Operation("Write a message in a lead's chat", {201: json_body("Message")},
+                             request=json_body("NewMessage"))),
+    ]
+    return table
 
 
 def routes() -> list[Route]:
@@ -106,5 +140,6 @@ def routes() -> list[Route]:
               post=Operation("Ask for a fresh link", {202: json_body("RenewalSent")})),
         route("/invitations/{token}", pages.InvitationPage(),
               get=Operation("The invitee's landing page", {200: HTML_PAGE, 404: HTML_PAGE})),
+        *record_routes(account),
     ]
     return table

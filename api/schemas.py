@@ -10,6 +10,8 @@ from typing import Any
 from provisioning.access.policy import CATALOG
 from provisioning.core.pages import MAX_PAGE
 from provisioning.core.validation import LANGUAGES
+from provisioning.crm.notes import MAX_TEXT_LENGTH
+from provisioning.crm.records import KINDS, MAX_LABEL_LENGTH
 from provisioning.imports.formats import COLUMNS
 from provisioning.imports.options import ON_EXISTING
 from provisioning.jobs.models import JobStatus
@@ -56,9 +58,37 @@ MEMBER_FILTERS: Parameters = {
     "status": {"enum": MEMBER_STATUSES}, "q": STRING, "group": STRING, "role": STRING,
     "user_type": {"enum": list(USER_TYPES)}, "two_factor": BOOLEAN}
 JOB_FILTERS: Parameters = {"status": {"enum": JOB_STATUSES}}
+RECORD_FILTERS: Parameters = {"responsible_id": ID}
 IMPORT_OPTIONS: Parameters = {"dry_run": {"type": "boolean", "default": False},
                               "on_existing": {"enum": list(ON_EXISTING), "default": "skip"},
                               "invite": {"type": "boolean", "default": True}}
+
+
+def _record_schemas() -> dict[str, Any]:
+    """Each kind of owned record (SPEC §10): what it answers, takes, and its page."""
+    schemas: dict[str, Any] = {}
+    label = {"type": "string", "minLength": 1, "maxLength": MAX_LABEL_LENGTH}
+    for kind in KINDS.values():
+        name, times = kind.noun.capitalize(), " ".join(kind.times)
+        moments: dict[str, Any] = {time: TIME_OR_NULL for time in kind.times}
+        answer: dict[str, Any] = {"id": ID, kind.label: STRING, "responsible_id": ID,
+                                  "created_at": TIME, "updated_at": TIME, **moments}
+        schemas[name] = _object(" ".join(answer), **answer)
+        schemas[f"{name}Page"] = _page(name)
+        # responsible_id: a member of the account, active or invited, not free; the caller's
+        # own membership when a new record leaves it out
+        taken: dict[str, Any] = {kind.label: label, "responsible_id": ID, **moments}
+        schemas[f"New{name}"] = _object(kind.label, f"responsible_id {times}", **taken)
+        schemas[f"{name}Changes"] = _object("", f"{kind.label} responsible_id {times}", **taken)
+    for name in ("Note", "Message"):
+        schemas[name] = _object("id lead_id author_id author_name text created_at", id=ID,
+                                lead_id=ID, author_id={"type": ["integer", "null"]},
+                                author_name=STRING, text=STRING, created_at=TIME)
+        schemas[f"{name}Page"] = _page(name)
+        schemas[f"New{name}"] = _object("text", text={"type": "string", "minLength": 1,
+                                                      "maxLength": MAX_TEXT_LENGTH})
+    return schemas
+
 
 INVITATION_STATES = ["not_sent", "queued", "sent", "deferred", "failed", "accepted",
                      "expired", "revoked"]
@@ -146,4 +176,5 @@ SCHEMAS: dict[str, Any] = {
         inviter_name=TEXT_OR_NULL, email=STRING, existing_identity=BOOLEAN, expires_at=TIME),
     "Accept": _object("", "password name", password=STRING, name=STRING),
     "RenewalSent": _object("status detail", status={"const": "sent"}, detail=STRING),
+    **_record_schemas(),
 }

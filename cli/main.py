@@ -1,4 +1,5 @@
-"""The `provision` command: migrate, create-account, demo, import, settings, mailsink."""
+"""The `provision` command: migrate, create-account, demo, import, seed-records, settings,
+mailsink."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 from sqlalchemy import select
 
 from cli.imports import EXIT_FAILED, CommandFailed, add_import
+from cli.records import add_seed_records
 from provisioning.access.auth import authenticate, issue_api_key
 from provisioning.accounts.workspaces import CreatedAccount, create_account
 from provisioning.core import dispatch, migrate
@@ -145,6 +147,7 @@ def parser() -> argparse.ArgumentParser:
     sink.add_argument("sink_args", nargs=argparse.REMAINDER)
     sink.set_defaults(run=cmd_mailsink)
     add_import(commands)
+    add_seed_records(commands)
     return root
 
 

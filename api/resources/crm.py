@@ -1,0 +1,79 @@
+"""Records members own: leads, contacts, customers and tasks; notes and messages on leads."""
+
+from __future__ import annotations
+
+import falcon
+
+from api.resources import body, int_param
+from provisioning.crm import notes, records
+
+
+class Records:
+    """One kind's list and the creation of a record of it."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        items, next_cursor = records.list_records(
+            req.context.session, req.context.actor, account_id, self.kind,
+            int_param(req, "responsible_id"), req.get_param("cursor"), int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        record = records.create_record(req.context.session, req.context.actor, account_id,
+                                       self.kind, body(req))
+        resp.status = falcon.HTTP_201
+        resp.location = f"/v1/accounts/{account_id}/{self.kind}/{record['id']}"
+        resp.media = record
+
+
+class Record:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+               record_id: int) -> None:
+        resp.media = records.get_record(req.context.session, req.context.actor, account_id,
+                                        self.kind, record_id)
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                 record_id: int) -> None:
+        resp.media = records.update_record(req.context.session, req.context.actor, account_id,
+                                           self.kind, record_id, body(req))
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                  record_id: int) -> None:
+        records.delete_record(req.context.session, req.context.actor, account_id, self.kind,
+                              record_id)
+        resp.status = falcon.HTTP_204
+
+
+class LeadNotes:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+               record_id: int) -> None:
+        items, next_cursor = notes.list_notes(req.context.session, req.context.actor,
+                                              account_id, record_id, req.get_param("cursor"),
+                                              int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                record_id: int) -> None:
+        resp.status = falcon.HTTP_201
+        resp.media = notes.add_note(req.context.session, req.context.actor, account_id,
+                                    record_id, body(req))
+
+
+class LeadMessages:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+               record_id: int) -> None:
+        items, next_cursor = notes.list_messages(req.context.session, req.context.actor,
+                                                 account_id, record_id, req.get_param("cursor"),
+                                                 int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                record_id: int) -> None:
+        resp.status = falcon.HTTP_201
+        resp.media = notes.add_message(req.context.session, req.context.actor, account_id,
+                                       record_id, body(req))
