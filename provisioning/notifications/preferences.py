@@ -75,7 +75,7 @@ def change_notification_settings(session: Session, actor: Actor, body: Any) -> P
     """
     row = session.get(NotificationSettings, actor.identity_id, with_for_update=True)
     current = preferences_of(row)
-    changed = _read_change(body, current)
+    changed = read_change(body, current)
     if row is None:
         row = NotificationSettings(identity_id=actor.identity_id)
         session.add(row)
@@ -95,7 +95,7 @@ def change_notification_settings(session: Session, actor: Actor, body: Any) -> P
     return changed
 
 
-def _read_change(body: Any, current: Preferences) -> Preferences:
+def read_change(body: Any, current: Preferences) -> Preferences:
     """The settings after ``body``, every problem named by its field (``channels.email``)."""
     if not isinstance(body, dict):
         raise InvalidInput([FieldError("body", "Send a JSON object.", "invalid_body")])
