@@ -10,7 +10,7 @@ from provisioning.core.errors import InvalidInput
 from provisioning.core.validation import LANGUAGES
 from provisioning.mail.templates import render_email
 from provisioning.notifications import catalog
-from provisioning.notifications.preferences import read_change, is_time_zone, preferences_of
+from provisioning.notifications.preferences import is_time_zone, preferences_of, read_change
 
 SAMPLE_DETAILS: dict[str, dict[str, object]] = {
     "invitation_accepted": {"member_name": "Bruno", "account_name": "Acme"},
