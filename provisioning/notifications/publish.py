@@ -32,7 +32,7 @@ EMAIL_TEMPLATE = "notification"
 def notify(session: Session, identity_id: int | None, event: str, details: dict[str, Any], *,
            account_id: int | None = None, now: datetime | None = None) -> int | None:
     """Tell a person that ``event`` happened; returns the entry's id, or None when the
-    person's settings ask for nothing (notifications off, the event off, no channel on).
+    person's settings ask for none (notifications off, the event off, only email on).
 
     ``details`` are what the event's sentence names (``catalog.EVENTS``); an event in an
     account gets ``account_name`` from it. ``now`` is the clock (tests pass their own).
@@ -60,17 +60,17 @@ def notify(session: Session, identity_id: int | None, event: str, details: dict[
     channels = wanted.channels
     instant_email = channels["email"] and not wanted.digest_on
     pushes = [channel for channel in catalog.PUSH_CHANNELS if channels[channel]]
-    if not (channels["in_app"] or wanted.digest_on or instant_email or pushes):
-        return None
     language = language_of(session, identity, account_id)
     context = {"event": event, "details": details, "recipient_name": identity.name or "",
                "product_name": settings().product_name}
     text = render_email(EMAIL_TEMPLATE, language, context).subject
     moment = now or utcnow()
-    entry_id: int = session.execute(insert(Notification).values(
-        identity_id=identity.id, account_id=account_id, event=event, text=text,
-        details=details, in_app=channels["in_app"], digest_pending=wanted.digest_on,
-        created_at=moment).returning(Notification.id)).scalar_one()
+    entry_id = None
+    if channels["in_app"] or wanted.digest_on or pushes:  # an email alone needs no entry
+        entry_id = session.execute(insert(Notification).values(
+            identity_id=identity.id, account_id=account_id, event=event, text=text,
+            details=details, in_app=channels["in_app"], digest_pending=wanted.digest_on,
+            created_at=moment).returning(Notification.id)).scalar_one()
     if instant_email:
         queue_email(session, account_id=account_id, recipient=identity.email,
                     recipient_name=identity.name or None, template=EMAIL_TEMPLATE,
