@@ -15,8 +15,26 @@ from api.openapi import (
     json_body,
     route,
 )
-from api.resources import accounts, auth, crm, invitations, jobs, members, pages, system
-from api.schemas import IMPORT_OPTIONS, JOB_FILTERS, MEMBER_FILTERS, PAGE, RECORD_FILTERS, ref
+from api.resources import (
+    accounts,
+    auth,
+    crm,
+    invitations,
+    jobs,
+    members,
+    notifications,
+    pages,
+    system,
+)
+from api.schemas import (
+    IMPORT_OPTIONS,
+    INBOX_FILTERS,
+    JOB_FILTERS,
+    MEMBER_FILTERS,
+    PAGE,
+    RECORD_FILTERS,
+    ref,
+)
 from provisioning.crm.records import KINDS
 from provisioning.imports.formats import MEDIA_CSV, MEDIA_NDJSON
 
@@ -84,6 +102,20 @@ def routes() -> list[Route]:
               post=Operation("Log out", {204: None})),
         route("/v1/me", auth.Me(),
               get=Operation("The caller", {200: json_body("Me")})),
+        route("/v1/me/notifications", notifications.NotificationSettings(),
+              get=Operation("The caller's notification settings",
+                            {200: json_body("NotificationSettings")}),
+              put=Operation("Change the caller's notification settings (what the body leaves "
+                            "out stays)", {200: json_body("NotificationSettings")},
+                            request=json_body("NotificationSettingsChange"))),
+        route("/v1/me/inbox", notifications.Inbox(),
+              get=Operation("The caller's in-app notifications, newest first",
+                            {200: json_body("InboxPage")}, query=INBOX_FILTERS | PAGE)),
+        route("/v1/me/inbox/read", notifications.InboxRead(),
+              post=Operation("Mark some of the caller's notifications read",
+                             {200: json_body("InboxMarked")}, request=json_body("InboxIds"))),
+        route("/v1/me/inbox/{notification_id:int}/read", notifications.InboxEntryRead(),
+              post=Operation("Mark one notification read", {200: json_body("InboxEntry")})),
         route(account + "/api-keys", auth.ApiKeys(),
               get=Operation("List API keys", {200: json_body("ApiKeyPage")}),
               post=Operation("Create an API key", {201: json_body("IssuedApiKey")},

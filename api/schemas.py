@@ -5,6 +5,7 @@ Field names are the contract (SPEC §10); enumerations come from where the domai
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from provisioning.access.policy import CATALOG
@@ -17,6 +18,7 @@ from provisioning.imports.options import ON_EXISTING
 from provisioning.jobs.models import JobStatus
 from provisioning.members.models import MemberStatus
 from provisioning.members.rules import USER_TYPES
+from provisioning.notifications.catalog import CHANNELS, EMAIL_MODES, EVENTS
 
 
 def ref(name: str) -> dict[str, str]:
@@ -37,6 +39,12 @@ def _page(item: str, **extra: Any) -> dict[str, Any]:
                    next_cursor={"type": ["string", "null"]}, **extra)
 
 
+def _switches(names: Iterable[str], *, every: bool) -> dict[str, Any]:
+    """An object of on/off switches by name; ``every``: each one is always there."""
+    return {"type": "object", "required": list(names) if every else [],
+            "properties": dict.fromkeys(names, {"type": "boolean"})}
+
+
 STRING = {"type": "string"}
 TEXT_OR_NULL = {"type": ["string", "null"]}
 INTEGER = {"type": "integer"}
@@ -45,6 +53,7 @@ BOOLEAN = {"type": "boolean"}
 TIME = {"type": "string", "format": "date-time"}
 TIME_OR_NULL = {"type": ["string", "null"], "format": "date-time"}
 DATE = {"type": "string", "format": "date"}
+DIGEST_TIME = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
 JSON_VALUE: dict[str, Any] = {}  # any JSON value
 
 MEMBER_STATUSES = [status.value for status in MemberStatus]
@@ -59,6 +68,7 @@ MEMBER_FILTERS: Parameters = {
     "user_type": {"enum": list(USER_TYPES)}, "two_factor": BOOLEAN}
 JOB_FILTERS: Parameters = {"status": {"enum": JOB_STATUSES}}
 RECORD_FILTERS: Parameters = {"responsible_id": ID}
+INBOX_FILTERS: Parameters = {"unread": {"type": "boolean", "default": False}}
 IMPORT_OPTIONS: Parameters = {"dry_run": {"type": "boolean", "default": False},
                               "on_existing": {"enum": list(ON_EXISTING), "default": "skip"},
                               "invite": {"type": "boolean", "default": True}}
@@ -107,6 +117,25 @@ SCHEMAS: dict[str, Any] = {
                      totp_code=STRING),
     "Session": _object("token expires_at", token=STRING, expires_at=TIME_OR_NULL),
     "Me": _object("id email name", id=ID, email=STRING, name=STRING),
+    "NotificationSettings": _object(
+        "enabled channels events email_mode digest_time time_zone telegram_chat_id",
+        enabled=BOOLEAN, channels=_switches(CHANNELS, every=True),
+        events=_switches(EVENTS, every=True),
+        email_mode={"enum": list(EMAIL_MODES)}, digest_time=DIGEST_TIME,
+        time_zone=STRING, telegram_chat_id=TEXT_OR_NULL),
+    "NotificationSettingsChange": _object(
+        "", "enabled channels events email_mode digest_time time_zone telegram_chat_id",
+        enabled=BOOLEAN, channels=_switches(CHANNELS, every=False),
+        events=_switches(EVENTS, every=False),
+        email_mode={"enum": list(EMAIL_MODES)}, digest_time=DIGEST_TIME,
+        time_zone={"type": "string", "description": "An IANA time zone, e.g. Asia/Jakarta"},
+        telegram_chat_id=TEXT_OR_NULL),
+    "InboxEntry": _object("id event text at read", id=ID, event={"enum": list(EVENTS)},
+                          text=STRING, at=TIME, read=BOOLEAN),
+    "InboxPage": _page("InboxEntry", unread=INTEGER),
+    "InboxIds": _object("ids", ids={"type": "array", "items": ID, "minItems": 1,
+                                    "maxItems": MAX_PAGE}),
+    "InboxMarked": _object("marked", marked=INTEGER),
     "ApiKey": _object("id name created_at expires_at created_by", id=ID, name=STRING,
                       created_at=TIME, expires_at=TIME_OR_NULL, created_by=STRING),
     "ApiKeyPage": _page("ApiKey"),

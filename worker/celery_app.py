@@ -93,7 +93,8 @@ def create_app(config: Settings | None = None) -> Celery:
         task_serializer="json",
         accept_content=["json"],
         task_default_queue=DEFAULT_QUEUE,
-        task_routes={"provisioning.send_emails": {"queue": SEND_QUEUE}},
+        task_routes={"provisioning.send_emails": {"queue": SEND_QUEUE},
+                     "provisioning.send_pushes": {"queue": SEND_QUEUE}},
         worker_concurrency=config.worker_concurrency or None,  # None: one per CPU core
         worker_prefetch_multiplier=4,
         worker_hijack_root_logger=False,
@@ -109,6 +110,14 @@ def create_app(config: Settings | None = None) -> Celery:
             "purge-outbox": {
                 "task": "provisioning.purge_outbox",
                 "schedule": timedelta(seconds=config.outbox_purge_seconds),
+            },
+            "send-digests": {
+                "task": "provisioning.send_digests",
+                "schedule": timedelta(seconds=config.notification_digest_seconds),
+            },
+            "send-pushes": {
+                "task": "provisioning.send_pushes",
+                "schedule": timedelta(seconds=config.push_sweep_seconds),
             },
             "purge-jobs": {
                 "task": "provisioning.purge_jobs",

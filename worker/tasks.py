@@ -16,6 +16,7 @@ from provisioning.jobs.kinds import KINDS
 from provisioning.mail import delivery, outbox
 from provisioning.mail.sender import SmtpSender
 from provisioning.members import directory
+from provisioning.notifications import digest, push
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,18 @@ def sweep_jobs() -> int:
 @app.task(name="provisioning.purge_outbox")
 def purge_outbox() -> int:
     return outbox.purge()
+
+
+@app.task(name=push.PUSH_TASK, acks_late=True)
+def send_pushes() -> dict[str, int]:
+    report = push.deliver_pushes(push.configured_adapters())
+    return {"sent": len(report.sent), "failed": len(report.failed),
+            "deferred": len(report.deferred)}
+
+
+@app.task(name=digest.DIGEST_TASK)
+def send_digests() -> int:
+    return digest.send_digests().digests
 
 
 @app.task(name="provisioning.purge_jobs")

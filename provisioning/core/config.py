@@ -212,6 +212,29 @@ class Settings:
         "60", "how long a silent running job keeps its claim before a sweeper resumes it")
     job_retention_days: int = setting(
         "30", "finished jobs, their reports and staged rows are kept this long")
+    # Notifications: the digest's beat run, the push outbox and the Telegram adapter.
+    notification_digest_seconds: float = setting(
+        "300", "how often beat sends the digests of people whose local digest time has passed")
+    notification_digest_batch_size: int = setting(
+        "5000", "digests one transaction of the digest run makes")
+    push_sweep_seconds: float = setting(
+        "30", "how often beat sends push notifications that are due (retries, lost wake-ups)")
+    push_batch_size: int = setting("200", "push notifications one send task claims")
+    push_lease_seconds: int = setting(
+        "120", "how long a claim on a push notification lasts before another worker may take "
+        "it over")
+    push_max_attempts: int = setting("8", "attempts at a push notification before it is failed")
+    push_retry_base_seconds: float = setting(
+        "5", "push retries back off from this delay, doubling each attempt (with jitter)")
+    push_retry_max_seconds: float = setting(
+        "1800", "the longest delay between two push retries")
+    telegram_api_url: str = setting(
+        "https://api.telegram.org", "the Telegram Bot API's base URL", parse=_url)
+    telegram_bot_token: str | None = setting(
+        "", "the Telegram bot's token; without it Telegram notifications are not sent",
+        parse=_optional, secret=True)
+    push_timeout_seconds: float = setting(
+        "10", "seconds a push adapter waits for its service")
     # Built from the smtp_* settings above, checked when the settings are read.
     smtp: SmtpServer = field(init=False, compare=False, repr=False)
 

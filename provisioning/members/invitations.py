@@ -38,6 +38,7 @@ from provisioning.mail.models import EmailStatus
 from provisioning.members.directory import MemberView, invitation_state, member_view
 from provisioning.members.invitation_builder import send_invitation
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
+from provisioning.notifications.publish import notify
 
 
 @dataclass(frozen=True)
@@ -152,6 +153,8 @@ def accept_invitation(session: Session, token: str, body: Any, actor: Actor | No
         before={"status": MemberStatus.INVITED.value},
         after={"status": MemberStatus.ACTIVE.value},
     )
+    notify(session, invitation.invited_by_id, "invitation_accepted",
+           {"member_name": identity.name or identity.email}, account_id=membership.account_id)
     session.flush()
     return member_view(membership, invitation, EmailStatus.SENT.value, now)
 

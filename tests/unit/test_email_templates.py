@@ -314,3 +314,40 @@ def test_percent_signs_and_variables_in_a_trans_block_compile_as_gettext_formats
     for part in PARTS:
         source = (folder / part).read_text()
         assert "gettext" not in str(environment.compile(source, raw=True))
+
+
+# A sample context for every email in templates/email/: a new email needs one here.
+SAMPLE_CONTEXTS: dict[str, dict[str, object]] = {
+    "invite_new": invitation(),
+    "invite_existing": invitation(),
+    "notification": {"event": "invitation_accepted", "recipient_name": "Ana Souza",
+                     "details": {"member_name": "Bruno Lima", "account_name": "Acme Logistics"},
+                     "product_name": "Provisioner"},
+    "digest": {"recipient_name": "Ana Souza", "count": 2, "day": "7 January 2027",
+               "digest_time": "09:00", "time_zone": "Asia/Jakarta", "product_name": "Provisioner",
+               "entries": [{"time": "08:10", "text": "Bruno Lima accepted your invitation"},
+                           {"time": "08:45", "text": "Incoming call from Budi"}]},
+}
+
+
+def _email_folders() -> list[str]:
+    return sorted(path.name for path in (DEFAULT_TEMPLATES_DIR / "email").iterdir()
+                  if path.is_dir() and not path.name.startswith("_"))
+
+
+def test_every_email_folder_has_a_sample_context() -> None:
+    assert _email_folders() == sorted(SAMPLE_CONTEXTS)
+
+
+@pytest.mark.parametrize("template", _email_folders())
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_every_email_in_the_templates_folder_renders_in_every_language(
+        template: str, language: str) -> None:
+    email = render_email(template, language, SAMPLE_CONTEXTS[template])
+
+    assert email.subject and "\n" not in email.subject
+    assert email.text.strip() and f'<html lang="{language}"' in email.html
+    assert "Ana Souza" in email.text and "Ana Souza" in email.html
+    if language != "en":
+        english = render_email(template, "en", SAMPLE_CONTEXTS[template])
+        assert email.subject != english.subject and email.text != english.text
