@@ -115,6 +115,6 @@ def use_recovery_code(session: Session, identity_id: int, code: str) -> bool:
 
 def accept_code(session: Session, identity: Identity, code: str) -> bool:
     """A second factor of an identity with 2FA on: a TOTP code or an unused recovery code."""
-    if code.strip().isdigit():
+    if code.strip().isdigit() and len(code.strip()) <= 8:  # recovery codes are 10 long
         return claim_totp_code(session, identity, open_secret(identity.totp_secret), code)
     return use_recovery_code(session, identity.id, code)

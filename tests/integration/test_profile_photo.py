@@ -111,3 +111,13 @@ def test_what_is_not_a_photo_is_refused_clearly(stack: Stack):
     Image.new("RGB", (10, 10)).save(gif, "GIF")
     _problem(_put(stack, admin.headers, gif.getvalue(), "image/png"), 415, "not_an_image")
     assert stack.api.simulate_get("/v1/me", headers=admin.headers).json["photo_url"] is None
+
+
+def test_a_photo_may_be_larger_than_a_json_body(stack: Stack):
+    admin = stack.create_account()
+    noise = Image.frombytes("RGB", (720, 720), os.urandom(720 * 720 * 3))
+    out = io.BytesIO()
+    noise.save(out, "PNG")
+    assert 1024 * 1024 < len(out.getvalue()) <= 2 * 1024 * 1024
+    put = _put(stack, admin.headers, out.getvalue(), "application/octet-stream")
+    assert put.status_code == 200, put.text

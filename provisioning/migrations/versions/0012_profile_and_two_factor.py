@@ -25,10 +25,10 @@ ID = sa.BigInteger().with_variant(sa.Integer(), 'sqlite')
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('identities', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('time_zone', sa.String(length=64), nullable=True))
-        batch_op.alter_column('totp_secret', existing_type=sa.String(length=64),
-                              type_=sa.String(length=255), existing_nullable=True)
+    # Column by column, never a batch: on SQLite a batch copies ``identities`` and drops the
+    # old table, and that drop would cascade to every session and recovery code.
+    op.add_column('identities', sa.Column('time_zone', sa.String(length=64), nullable=True))
+    _swap_secret_column(sa.String(length=255), seal=True)
     op.create_table(
         'recovery_codes',
         sa.Column('id', ID, nullable=False),
@@ -65,41 +65,31 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(['identity_id'], ['identities.id'], ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('identity_id', 'size'),
     )
-    _seal_stored_secrets()
 
 
-def _seal_stored_secrets() -> None:
-    """Encrypt the TOTP secrets stored in clear (base32, at most 64 characters)."""
-    from provisioning.access.codes import seal_secret
+def _swap_secret_column(kind: sa.String, *, seal: bool) -> None:
+    """Replace ``identities.totp_secret`` by a column of ``kind`` holding each secret sealed
+    (or opened again): added, filled, the old one dropped, the new one renamed."""
+    from provisioning.access.codes import open_secret, seal_secret
 
-    identities = sa.table('identities', sa.column('id', ID),
-                          sa.column('totp_secret', sa.String(255)))
+    op.add_column('identities', sa.Column('totp_secret_next', kind, nullable=True))
+    identities = sa.table('identities', sa.column('id', ID), sa.column('totp_secret', sa.Text),
+                          sa.column('totp_secret_next', sa.Text))
     connection = op.get_bind()
     stored = connection.execute(sa.select(identities.c.id, identities.c.totp_secret)
                                 .where(identities.c.totp_secret.is_not(None))).all()
     for identity_id, secret in stored:
-        if len(secret) <= 64:  # a sealed secret is longer than any base32 one
-            connection.execute(identities.update().where(identities.c.id == identity_id)
-                               .values(totp_secret=seal_secret(secret)))
+        connection.execute(identities.update().where(identities.c.id == identity_id).values(
+            totp_secret_next=seal_secret(secret) if seal else open_secret(secret)))
+    op.drop_column('identities', 'totp_secret')
+    op.alter_column('identities', 'totp_secret_next', new_column_name='totp_secret',
+                    existing_type=kind, existing_nullable=True)
 
 
 def downgrade() -> None:
-    from provisioning.access.codes import open_secret
-
-    identities = sa.table('identities', sa.column('id', ID),
-                          sa.column('totp_secret', sa.String(255)))
-    connection = op.get_bind()
-    for identity_id, sealed in connection.execute(
-            sa.select(identities.c.id, identities.c.totp_secret)
-            .where(identities.c.totp_secret.is_not(None))).all():
-        connection.execute(identities.update().where(identities.c.id == identity_id)
-                           .values(totp_secret=open_secret(sealed)))
     op.drop_table('profile_photos')
     op.drop_table('email_changes')
     op.drop_index('ix_recovery_codes_identity', table_name='recovery_codes')
     op.drop_table('recovery_codes')
-    with op.batch_alter_table('identities', schema=None) as batch_op:
-        batch_op.alter_column('totp_secret', existing_type=sa.String(length=255),
-                              type_=sa.String(length=64), existing_nullable=True)
-        batch_op.drop_column('time_zone')
-
+    _swap_secret_column(sa.String(length=64), seal=False)
+    op.drop_column('identities', 'time_zone')
