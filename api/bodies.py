@@ -24,13 +24,13 @@ class NestedTooDeep(ValueError):
 class BodyLimit:
     """Refuses a body over the limit before reading it, or, without a Content-Length (chunked),
     after reading one byte past it. A resource whose body is a file (``takes_files``) reads it
-    under the import's own limit."""
+    under the import's own limit; one with a ``body_limit`` (a photo) is capped at that."""
 
     def process_resource(self, req: falcon.Request, resp: falcon.Response, resource: Any,
                          params: dict[str, Any]) -> None:
         if resource is None or getattr(resource, "takes_files", False):
             return
-        limit = settings().max_body_bytes
+        limit = getattr(resource, "body_limit", None) or settings().max_body_bytes
         length = req.content_length
         if length is None and req.get_header("Transfer-Encoding"):
             body = req.stream.read(limit + 1)

@@ -24,6 +24,7 @@ from api.resources import (
     members,
     notifications,
     pages,
+    profile,
     system,
 )
 from api.schemas import (
@@ -33,6 +34,7 @@ from api.schemas import (
     MEMBER_FILTERS,
     PAGE,
     RECORD_FILTERS,
+    STRING,
     ref,
 )
 from provisioning.crm.records import KINDS
@@ -47,6 +49,10 @@ IMPORT_FILE = (
     Content("multipart/form-data", ref("ImportUpload")),
 )
 QUEUED_JOB = {202: json_body("QueuedJob")}
+PHOTO_UPLOAD = tuple(Content(media, {"type": "string", "contentMediaType": media})
+                     for media in ("image/png", "image/jpeg", "image/webp",
+                                   "application/octet-stream"))
+PHOTO = Content("image/jpeg", {"type": "string", "contentMediaType": "image/jpeg"})
 
 
 def record_routes(account: str) -> list[Route]:
@@ -100,8 +106,38 @@ def routes() -> list[Route]:
                              request=json_body("Login"))),
         route("/v1/auth/logout", auth.Logout(),
               post=Operation("Log out", {204: None})),
-        route("/v1/me", auth.Me(),
-              get=Operation("The caller", {200: json_body("Me")})),
+        route("/v1/me", profile.Me(),
+              get=Operation("The caller's profile", {200: json_body("Me")}),
+              patch=Operation("Change the caller's profile", {200: json_body("Me")},
+                              request=json_body("ProfileChange"))),
+        route("/v1/me/photo", profile.MyPhoto(),
+              put=Operation("Set the caller's photo (PNG, JPEG or WebP, at most 2 MB)",
+                            {200: json_body("PhotoSet")}, request=PHOTO_UPLOAD),
+              delete=Operation("Remove the caller's photo", {204: None})),
+        route("/v1/identities/{identity_id:int}/photo", profile.IdentityPhoto(),
+              get=Operation("A photo, for its person and whoever shares an account with them",
+                            {200: PHOTO, 304: None}, query={"size": {"enum": [512, 128]},
+                                                            "v": STRING})),
+        route("/v1/me/password", profile.MyPassword(),
+              post=Operation("Change the caller's password; their other sessions end",
+                             {204: None}, request=json_body("PasswordChange"))),
+        route("/v1/me/email", profile.MyEmail(),
+              post=Operation("Ask to change the login email (a link goes to the new address)",
+                             {202: json_body("EmailChangeSent")},
+                             request=json_body("EmailChange"))),
+        route("/v1/me/email/confirm", profile.MyEmailConfirmation(),
+              post=Operation("Confirm a change of login email with the link's token",
+                             {200: json_body("Me")}, request=json_body("EmailChangeConfirm"))),
+        route("/v1/me/2fa/setup", profile.TwoFactorSetup(),
+              post=Operation("Start two-factor set-up: a secret for an authenticator",
+                             {200: json_body("TwoFactorSetup")})),
+        route("/v1/me/2fa/enable", profile.TwoFactorEnable(),
+              post=Operation("Turn two-factor sign-in on with a code",
+                             {200: json_body("RecoveryCodes")},
+                             request=json_body("TwoFactorCode"))),
+        route("/v1/me/2fa/disable", profile.TwoFactorDisable(),
+              post=Operation("Turn two-factor sign-in off with a code or a recovery code",
+                             {204: None}, request=json_body("TwoFactorCode"))),
         route("/v1/me/notifications", notifications.NotificationSettings(),
               get=Operation("The caller's notification settings",
                             {200: json_body("NotificationSettings")}),

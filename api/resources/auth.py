@@ -29,12 +29,6 @@ class Logout:
         resp.status = falcon.HTTP_204
 
 
-class Me:
-    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
-        actor = req.context.actor
-        resp.media = {"id": actor.identity_id, "email": actor.email, "name": actor.name}
-
-
 class ApiKeys:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         resp.media = {"items": auth.list_api_keys(req.context.session, req.context.actor,

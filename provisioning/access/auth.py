@@ -5,23 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-import pyotp
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
 
-from provisioning.access import limits
+from provisioning.access import codes, limits
 from provisioning.access.models import ApiToken
 from provisioning.access.policy import STANDING_COLUMNS, Permission, Standing, require
 from provisioning.accounts.models import Account, Role
 from provisioning.core import audit
 from provisioning.core.config import settings
-from provisioning.core.db import after_commit
 from provisioning.core.errors import (
     FieldError,
     InvalidInput,
     NotAuthenticated,
     NotFound,
-    RateLimited,
 )
 from provisioning.core.models import utcnow
 from provisioning.core.security import (
@@ -72,29 +69,15 @@ def login(session: Session, email: str, password: str, totp_code: str | None,
     either limit every attempt is refused with 429, the right password too, until the
     oldest failure leaves the window.
     """
-    config = settings()
-    window = config.login_failure_window_seconds
-    counted = [(limits.limit_key("login-email", email.strip().lower()),
-                limits.Limit(config.login_failures_per_email, window))]
-    if client:
-        counted.append((limits.limit_key("login-address", client),
-                        limits.Limit(config.login_failures_per_address, window)))
-    store = limits.store()
-    waits = [wait for key, limit in counted
-             if (wait := limits.retry_after(store, key, limit)) is not None]
-    if waits:
-        raise RateLimited(f"Too many failed logins. Try again in {max(waits)} seconds.",
-                          retry_after=max(waits))
+    counted = limits.login_failures(email, client)
+    limits.refuse_while_limited(counted, what="Too many failed logins")
     try:
         issued = _check_credentials(session, email, password, totp_code)
     except NotAuthenticated as refused:
         if refused.code in COUNTED_FAILURES:
-            session.rollback()  # nothing of a failed login is kept but its count
-            for key, limit in counted:
-                limits.hit(store, key, limit)
+            limits.count_failure(session, counted)  # nothing of a failed login is kept
         raise
-    # Once the session is committed: on SQLite the request holds the write lock until then.
-    after_commit(session, lambda: store.clear(counted[0][0]))
+    limits.forget_failures(session, counted)
     return issued
 
 
@@ -132,25 +115,12 @@ def _check_credentials(session: Session, email: str, password: str, totp_code: s
 
 
 def check_totp_code(session: Session, identity: Identity, code: str | None) -> None:
-    """R13: the code from the identity's authenticator, each code accepted once."""
+    """R13: the code from the identity's authenticator, or an unused recovery code; each
+    accepted once."""
     if not code:
         raise NotAuthenticated("Enter the code from your authenticator app.", code="totp_required")
-    totp = pyotp.TOTP(identity.totp_secret or "")
-    now = utcnow()
-    for offset in (-1, 0, 1):
-        step = totp.timecode(now) + offset
-        if totp.generate_otp(step) != code.strip():
-            continue
-        # A code works once: of two logins racing with it, one moves the last step past it.
-        claimed = session.execute(
-            update(Identity)
-            .where(Identity.id == identity.id,
-                   or_(Identity.totp_last_step.is_(None), Identity.totp_last_step < step))
-            .values(totp_last_step=step)
-        )
-        if claimed.rowcount:  # type: ignore[attr-defined]
-            return
-    raise NotAuthenticated("That code is not valid.", code="totp_invalid")
+    if not codes.accept_code(session, identity, code):
+        raise NotAuthenticated("That code is not valid.", code="totp_invalid")
 
 
 def _issue(

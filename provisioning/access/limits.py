@@ -22,10 +22,12 @@ from functools import lru_cache
 from typing import Any, Protocol
 
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.orm import Session
 
 from provisioning.access.models import LimitHit
 from provisioning.core.config import settings
-from provisioning.core.db import engine_for
+from provisioning.core.db import after_commit, engine_for
+from provisioning.core.errors import RateLimited
 
 Clock = Callable[[], float]
 _clock: Clock = time.time
@@ -150,3 +152,54 @@ def store() -> Store:
     """Redis when the broker is Redis, else the database."""
     config = settings()
     return _store_for(config.database_url, config.broker_url)
+
+
+# --- the login's limits, for every action that checks a login's secrets ------------------
+
+Counted = list[tuple[str, Limit]]
+
+
+def login_failures(email: str, client: str | None) -> Counted:
+    """What a failed check of a login's secrets (its password, a two-factor code) counts
+    against: the login limits of its email and of the client's address. Login, 2FA set-up,
+    enable and disable, the password change and the email confirmation share them, so no
+    route gives a guesser a fresh budget."""
+    config = settings()
+    window = config.login_failure_window_seconds
+    counted = [(limit_key("login-email", email.strip().lower()),
+                Limit(config.login_failures_per_email, window))]
+    if client:
+        counted.append((limit_key("login-address", client),
+                        Limit(config.login_failures_per_address, window)))
+    return counted
+
+
+def refuse_while_limited(counted: Counted, session: Session | None = None,
+                         what: str = "Too many failed attempts") -> None:
+    """RateLimited (429 with Retry-After) while any of ``counted`` is over its limit.
+
+    A request that already read in ``session`` ends that read-only transaction first: on
+    SQLite it holds the write lock the database store needs."""
+    if session is not None:
+        session.rollback()
+    active = store()
+    waits = [wait for key, limit in counted
+             if (wait := retry_after(active, key, limit)) is not None]
+    if waits:
+        raise RateLimited(f"{what}. Try again in {max(waits)} seconds.",
+                          retry_after=max(waits))
+
+
+def count_failure(session: Session, counted: Counted) -> None:
+    """Count a failed attempt; nothing else of the failed request is kept."""
+    session.rollback()
+    active = store()
+    for key, limit in counted:
+        hit(active, key, limit)
+
+
+def forget_failures(session: Session, counted: Counted) -> None:
+    """A success forgets the email's failures, once the session has committed (on SQLite
+    the request holds the write lock until then)."""
+    active = store()
+    after_commit(session, lambda: active.clear(counted[0][0]))

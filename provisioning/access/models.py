@@ -37,3 +37,16 @@ class LimitHit(Base):
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     key: Mapped[str] = mapped_column(String(64))  # a keyed hash, never the value itself
     at: Mapped[float] = mapped_column(Float)  # seconds since the epoch
+
+
+class RecoveryCode(Base):
+    """One of an identity's two-factor recovery codes (R13), as a keyed hash; used once."""
+
+    __tablename__ = "recovery_codes"
+    __table_args__ = (Index("ix_recovery_codes_identity", "identity_id", "code_hash"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    code_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

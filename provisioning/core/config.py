@@ -153,6 +153,13 @@ class Settings:
         "`X-Forwarded-For` is believed; otherwise the client is the connection's address",
         parse=_networks)
     invitation_ttl_days: int = setting("7", "how long an invitation link works")
+    email_change_ttl_hours: int = setting(
+        "24", "how long the link confirming a change of login email works")
+    photo_max_bytes: int = setting(
+        "2097152", "the largest profile photo upload (2 MB), PNG, JPEG or WebP")
+    photo_max_pixels: int = setting(
+        "25000000", "the most pixels a profile photo may decode to (decompression bombs "
+        "are refused before decoding)")
     invitation_resend_interval_seconds: int = setting(
         "60", "the least time between two sends of one invitation")
     invitation_resends_per_day: int = setting("5", "sends of one invitation a day at most")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
 from typing import Any, TypeVar
 
 import email_validator
@@ -171,4 +173,31 @@ def check_password(password: str | None, field: str = "password") -> list[FieldE
         ]
     if len(password) > MAX_PASSWORD_LENGTH:
         return [FieldError(field, f"At most {MAX_PASSWORD_LENGTH} characters.", "too_long")]
+    return []
+
+
+COMMON_PASSWORDS_FILE = Path(__file__).with_name("common-passwords.txt")
+
+
+@lru_cache(maxsize=1)
+def common_passwords() -> frozenset[str]:
+    """The shipped list of common passwords, lower-cased (``#`` lines are comments)."""
+    lines = COMMON_PASSWORDS_FILE.read_text(encoding="utf-8").splitlines()
+    return frozenset(line.strip().lower() for line in lines
+                     if line.strip() and not line.startswith("#"))
+
+
+def check_new_password(password: str | None, email: str, field: str = "new_password"
+                       ) -> list[FieldError]:
+    """A password someone chooses for their login: long enough (``check_password``), not
+    their email (or its name part), and not on the common-password list."""
+    problems = check_password(password, field)
+    if problems or password is None:
+        return problems
+    lowered = password.strip().lower()
+    if lowered in (email.lower(), email.lower().partition("@")[0]):
+        return [FieldError(field, "Do not use your email address as your password.",
+                           "same_as_email")]
+    if lowered in common_passwords() or lowered.replace(" ", "") in common_passwords():
+        return [FieldError(field, "This password is too common; choose another.", "too_common")]
     return []

@@ -9,6 +9,7 @@ import pyotp
 import pytest
 from sqlalchemy import update
 
+from provisioning.access.codes import seal_secret
 from provisioning.core.db import session_scope
 from provisioning.members.models import Identity
 from tests.conftest import Stack
@@ -46,7 +47,7 @@ def test_login_with_two_factor_asks_for_a_code_that_works_once(stack: Stack):
     secret = pyotp.random_base32()
     with session_scope() as session:
         session.execute(update(Identity).where(Identity.email == admin.email)
-                        .values(totp_secret=secret, totp_enabled=True))
+                        .values(totp_secret=seal_secret(secret), totp_enabled=True))
     missing = login(stack, admin.email, "correct horse battery")
     assert missing.status_code == 401 and missing.json["code"] == "totp_required"
     wrong = login(stack, admin.email, "correct horse battery", "000000"

@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import func, insert, select, update
 
 from api.app import create_app
+from provisioning.access.codes import seal_secret
 from provisioning.billing.models import Subscription
 from provisioning.core.db import session_scope
 from provisioning.core.migrate import upgrade
@@ -69,7 +70,7 @@ def test_another_account_sees_of_an_existing_login_only_what_it_wrote_until_they
     secret = pyotp.random_base32()
     with session_scope() as session:
         session.execute(update(Identity).where(Identity.email == email)
-                        .values(totp_enabled=True, totp_secret=secret))
+                        .values(totp_enabled=True, totp_secret=seal_secret(secret)))
     answer = stack.invite(second, email=email.upper(), name="Someone Else", user_type="free")
     assert answer.status_code == 201, answer.json
     # Kim's own profile (her name, her two-factor state) is not the second account's yet.
@@ -172,7 +173,8 @@ def test_an_invite_writes_the_same_rows_on_postgresql_and_on_sqlite(
         assert (full.status_code, free.status_code) == (201, 201), (full.json, free.json)
         assert written_rows(full.json["id"]) == {
             "identity": {"email": "full.member@example.com", "name": "Bo", "language": "tr",
-                         "password_hash": None, "phone": None, "totp_secret": None,
+                         "password_hash": None, "phone": None, "time_zone": None,
+                         "totp_secret": None,
                          "totp_enabled": False, "totp_last_step": None},
             "member": {"user_type": "full", "status": "invited", "language": "tr",
                        "seasonal_start": None, "seasonal_end": None, "note": None,

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import create_engine, select, update
 
 from provisioning.access import limits
+from provisioning.access.codes import seal_secret
 from provisioning.access.models import LimitHit
 from provisioning.core.config import settings
 from provisioning.core.db import session_scope
@@ -259,7 +260,7 @@ def test_twenty_logins_racing_with_one_code_let_one_in(stack: Stack, clock: Cloc
     secret = pyotp.random_base32()
     with session_scope() as session:
         session.execute(update(Identity).where(Identity.email == admin.email)
-                        .values(totp_secret=secret, totp_enabled=True))
+                        .values(totp_secret=seal_secret(secret), totp_enabled=True))
     code = pyotp.TOTP(secret).now()
     start = threading.Barrier(20)
     outcomes: list[str] = []

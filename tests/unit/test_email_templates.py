@@ -323,6 +323,11 @@ SAMPLE_CONTEXTS: dict[str, dict[str, object]] = {
     "notification": {"event": "invitation_accepted", "recipient_name": "Ana Souza",
                      "details": {"member_name": "Bruno Lima", "account_name": "Acme Logistics"},
                      "product_name": "Provisioner"},
+    **{name: {"name": "Ana Souza", "old_email": "ana@old.example", "new_email":
+              "ana@new.example", "expires_at": datetime(2027, 1, 7, 12, 0, tzinfo=UTC),
+              "link": "https://app.example.test/email-change/4be1c0",
+              "product_name": "Provisioner"}
+       for name in ("email_change_confirm", "email_changed_notice")},
     "digest": {"recipient_name": "Ana Souza", "count": 2, "day": "7 January 2027",
                "digest_time": "09:00", "time_zone": "Asia/Jakarta", "product_name": "Provisioner",
                "entries": [{"time": "08:10", "text": "Bruno Lima accepted your invitation"},
