@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import AdminAccount, Stack
 from tests.support.members import accept
+from tests.support.openapi import conforms
 
 
 @pytest.fixture(scope="module")
@@ -227,37 +228,6 @@ def test_a_custom_role_with_users_manage_may_invite_and_one_without_may_not(stac
                                            headers={"Authorization": f"Bearer {viewer}"}), 403)
 
 
-def _conforms(described: dict[str, Any], schema: dict[str, Any], value: Any, where: str
-              ) -> list[str]:
-    """Where ``value`` strays from ``schema``: a missing or undocumented field, a wrong type."""
-    if "$ref" in schema:
-        schema = described["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
-    if "oneOf" in schema:
-        tries = [_conforms(described, option, value, where) for option in schema["oneOf"]]
-        return [] if any(not found for found in tries) else tries[0]
-    if "enum" in schema:
-        return [] if value in schema["enum"] else [f"{where}: {value!r} not in the enum"]
-    kinds = schema.get("type")
-    kinds = [kinds] if isinstance(kinds, str) else kinds
-    python = {"object": dict, "array": list, "string": str, "integer": int, "number": (int, float),
-              "boolean": bool, "null": type(None)}
-    if kinds and not any(isinstance(value, python[kind]) for kind in kinds):
-        return [f"{where}: {value!r} is not {kinds}"]
-    strays = []
-    if isinstance(value, dict) and "properties" in schema:
-        strays += [f"{where}.{name}: missing" for name in schema.get("required", [])
-                   if name not in value]
-        for name, item in value.items():
-            if name in schema["properties"]:
-                strays += _conforms(described, schema["properties"][name], item, f"{where}.{name}")
-            elif not schema.get("additionalProperties"):
-                strays.append(f"{where}.{name}: not documented")
-    if isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            strays += _conforms(described, schema["items"], item, f"{where}[{index}]")
-    return strays
-
-
 def test_answers_carry_the_fields_the_document_names(stack: Stack):
     described = stack.api.simulate_get("/openapi.json").json
     admin = stack.create_account()
@@ -291,11 +261,11 @@ def test_answers_carry_the_fields_the_document_names(stack: Stack):
                                             json=bodies.get(url) if method == "post" else None)
         answers.append((method, path, result.status_code, result))
     refused = stack.api.simulate_get("/v1/invitations/no-such-token")
-    strays = _conforms(described, described["components"]["schemas"]["Problem"], refused.json,
+    strays = conforms(described, described["components"]["schemas"]["Problem"], refused.json,
                        "problem")
     for method, path, status, result in answers:
         responses = described["paths"][path][method]["responses"]
         assert str(result.status_code) in responses, (method, path, result.text)
         schema = responses[str(status)]["content"]["application/json"]["schema"]
-        strays += _conforms(described, schema, result.json, f"{method} {path}")
+        strays += conforms(described, schema, result.json, f"{method} {path}")
     assert strays == []
