@@ -154,6 +154,13 @@ def test_a_disabled_membership_is_refused_in_its_account_only(stack: Stack):
     assert problem(stack.api.simulate_get(users(second), headers=token), 403)["code"] \
         == "admin_required"
     assert stack.api.simulate_get("/v1/me", headers=token).status_code == 200
+    # Activated again, the member logs in again: the old session stays dead in that account.
+    assert stack.api.simulate_post(f"{users(first)}/{member}/activate",
+                                   headers=first.headers).status_code == 200
+    assert problem(stack.api.simulate_get(users(first), headers=token), 401)
+    fresh = {"Authorization": f"Bearer {login(stack, email).json['token']}"}
+    assert problem(stack.api.simulate_get(users(first), headers=fresh), 403)["code"] \
+        == "admin_required"
 
 
 def test_activation_takes_a_seat_and_a_full_trial_refuses_it_saying_why(stack: Stack):
