@@ -26,7 +26,7 @@ from provisioning.core import audit
 from provisioning.core.bulk import insert_rows
 from provisioning.core.config import settings
 from provisioning.core.db import after_commit, is_conflict, session_scope
-from provisioning.core.errors import FieldError, ProvisioningError
+from provisioning.core.errors import FieldError, InvalidInput, ProvisioningError
 from provisioning.core.models import utcnow
 from provisioning.core.validation import Form
 from provisioning.jobs.kinds import JobKind, register
@@ -140,6 +140,13 @@ def _check_once(session: Session, acting: Acting, request: BulkRequest) -> None:
         rules.named(request.group, catalog(connection, Group, acting.account.id), "group")
     if request.targets:
         check_targets(session, acting.account.id, None, request.targets)
+        chosen = set(request.user_ids)
+        leaving = [FieldError(name, f"Member {target} is among the members this action "
+                                    "takes out; choose someone who stays.",
+                              "target_in_selection")
+                   for name, target in request.targets.given.items() if target in chosen]
+        if leaving:
+            raise InvalidInput(leaving)
 
 
 Action = Callable[[Session, Acting, int], Any]

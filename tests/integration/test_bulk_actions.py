@@ -148,7 +148,9 @@ def test_what_holds_for_every_member_is_refused_before_any_job(stack: Stack):
             ({"action": "set_role", "user_ids": members}, "role"),
             ({"action": "set_role", "role": "no such role", "user_ids": members}, "role"),
             ({"action": "set_group", "user_ids": members}, "group"),
-            ({"action": "disable", "reassign_to": 10**9, "user_ids": members}, "reassign_to")):
+            ({"action": "disable", "reassign_to": 10**9, "user_ids": members}, "reassign_to"),
+            ({"action": "remove", "reassign_tasks_to": members[1], "user_ids": members},
+             "reassign_tasks_to")):
         answer = bulk(stack, admin, **body)
         assert answer.status_code == 422, (body, answer.json)
         assert field in [error["field"] for error in answer.json["errors"]], answer.json
