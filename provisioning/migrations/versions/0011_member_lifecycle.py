@@ -9,7 +9,8 @@ A disable records when the member's sessions stop being valid in the account
 activation. A reassignment job keeps its member and targets in ``reassignments``; a bulk
 action keeps each member's outcome in ``job_results``. Audit entries keep the acting
 member (``actor_member_id``, filled for the entries already there) and are indexed for the
-audit list's filters; an account's jobs are listed by ``ix_jobs_account``.
+audit list's filters; an account's jobs are listed by ``ix_jobs_account``; a disable finds
+the identity's tokens by ``ix_api_tokens_identity``.
 """
 
 from __future__ import annotations
@@ -74,8 +75,14 @@ def upgrade() -> None:
     with op.batch_alter_table('memberships', schema=None) as batch_op:
         batch_op.add_column(sa.Column('sessions_valid_after', sa.DateTime(timezone=True), nullable=True))
 
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.create_index('ix_api_tokens_identity', ['identity_id', 'kind'], unique=False)
+
 
 def downgrade() -> None:
+    with op.batch_alter_table('api_tokens', schema=None) as batch_op:
+        batch_op.drop_index('ix_api_tokens_identity')
+
     with op.batch_alter_table('memberships', schema=None) as batch_op:
         batch_op.drop_column('sessions_valid_after')
 
