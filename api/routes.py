@@ -28,12 +28,16 @@ from api.resources import (
     system,
 )
 from api.schemas import (
+    ACCOUNT_JOB_FILTERS,
+    AUDIT_FILTERS,
     IMPORT_OPTIONS,
     INBOX_FILTERS,
     JOB_FILTERS,
     MEMBER_FILTERS,
     PAGE,
+    REASSIGN_TARGETS,
     RECORD_FILTERS,
+    RESULT_FILTERS,
     STRING,
     ref,
 )
@@ -86,6 +90,10 @@ def record_routes(account: str) -> list[Route]:
                              request=json_body("NewMessage"))),
     ]
     return table
+
+
+# A lifecycle action: the member, or the job that moves their records (with the member)
+MEMBER_OR_JOB = {200: json_body("Member"), 202: json_body("QueuedMemberJob")}
 
 
 def routes() -> list[Route]:
@@ -163,8 +171,23 @@ def routes() -> list[Route]:
                             query=MEMBER_FILTERS | PAGE),
               post=Operation("Invite a member", {201: json_body("Member")},
                              request=json_body("Invite"))),
+        route(account + "/users/bulk", members.MembersBulk(),
+              post=Operation("One action on many members, as a job", QUEUED_JOB,
+                             request=json_body("BulkAction"))),
         route(member, members.Member(),
-              get=Operation("One member", {200: json_body("Member")})),
+              get=Operation("One member", {200: json_body("Member")}),
+              patch=Operation("Change a member's role, group, name or note",
+                              {200: json_body("Member")}, request=json_body("MemberChanges")),
+              delete=Operation("Remove a member, moving their records first",
+                               MEMBER_OR_JOB, query=REASSIGN_TARGETS)),
+        route(member + "/disable", members.MemberDisable(),
+              post=Operation("Disable a member (and move their records)", MEMBER_OR_JOB,
+                             request=json_body("Reassign"), request_required=False)),
+        route(member + "/activate", members.MemberActivate(),
+              post=Operation("Activate a disabled member", MEMBER_OR_JOB)),
+        route(member + "/records", members.MemberRecords(),
+              get=Operation("What the member owns: the reassignment's preview",
+                            {200: json_body("RecordCounts")})),
         route(member + "/invitation", members.MemberInvitation(),
               delete=Operation("Revoke the invitation", {200: json_body("Member")})),
         route(member + "/invitation/resend", members.MemberInvitationResend(),
@@ -180,7 +203,10 @@ def routes() -> list[Route]:
               get=Operation("Groups", {200: json_body("GroupPage")})),
         route(account + "/audit", accounts.Audit(),
               get=Operation("Audit log, newest first", {200: json_body("AuditPage")},
-                            query=PAGE)),
+                            query=AUDIT_FILTERS | PAGE)),
+        route(account + "/jobs", jobs.AccountJobs(),
+              get=Operation("The account's jobs, newest first", {200: json_body("JobPage")},
+                            query=ACCOUNT_JOB_FILTERS | PAGE)),
         route(account + "/imports", jobs.Imports(),
               get=Operation("List imports, newest first", {200: json_body("JobPage")},
                             query=JOB_FILTERS | PAGE),
@@ -197,6 +223,9 @@ def routes() -> list[Route]:
               get=Operation("A job's status and progress", {200: json_body("Job")})),
         route(job + "/errors.csv", jobs.JobErrors(),
               get=Operation("The rows a job could not take, and why", {200: CSV_REPORT})),
+        route(job + "/results", jobs.JobResults(),
+              get=Operation("What a bulk action did with each member",
+                            {200: json_body("JobResultPage")}, query=RESULT_FILTERS | PAGE)),
         route(job + "/cancel", jobs.JobCancel(),
               post=Operation("Stop a job at its next chunk", {200: json_body("Job")})),
         route("/v1/invitations/{token}", invitations.InvitationPreview(),

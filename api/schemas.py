@@ -16,8 +16,11 @@ from provisioning.crm.records import KINDS, MAX_LABEL_LENGTH
 from provisioning.imports.formats import COLUMNS
 from provisioning.imports.options import ON_EXISTING
 from provisioning.jobs.models import JobStatus
+from provisioning.jobs.results import RESULT_STATUSES
+from provisioning.members.bulk import ACTIONS
 from provisioning.members.models import MemberStatus
 from provisioning.members.rules import USER_TYPES
+from provisioning.members.targets import RECORD_KINDS, TARGET_FIELDS
 from provisioning.notifications.catalog import CHANNELS, EMAIL_MODES, EVENTS
 
 
@@ -69,6 +72,11 @@ MEMBER_FILTERS: Parameters = {
 JOB_FILTERS: Parameters = {"status": {"enum": JOB_STATUSES}}
 RECORD_FILTERS: Parameters = {"responsible_id": ID}
 INBOX_FILTERS: Parameters = {"unread": {"type": "boolean", "default": False}}
+ACCOUNT_JOB_FILTERS: Parameters = {"kind": STRING, "status": {"enum": JOB_STATUSES}}
+RESULT_FILTERS: Parameters = {"status": {"enum": list(RESULT_STATUSES)}}
+REASSIGN_TARGETS: Parameters = {name: ID for name in TARGET_FIELDS}
+AUDIT_FILTERS: Parameters = {"actor": ID, "action": STRING, "target": STRING,
+                             "since": TIME, "until": TIME}
 IMPORT_OPTIONS: Parameters = {"dry_run": {"type": "boolean", "default": False},
                               "on_existing": {"enum": list(ON_EXISTING), "default": "skip"},
                               "invite": {"type": "boolean", "default": True}}
@@ -194,27 +202,52 @@ SCHEMAS: dict[str, Any] = {
     "PermissionPage": _page("Permission"),
     "Group": _object("id name builtin", id=ID, name=STRING, builtin=BOOLEAN),
     "GroupPage": _page("Group"),
-    "AuditEntry": _object("id actor action target_type target_id before after at", id=ID,
+    "AuditEntry": _object("id actor_id actor action target_type target_id before after at",
+                          id=ID, actor_id={"type": ["integer", "null"]},
                           actor=TEXT_OR_NULL, action=STRING, target_type=TEXT_OR_NULL,
                           target_id=TEXT_OR_NULL, before=JSON_VALUE,
                           after=JSON_VALUE, at=TIME),
     "AuditPage": _page("AuditEntry"),
-    "JobSummary": {**_object("created updated skipped failed", created=INTEGER,
-                             updated=INTEGER, skipped=INTEGER, failed=INTEGER),
-                   "additionalProperties": INTEGER},
+    "JobSummary": {"oneOf": [ref("ImportSummary"), ref("BulkSummary"),
+                             ref("ReassignmentSummary")]},
+    "ImportSummary": {**_object("created updated skipped failed", created=INTEGER,
+                                updated=INTEGER, skipped=INTEGER, failed=INTEGER),
+                      "additionalProperties": INTEGER},
+    "BulkSummary": _object("succeeded failed", succeeded=INTEGER, failed=INTEGER),
+    # Records moved so far, of each kind
+    "ReassignmentSummary": _object(" ".join(RECORD_KINDS), "",
+                                   **{kind: INTEGER for kind in RECORD_KINDS}),
     "Job": _object(
-        "id kind status total done summary error errors_url options created_at started_at "
+        "id kind status total done summary error errors_url created_at started_at "
         "finished_at elapsed_seconds rows_per_second",
-        "rows_url commit_url committed_as dry_run_job",
+        "options rows_url commit_url committed_as dry_run_job member_id removes targets "
+        "action results_url",
         id=ID, kind=STRING, status={"enum": JOB_STATUSES},
         total={"type": ["integer", "null"]}, done=INTEGER, summary=ref("JobSummary"),
         error=TEXT_OR_NULL, errors_url=STRING, options={"type": "object"},
         created_at=TIME, started_at=TIME_OR_NULL, finished_at=TIME_OR_NULL,
         elapsed_seconds={"type": ["number", "null"]},
         rows_per_second={"type": ["number", "null"]}, rows_url=STRING, commit_url=STRING,
-        committed_as={"type": ["integer", "null"]}, dry_run_job=ID),
+        committed_as={"type": ["integer", "null"]}, dry_run_job=ID,
+        member_id=ID, removes=BOOLEAN,
+        targets={"type": "object", "additionalProperties": ID}, action={"enum": list(ACTIONS)},
+        results_url=STRING),
     "JobPage": _page("Job"),
     "QueuedJob": _object("job", job=ref("Job")),
+    "QueuedMemberJob": _object("job member", job=ref("Job"), member=ref("Member")),
+    "JobResult": _object("user_id status", "code message", user_id=ID,
+                         status={"enum": list(RESULT_STATUSES)}, code=STRING, message=STRING),
+    "JobResultPage": _page("JobResult"),
+    "RecordCounts": _object(" ".join(RECORD_KINDS), "", **{kind: INTEGER for kind in RECORD_KINDS}),
+    "Reassign": _object("", " ".join(TARGET_FIELDS), **{name: ID for name in TARGET_FIELDS}),
+    "MemberChanges": _object("", "role group name note", role=STRING, group=TEXT_OR_NULL,
+                             name=STRING, note=TEXT_OR_NULL),
+    "BulkAction": _object(
+        "action user_ids", "role group " + " ".join(TARGET_FIELDS),
+        action={"enum": list(ACTIONS)},
+        user_ids={"type": "array", "items": ID, "minItems": 1,
+                  "description": "At most PROVISIONING_BULK_MAX_MEMBERS ids"},
+        role=STRING, group=TEXT_OR_NULL, **{name: ID for name in TARGET_FIELDS}),
     "ImportRow": {**_object("email", " ".join(COLUMNS[1:]),
                             **{column: STRING for column in COLUMNS}),
                   "additionalProperties": True},

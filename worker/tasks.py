@@ -15,7 +15,7 @@ from provisioning.jobs import runs
 from provisioning.jobs.kinds import KINDS
 from provisioning.mail import delivery, outbox
 from provisioning.mail.sender import SmtpSender
-from provisioning.members import directory
+from provisioning.members import bulk, directory, reassignment
 from provisioning.notifications import digest, push
 from worker.celery_app import app
 
@@ -104,6 +104,7 @@ def purge_jobs() -> int:
         return runs.purge(session)
 
 
-assert kind.IMPORT.name in KINDS  # importing the module registers the import kind
+# importing the modules registers their job kinds
+assert {kind.IMPORT.name, reassignment.REASSIGNMENT.name, bulk.BULK.name} <= set(KINDS)
 # importing the module keeps the emails the member list reads from the outbox's purge
 assert directory.open_invitations_last_emails in outbox.STILL_READ

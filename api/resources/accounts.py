@@ -31,7 +31,8 @@ class Groups:
 
 class Audit:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        items, next_cursor = audit_log.list_audit(req.context.session, req.context.actor,
-                                                 account_id, req.get_param("cursor"),
-                                                 int_param(req, "limit"))
+        items, next_cursor = audit_log.list_audit(
+            req.context.session, req.context.actor, account_id, req.get_param("cursor"),
+            int_param(req, "limit"),
+            {name: req.get_param(name) for name in audit_log.FILTERS})
         resp.media = {"items": items, "next_cursor": next_cursor}

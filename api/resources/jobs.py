@@ -12,7 +12,7 @@ from provisioning.core.errors import FieldError, InvalidInput
 from provisioning.imports import upload
 from provisioning.imports.formats import MEDIA_BY_EXTENSION
 from provisioning.imports.options import KIND, ImportOptions
-from provisioning.jobs import runs
+from provisioning.jobs import results, runs
 
 CSV = "text/csv; charset=utf-8"
 
@@ -88,3 +88,19 @@ class JobErrors:
 class JobCancel:
     def on_post(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
         resp.media = runs.cancel_job(req.context.session, req.context.actor, job_id)
+
+
+class AccountJobs:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        items, next_cursor = runs.list_jobs(
+            req.context.session, req.context.actor, account_id, req.get_param("kind") or None,
+            req.get_param("status"), req.get_param("cursor"), int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}
+
+
+class JobResults:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, job_id: int) -> None:
+        items, next_cursor = results.list_results(
+            req.context.session, req.context.actor, job_id, req.get_param("status"),
+            req.get_param("cursor"), int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}

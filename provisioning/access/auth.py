@@ -43,6 +43,8 @@ class Actor:
     account_id: int | None = None
     # Its standing in the account the request names, read with the token (one query).
     standing: Standing | None = field(default=None, compare=False, repr=False)
+    # When its login session began (None for an API key): a disable ends older sessions.
+    session_issued_at: datetime | None = None
 
     @property
     def label(self) -> str:
@@ -59,6 +61,7 @@ class IssuedToken:
 # Refusals that count against the login limits: a wrong password (or unknown email) and
 # a wrong code. Pending invitations, disabled users and a code not yet asked for do not.
 COUNTED_FAILURES = frozenset(("invalid_credentials", "totp_invalid"))
+SESSION, API_KEY = "session", "api_key"  # the kinds of bearer token
 
 
 def login(session: Session, email: str, password: str, totp_code: str | None,
@@ -149,7 +152,8 @@ def _issue(
 # Built once: building a statement per request costs more than running it.
 _TOKEN_AND_STANDING = (
     select(ApiToken.id, ApiToken.account_id, ApiToken.revoked_at, ApiToken.expires_at,
-           Identity.id, Identity.email, Identity.name, *STANDING_COLUMNS)
+           Identity.id, Identity.email, Identity.name, *STANDING_COLUMNS,
+           Membership.sessions_valid_after, ApiToken.kind, ApiToken.created_at)
     .join(Identity, Identity.id == ApiToken.identity_id)
     .outerjoin(Membership, and_(Membership.identity_id == Identity.id,
                                 Membership.account_id == bindparam("account_id")))
@@ -174,9 +178,36 @@ def authenticate(session: Session, bearer: str | None, account_id: int | None = 
     token_id, key_account_id, revoked_at, expires_at, identity_id, email, name = row[:7]
     if revoked_at is not None or (expires_at is not None and expires_at <= utcnow()):
         raise NotAuthenticated("The token has expired or was revoked.", code="invalid_token")
-    standing = None if account_id is None else Standing.of(account_id, row[7:])
+    *standing_row, sessions_valid_after, kind, issued_at = row[7:]
+    standing = (None if account_id is None
+                else Standing.of(account_id, standing_row, sessions_valid_after))
     return Actor(identity_id=identity_id, email=email, name=name, token_id=token_id,
-                 account_id=key_account_id, standing=standing)
+                 account_id=key_account_id, standing=standing,
+                 session_issued_at=issued_at if kind == SESSION else None)
+
+
+def end_sessions(session: Session, identity_id: int, account_id: int) -> None:
+    """A member disabled or removed (R5): their sessions stop acting in the account at the
+    next request and stay dead after an activation; their API keys there are revoked; and
+    sessions of an identity left with no other active membership are revoked outright."""
+    now = utcnow()
+    session.execute(update(Membership)
+                    .where(Membership.account_id == account_id,
+                           Membership.identity_id == identity_id)
+                    .values(sessions_valid_after=now))
+    session.execute(update(ApiToken)
+                    .where(ApiToken.identity_id == identity_id,
+                           ApiToken.account_id == account_id, ApiToken.kind == API_KEY,
+                           ApiToken.revoked_at.is_(None))
+                    .values(revoked_at=now))
+    active_elsewhere = (select(Membership.id)
+                        .where(Membership.identity_id == identity_id,
+                               Membership.account_id != account_id,
+                               Membership.status == MemberStatus.ACTIVE.value).exists())
+    session.execute(update(ApiToken)
+                    .where(ApiToken.identity_id == identity_id, ApiToken.kind == SESSION,
+                           ApiToken.revoked_at.is_(None), ~active_elsewhere)
+                    .values(revoked_at=now))
 
 
 def logout(session: Session, actor: Actor) -> None:

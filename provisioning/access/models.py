@@ -15,6 +15,8 @@ class ApiToken(Base):
     """Bearer credentials: login sessions and account API keys, stored hashed."""
 
     __tablename__ = "api_tokens"
+    # A disable ends one identity's sessions and keys (access.auth.end_sessions).
+    __table_args__ = (Index("ix_api_tokens_identity", "identity_id", "kind"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from provisioning.accounts.models import Account, Role
-from provisioning.core.errors import FieldError, Forbidden, NotFound
+from provisioning.core.errors import FieldError, Forbidden, NotAuthenticated, NotFound
 from provisioning.members.models import Identity, Membership, MemberStatus
 
 if TYPE_CHECKING:
@@ -133,15 +134,24 @@ class Standing:
     status: str | None
     permissions: frozenset[Permission]
     is_admin: bool = False  # the role stores "*": it holds the catalog as it grows
+    # Session tokens issued up to this moment do not act in this account (a disable).
+    sessions_valid_after: datetime | None = None
 
     @classmethod
-    def of(cls, account_id: int, row: Sequence[Any]) -> Standing:
+    def of(cls, account_id: int, row: Sequence[Any],
+           sessions_valid_after: datetime | None = None) -> Standing:
         """From ``STANDING_COLUMNS``; all null when the identity is not a member."""
         key, name, language, seasonal_seats, status, stored = row
         account = (None if key is None
                    else AdministeredAccount(key, name, language, seasonal_seats))
         return cls(account_id, account, status, granted(stored),
-                   EVERY_PERMISSION in (stored or ()))
+                   EVERY_PERMISSION in (stored or ()), sessions_valid_after)
+
+    def ended(self, session_issued_at: datetime | None) -> bool:
+        """Whether a session token issued at ``session_issued_at`` was ended here by a
+        disable (R5): it stays dead after an activation. API keys (None) are revoked instead."""
+        return (session_issued_at is not None and self.sessions_valid_after is not None
+                and session_issued_at <= self.sessions_valid_after)
 
     @property
     def is_active(self) -> bool:
@@ -201,6 +211,9 @@ def require(session: Session, actor: Actor, account_id: int, permission: Permiss
     standing = standing_of(session, actor, account_id)
     if standing.account is None:
         raise NotFound("No such account.")
+    if standing.ended(actor.session_issued_at):
+        raise NotAuthenticated("Your session in this account ended when your membership was "
+                               "disabled; log in again.", code="invalid_token")
     if not standing.is_active:
         raise Forbidden("Your membership of this account is not active.")
     if permission not in standing.permissions:
@@ -214,12 +227,14 @@ def require(session: Session, actor: Actor, account_id: int, permission: Permiss
 def standing_in(session: Session, identity_id: int, account_id: int) -> Standing:
     """An identity's standing in an account, read alone (a job acting for its starter)."""
     row = session.connection().execute(
-        select(*STANDING_COLUMNS)
+        select(*STANDING_COLUMNS, Membership.sessions_valid_after)
         .join(Membership, Membership.account_id == Account.id)
         .join(Role, Role.id == Membership.role_id)
         .where(Account.id == account_id, Membership.identity_id == identity_id)
     ).first()
-    return Standing.of(account_id, row or (None,) * len(STANDING_COLUMNS))
+    if row is None:
+        return Standing.of(account_id, (None,) * len(STANDING_COLUMNS))
+    return Standing.of(account_id, row[:-1], row[-1])
 
 
 def first_member_holding(session: Session, account_id: int, permission: Permission

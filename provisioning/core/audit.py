@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, NotRequired, TypedDict, Unpack
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, column, insert, select, table
 from sqlalchemy.orm import Session
 
 from provisioning.core.db import prefixed_values
@@ -12,8 +12,15 @@ from provisioning.core.models import AuditEntry, utcnow
 
 _COLUMNS = ("account_id", "actor_id", "actor_label", "action", "target_type", "target_id",
             "before", "after", "created_at")
+# The acting identity's membership of the account, looked up by the insert itself (the
+# members package owns the table; core only names it).
+_MEMBERSHIPS = table("memberships", column("id"), column("account_id"), column("identity_id"))
+_ACTING_MEMBER = select(_MEMBERSHIPS.c.id).where(
+    _MEMBERSHIPS.c.account_id == bindparam("audit_account_id"),
+    _MEMBERSHIPS.c.identity_id == bindparam("audit_actor_id")).scalar_subquery()
 # Built once, to ride in the invite path's statement too; nothing reads its id: no RETURNING.
-INSERT = insert(AuditEntry).values(prefixed_values("audit_", _COLUMNS))
+INSERT = insert(AuditEntry).values(prefixed_values("audit_", _COLUMNS)
+                                   | {"actor_member_id": _ACTING_MEMBER})
 
 
 class Entry(TypedDict):

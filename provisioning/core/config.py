@@ -217,6 +217,13 @@ class Settings:
         "10", "how long one task works on a job before it yields the worker to other jobs")
     job_lease_seconds: float = setting(
         "60", "how long a silent running job keeps its claim before a sweeper resumes it")
+    # Member lifecycle: records moved per transaction of a reassignment (one checkpoint
+    # each), members handled per transaction of a bulk action, and the most one may name.
+    reassign_chunk_rows: int = setting(
+        "20000", "records a reassignment moves per transaction (one checkpoint each)")
+    bulk_chunk_members: int = setting(
+        "100", "members a bulk action handles per transaction (one checkpoint each)")
+    bulk_max_members: int = setting("10000", "the most members one bulk action may name")
     job_retention_days: int = setting(
         "30", "finished jobs, their reports and staged rows are kept this long")
     # Notifications: the digest's beat run, the push outbox and the Telegram adapter.

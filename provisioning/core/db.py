@@ -10,11 +10,12 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Engine, bindparam, create_engine, event
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 
 from provisioning.core.config import settings
 
 AFTER_COMMIT = "after_commit_callbacks"
+SAVEPOINT_MARKS = "after_commit_savepoint_marks"  # callbacks queued before each open savepoint
 
 
 class Base(DeclarativeBase):
@@ -105,6 +106,8 @@ def after_commit(session: Session, callback: Callable[[], None]) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _run_after_commit(session: Session) -> None:
+    if session.in_nested_transaction():
+        return  # a savepoint released: its work commits, or not, with the outer transaction
     callbacks = session.info.pop(AFTER_COMMIT, [])
     for callback in callbacks:
         callback()
@@ -112,7 +115,26 @@ def _run_after_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_rollback")
 def _drop_after_commit(session: Session) -> None:
+    marks = session.info.get(SAVEPOINT_MARKS)
+    if session.in_nested_transaction() and marks:
+        # A savepoint rolled back: only what was asked for inside it is dropped.
+        del session.info.setdefault(AFTER_COMMIT, [])[marks[-1]:]
+        return
     session.info.pop(AFTER_COMMIT, None)
+
+
+@event.listens_for(Session, "after_transaction_create")
+def _mark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    if transaction.nested:
+        session.info.setdefault(SAVEPOINT_MARKS, []).append(
+            len(session.info.get(AFTER_COMMIT, [])))
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _unmark_savepoint(session: Session, transaction: SessionTransaction) -> None:
+    marks = session.info.get(SAVEPOINT_MARKS)
+    if transaction.nested and marks:
+        marks.pop()
 
 
 # What concurrent writers can do to each other: take the same unique value, or remove a

@@ -57,11 +57,17 @@ class StrEnum(enum.StrEnum):
 
 class AuditEntry(Base):
     __tablename__ = "audit_entries"
-    __table_args__ = (Index("ix_audit_account", "account_id", "id"),)
+    __table_args__ = (Index("ix_audit_account", "account_id", "id"),
+                      Index("ix_audit_account_actor", "account_id", "actor_member_id", "id"),
+                      Index("ix_audit_account_action", "account_id", "action", "id"),
+                      Index("ix_audit_account_target", "account_id", "target_id", "id"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     account_id: Mapped[int | None] = mapped_column(BigInteger)  # kept after the account goes
-    actor_id: Mapped[int | None] = mapped_column(BigInteger)
+    actor_id: Mapped[int | None] = mapped_column(BigInteger)  # the acting identity
+    # The acting member (the identity's membership of the account when it acted): kept after
+    # the member is removed, as the audit list's ``actor_id``.
+    actor_member_id: Mapped[int | None] = mapped_column(BigInteger)
     actor_label: Mapped[str] = mapped_column(String(320), default="")
     action: Mapped[str] = mapped_column(String(64))
     target_type: Mapped[str] = mapped_column(String(32))

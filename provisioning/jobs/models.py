@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     ForeignKey,
     Index,
     Integer,
@@ -30,7 +31,8 @@ class Job(Base):
     """Slow work a worker does for an account; the row is the truth, the broker only its id."""
 
     __tablename__ = "jobs"
-    __table_args__ = (Index("ix_jobs_status", "status", "heartbeat_at"),)
+    __table_args__ = (Index("ix_jobs_status", "status", "heartbeat_at"),
+                      Index("ix_jobs_account", "account_id", "id"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -66,3 +68,19 @@ class JobError(Base):
     # "check": found reading the file (a commit of a dry run keeps these);
     # "apply": found against the database (a commit checks again).
     stage: Mapped[str] = mapped_column(String(8), default="check")
+
+
+class JobResult(Base):
+    """What a job did with one item it was given (a member of a bulk action), in the order it
+    was given; ``pending`` until the job's chunk that holds it commits."""
+
+    __tablename__ = "job_results"
+    __table_args__ = (Index("ix_job_results_job", "job_id", "status", "position"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    item_id: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    code: Mapped[str | None] = mapped_column(String(32))
+    message: Mapped[str | None] = mapped_column(Text)

@@ -46,15 +46,19 @@ def enqueue(job_id: int, *, countdown: float | None = None) -> None:
     dispatch.send_task(JOB_TASK, job_id, **options)
 
 
-def list_jobs(session: Session, actor: Actor, account_id: int, kind: str, status: str | None,
-              cursor: str | None, limit: int | None) -> tuple[list[dict[str, Any]], str | None]:
-    """An account's jobs of one kind, newest first, a page at a time; ``status`` filters."""
+def list_jobs(session: Session, actor: Actor, account_id: int, kind: str | None,
+              status: str | None, cursor: str | None, limit: int | None
+              ) -> tuple[list[dict[str, Any]], str | None]:
+    """An account's jobs (of one kind, or every kind), newest first, a page at a time;
+    ``status`` filters."""
     require(session, actor, account_id, Permission.USERS_MANAGE)
     if status is not None and status not in set(JobStatus):
         raise InvalidInput([FieldError(
             "status", f"Use one of {', '.join(JobStatus)}.", "invalid")])
     size = page_size(limit)
-    query = select(Job).where(Job.account_id == account_id, Job.kind == kind)
+    query = select(Job).where(Job.account_id == account_id)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
     if status is not None:
         query = query.where(Job.status == status)
     before = decode_cursor(cursor)

@@ -155,6 +155,11 @@ def _members_query(account_id: int) -> Select[Membership, Invitation, str, str |
 
 def get_member(session: Session, actor: Actor, account_id: int, member_id: int) -> MemberView:
     require(session, actor, account_id, Permission.USERS_MANAGE)
+    return read_member(session, account_id, member_id)
+
+
+def read_member(session: Session, account_id: int, member_id: int) -> MemberView:
+    """One member as the admin sees it, for a caller that has checked the policy."""
     row = session.execute(_members_query(account_id).where(Membership.id == member_id)).first()
     if row is None:
         raise NotFound("No such member in this account.")

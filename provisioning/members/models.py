@@ -81,6 +81,9 @@ class Membership(Base):
     invited_by_id: Mapped[int | None] = mapped_column(Id)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     activated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Session tokens issued up to this moment are refused in this account (set by a disable;
+    # an activation leaves it, so the member logs in again).
+    sessions_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     identity: Mapped[Identity] = relationship(foreign_keys=[identity_id], lazy="joined")
     role: Mapped[Role] = relationship(lazy="joined")
@@ -119,3 +122,22 @@ class Invitation(Base):
     resends_in_window: Mapped[int] = mapped_column(Integer, default=0)
     last_email_id: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Reassignment(Base):
+    """What a reassignment job moves: one member's records, to a target per kind, and whether
+    the member is removed once nothing points at them (R6). Targets and the member carry no
+    foreign key: the job checks them in every chunk, and a removal deletes the member."""
+
+    __tablename__ = "reassignments"
+    __table_args__ = (Index("ix_reassignments_member", "member_id"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(Id)
+    removes: Mapped[bool] = mapped_column(Boolean, default=False)
+    leads_to: Mapped[int | None] = mapped_column(Id)
+    contacts_to: Mapped[int | None] = mapped_column(Id)
+    customers_to: Mapped[int | None] = mapped_column(Id)
+    tasks_to: Mapped[int | None] = mapped_column(Id)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import AdminAccount, Stack
 from tests.support.members import accept
-from tests.support.schemas import conforms as _conforms
+from tests.support.openapi import conforms
 
 
 @pytest.fixture(scope="module")
@@ -261,11 +261,11 @@ def test_answers_carry_the_fields_the_document_names(stack: Stack):
                                             json=bodies.get(url) if method == "post" else None)
         answers.append((method, path, result.status_code, result))
     refused = stack.api.simulate_get("/v1/invitations/no-such-token")
-    strays = _conforms(described, described["components"]["schemas"]["Problem"], refused.json,
+    strays = conforms(described, described["components"]["schemas"]["Problem"], refused.json,
                        "problem")
     for method, path, status, result in answers:
         responses = described["paths"][path][method]["responses"]
         assert str(result.status_code) in responses, (method, path, result.text)
         schema = responses[str(status)]["content"]["application/json"]["schema"]
-        strays += _conforms(described, schema, result.json, f"{method} {path}")
+        strays += conforms(described, schema, result.json, f"{method} {path}")
     assert strays == []

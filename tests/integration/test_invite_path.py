@@ -149,7 +149,8 @@ def written_rows(member_id: int) -> dict[str, Any]:
                                        "created_at", "last_sent_at", "expires_at")),
                        ("email", ("id", "account_id", "message_id", "created_at",
                                   "next_attempt_at")),
-                       ("entry", ("id", "account_id", "actor_id", "target_id", "created_at"))):
+                       ("entry", ("id", "account_id", "actor_id", "actor_member_id",
+                                  "target_id", "created_at"))):
         for key in keys:
             assert rows[name].pop(key) is not None, (name, key)
     rows["email"]["context"].pop("expires_at")
@@ -178,7 +179,7 @@ def test_an_invite_writes_the_same_rows_on_postgresql_and_on_sqlite(
                          "totp_enabled": False, "totp_last_step": None},
             "member": {"user_type": "full", "status": "invited", "language": "tr",
                        "seasonal_start": None, "seasonal_end": None, "note": None,
-                       "activated_at": None},
+                       "activated_at": None, "sessions_valid_after": None},
             "invitation": {"email": "full.member@example.com", "existing_identity": False,
                            "name": "Bo", "initial_password_hash": None,
                            "accepted_at": None, "revoked_at": None,

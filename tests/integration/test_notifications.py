@@ -18,8 +18,9 @@ from provisioning.notifications.digest import send_digests
 from provisioning.notifications.models import Notification, NotificationDigest
 from provisioning.notifications.publish import notify
 from tests.conftest import AdminAccount, Stack
-from tests.integration.test_api_rules import _conforms, assert_problem
+from tests.integration.test_api_rules import assert_problem
 from tests.support.members import accept, active_member, fresh_email
+from tests.support.openapi import conforms as _conforms
 from tests.support.processes import wait_until
 
 SETTINGS = "/v1/me/notifications"

@@ -17,8 +17,8 @@ from provisioning.crm.models import Contact, Conversation, Customer, Lead, Messa
 from provisioning.members.models import Identity, MemberStatus
 from tests.conftest import AdminAccount, Stack
 from tests.support.members import active_member, fresh_email, set_status
+from tests.support.openapi import conforms
 from tests.support.processes import VENV_BIN
-from tests.support.schemas import conforms
 
 KINDS = {"leads": "name", "contacts": "name", "customers": "name", "tasks": "title"}
 MODELS = {"leads": Lead, "contacts": Contact, "customers": Customer, "tasks": Task}

@@ -23,7 +23,7 @@ from provisioning.core.security import derived_token
 from provisioning.mail.models import OutboxEmail
 from provisioning.members.models import Identity
 from tests.conftest import AdminAccount, Stack, activate, deactivate
-from tests.integration.test_api_rules import _conforms
+from tests.support.openapi import conforms as _conforms
 
 PASSWORD = "correct horse battery"
 WINDOW = 900

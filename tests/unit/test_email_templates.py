@@ -328,6 +328,10 @@ SAMPLE_CONTEXTS: dict[str, dict[str, object]] = {
               "link": "https://app.example.test/email-change/4be1c0",
               "product_name": "Provisioner"}
        for name in ("email_change_confirm", "email_changed_notice")},
+    "records_reassigned": {"recipient_name": "Ana Souza", "former_owner_name": "Carla Dias",
+                           "actor_name": "Bruno Lima", "account_name": "Acme Logistics",
+                           "product_name": "Provisioner", "app_url": "https://app.example.test",
+                           "leads": 1200, "contacts": 0, "customers": 3, "tasks": 45},
     "digest": {"recipient_name": "Ana Souza", "count": 2, "day": "7 January 2027",
                "digest_time": "09:00", "time_zone": "Asia/Jakarta", "product_name": "Provisioner",
                "entries": [{"time": "08:10", "text": "Bruno Lima accepted your invitation"},

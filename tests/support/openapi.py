@@ -1,4 +1,4 @@
-"""Whether an answer matches what /openapi.json says it carries."""
+"""Whether an answer carries what /openapi.json says it does."""
 
 from __future__ import annotations
 
@@ -30,6 +30,11 @@ def conforms(described: dict[str, Any], schema: dict[str, Any], value: Any, wher
                 strays += conforms(described, schema["properties"][name], item, f"{where}.{name}")
             elif not schema.get("additionalProperties"):
                 strays.append(f"{where}.{name}: not documented")
+    if isinstance(value, dict) and isinstance(schema.get("additionalProperties"), dict):
+        for name, item in value.items():
+            if name not in schema.get("properties", {}):
+                strays += conforms(described, schema["additionalProperties"], item,
+                                   f"{where}.{name}")
     if isinstance(value, list) and "items" in schema:
         for index, item in enumerate(value):
             strays += conforms(described, schema["items"], item, f"{where}[{index}]")
