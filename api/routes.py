@@ -78,12 +78,12 @@ def record_routes(account: str) -> list[Route]:
         ]
     lead = account + "/leads/{record_id:int}"
     table += [
-        route(lead + "/notes", crm.LeadNotes(),
+        route(lead + "/notes", crm.LeadEntries("notes"),
               get=Operation("A lead's notes, oldest first", {200: json_body("NotePage")},
                             query=PAGE),
               post=Operation("Write a note on a lead", {201: json_body("Note")},
                              request=json_body("NewNote"))),
-        route(lead + "/messages", crm.LeadMessages(),
+        route(lead + "/messages", crm.LeadEntries("messages"),
               get=Operation("A lead's messages, oldest first", {200: json_body("MessagePage")},
                             query=PAGE),
               post=Operation("Write a message in a lead's chat", {201: json_body("Message")},

@@ -52,7 +52,12 @@ from sqlalchemy import (  # noqa: E402
     insert,
 )
 
-from tests.support.processes import ManagedProcess, free_port, wait_until  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    ManagedProcess,
+    free_port,
+    peak_rss_mb,
+    wait_until,
+)
 from tests.support.servers import (  # noqa: E402
     start_mailsink,
     start_postgres,
@@ -138,22 +143,6 @@ def wait_for_job(api_port: int, token: str, job_id: int, timeout: float = 1800
         connection.close()
     assert seen["status"] == "succeeded", seen
     return seen
-
-
-def peak_rss_mb(worker: ManagedProcess) -> float:
-    """The highest VmHWM among the worker's processes (the pool child that ran the job)."""
-    peak = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text = status.read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() != str(worker.pid) and status.parent.name != str(
-                worker.pid):
-            continue
-        peak = max(peak, int(fields.get("VmHWM", "0 kB").split()[0]))
-    return peak / 1024
 
 
 def new_account(seats: int) -> tuple[int, str]:

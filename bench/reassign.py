@@ -41,7 +41,12 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from tests.support.processes import ManagedProcess, free_port, wait_until  # noqa: E402
+from tests.support.processes import (  # noqa: E402
+    ManagedProcess,
+    free_port,
+    peak_rss_mb,
+    wait_until,
+)
 from tests.support.servers import (  # noqa: E402
     start_mailsink,
     start_postgres,
@@ -154,22 +159,6 @@ def reassign(api_port: int, token: str, account_id: int, owner: int, target: int
         return seen
     finally:
         connection.close()
-
-
-def peak_rss_mb(worker: ManagedProcess) -> float:
-    """The highest VmHWM among the worker's processes (the pool child that ran the job)."""
-    peak = 0
-    for status in Path("/proc").glob("[0-9]*/status"):
-        try:
-            text_ = status.read_text()
-        except OSError:
-            continue
-        fields = dict(line.split(":", 1) for line in text_.splitlines() if ":" in line)
-        if fields.get("PPid", "").strip() != str(worker.pid) and status.parent.name != str(
-                worker.pid):
-            continue
-        peak = max(peak, int(fields.get("VmHWM", "0 kB").split()[0]))
-    return peak / 1024
 
 
 def main() -> None:

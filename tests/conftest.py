@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -188,3 +189,27 @@ def make_stack(postgres: PostgresServer, redis_server: RedisServer, log_dir: Pat
 def stack(make_stack: Any) -> Stack:
     """The default running system for a test module."""
     return make_stack()
+
+
+class Clock:
+    """A clock the test moves by hand (seconds since the epoch)."""
+
+    def __init__(self) -> None:
+        self.at = time.time()
+
+    def __call__(self) -> float:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += seconds
+
+
+@pytest.fixture
+def clock() -> Iterator[Clock]:
+    """The clock rate limits and two-factor codes read, moved by the test."""
+    from provisioning.access import limits
+
+    moved = Clock()
+    previous = limits.use_clock(moved)
+    yield moved
+    limits.use_clock(previous)

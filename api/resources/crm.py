@@ -49,31 +49,24 @@ class Record:
         resp.status = falcon.HTTP_204
 
 
-class LeadNotes:
+class LeadEntries:
+    """A lead's notes or its messages: listed oldest first, written by the caller."""
+
+    services = {"notes": (notes.list_notes, notes.add_note),
+                "messages": (notes.list_messages, notes.add_message)}
+
+    def __init__(self, entries: str) -> None:
+        self.listed, self.added = self.services[entries]
+
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                record_id: int) -> None:
-        items, next_cursor = notes.list_notes(req.context.session, req.context.actor,
-                                              account_id, record_id, req.get_param("cursor"),
-                                              int_param(req, "limit"))
+        items, next_cursor = self.listed(req.context.session, req.context.actor, account_id,
+                                         record_id, req.get_param("cursor"),
+                                         int_param(req, "limit"))
         resp.media = {"items": items, "next_cursor": next_cursor}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                 record_id: int) -> None:
         resp.status = falcon.HTTP_201
-        resp.media = notes.add_note(req.context.session, req.context.actor, account_id,
-                                    record_id, body(req))
-
-
-class LeadMessages:
-    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
-               record_id: int) -> None:
-        items, next_cursor = notes.list_messages(req.context.session, req.context.actor,
-                                                 account_id, record_id, req.get_param("cursor"),
-                                                 int_param(req, "limit"))
-        resp.media = {"items": items, "next_cursor": next_cursor}
-
-    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int,
-                record_id: int) -> None:
-        resp.status = falcon.HTTP_201
-        resp.media = notes.add_message(req.context.session, req.context.actor, account_id,
-                                       record_id, body(req))
+        resp.media = self.added(req.context.session, req.context.actor, account_id, record_id,
+                                body(req))

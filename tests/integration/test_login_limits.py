@@ -22,32 +22,11 @@ from provisioning.core.config import settings
 from provisioning.core.db import session_scope
 from provisioning.core.errors import NotAuthenticated, RateLimited
 from provisioning.members.models import Identity
-from tests.conftest import AdminAccount, Stack, activate, deactivate
+from tests.conftest import AdminAccount, Clock, Stack, activate, deactivate
 from tests.support.servers import PostgresServer, RedisServer
 
 PASSWORD = "correct horse battery"
 WINDOW = 900
-
-
-class Clock:
-    """A clock the test moves by hand."""
-
-    def __init__(self) -> None:
-        self.at = time.time()
-
-    def __call__(self) -> float:
-        return self.at
-
-    def advance(self, seconds: float) -> None:
-        self.at += seconds
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    moved = Clock()
-    previous = limits.use_clock(moved)
-    yield moved
-    limits.use_clock(previous)
 
 
 # --- the stores on their own ---------------------------------------------------------

@@ -4,7 +4,6 @@ and on the embedded default. Codes and limits read one clock the test moves."""
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,30 +21,11 @@ from provisioning.core.db import session_scope
 from provisioning.core.security import derived_token
 from provisioning.mail.models import OutboxEmail
 from provisioning.members.models import Identity
-from tests.conftest import AdminAccount, Stack, activate, deactivate
+from tests.conftest import AdminAccount, Clock, Stack, activate, deactivate
 from tests.support.openapi import conforms as _conforms
 
 PASSWORD = "correct horse battery"
 WINDOW = 900
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.at = time.time()
-
-    def __call__(self) -> float:
-        return self.at
-
-    def advance(self, seconds: float) -> None:
-        self.at += seconds
-
-
-@pytest.fixture
-def clock() -> Iterator[Clock]:
-    moved = Clock()
-    previous = limits.use_clock(moved)
-    yield moved
-    limits.use_clock(previous)
 
 
 @pytest.fixture(scope="module")

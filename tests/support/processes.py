@@ -142,3 +142,19 @@ class ManagedProcess:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, sig)
+
+
+def peak_rss_mb(worker: ManagedProcess) -> float:
+    """The highest VmHWM among the worker's processes (the pool child that ran the job)."""
+    peak = 0
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            text = status.read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        if fields.get("PPid", "").strip() != str(worker.pid) and status.parent.name != str(
+                worker.pid):
+            continue
+        peak = max(peak, int(fields.get("VmHWM", "0 kB").split()[0]))
+    return peak / 1024
