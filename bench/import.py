@@ -28,7 +28,6 @@ import argparse
 import http.client
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
@@ -52,6 +51,7 @@ from sqlalchemy import (  # noqa: E402
     insert,
 )
 
+from tests.support.bench import bench_env, new_account  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     ManagedProcess,
     free_port,
@@ -145,17 +145,6 @@ def wait_for_job(api_port: int, token: str, job_id: int, timeout: float = 1800
     return seen
 
 
-def new_account(seats: int) -> tuple[int, str]:
-    from provisioning.accounts.workspaces import create_account
-    from provisioning.core.db import session_scope
-
-    with session_scope() as session:
-        made = create_account(session, name="Bench", plan="base", seats=seats,
-                              admin_email=f"admin-{uuid.uuid4().hex[:8]}@bench.example.com",
-                              admin_password="bench password")
-    return made.account_id, made.admin_token
-
-
 def sqlite_figures(path: Path, rows: list[dict[str, Any]], work: Path) -> tuple[float, float]:
     """The same pipeline on the embedded default, in-process (no HTTP, no broker)."""
     import falcon.testing
@@ -204,16 +193,9 @@ def main() -> None:
     try:
         database_url = postgres.create_database("bench_import")
         api_port = free_port()
-        env = {
-            "PROVISIONING_DATABASE_URL": database_url,
-            "PROVISIONING_BROKER_URL": redis.url(0),
-            "PROVISIONING_SMTP_PORT": str(sink.smtp_port),
-            "PROVISIONING_VAR_DIR": str(work / "var"),
-            "PROVISIONING_SECRET_KEY": secrets.token_hex(32),  # the API and worker require one
-            "PROVISIONING_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
-            # the million-row file (~70 MB) is over the default 50 MB upload limit
-            "PROVISIONING_IMPORT_MAX_BYTES": str(256 * 1024 * 1024),
-        }
+        # the million-row file (~70 MB) is over the default 50 MB upload limit
+        env = bench_env(work, database_url, redis, sink, api_port,
+                        import_max_bytes=str(256 * 1024 * 1024))
         os.environ.update(env)
         from provisioning.core.config import settings
         from provisioning.core.migrate import upgrade

@@ -28,7 +28,6 @@ import argparse
 import http.client
 import json
 import os
-import secrets
 import smtplib
 import socket
 import sys
@@ -42,6 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 
+from tests.support.bench import bench_env  # noqa: E402
 from tests.support.processes import ManagedProcess, free_port, wait_until  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     MailSink,
@@ -158,14 +158,7 @@ def main() -> None:
     try:
         database_url = postgres.create_database("bench_invitations")
         api_port = free_port()
-        env = {
-            "PROVISIONING_DATABASE_URL": database_url,
-            "PROVISIONING_BROKER_URL": redis.url(0),
-            "PROVISIONING_SMTP_PORT": str(sink.smtp_port),
-            "PROVISIONING_VAR_DIR": str(work / "var"),
-            "PROVISIONING_SECRET_KEY": secrets.token_hex(32),  # the API and worker require one
-            "PROVISIONING_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
-        }
+        env = bench_env(work, database_url, redis, sink, api_port)
         os.environ.update(env)
         from provisioning.accounts.workspaces import create_account
         from provisioning.core import dispatch

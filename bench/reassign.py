@@ -26,11 +26,9 @@ import argparse
 import http.client
 import json
 import os
-import secrets
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,6 +39,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
+from tests.support.bench import bench_env, new_account  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     ManagedProcess,
     free_port,
@@ -57,17 +56,6 @@ from tests.support.servers import (  # noqa: E402
 
 KINDS = ("leads", "contacts", "customers", "tasks")
 TITLE = {"leads": "name", "contacts": "name", "customers": "name", "tasks": "title"}
-
-
-def new_account(seats: int) -> tuple[int, str]:
-    from provisioning.accounts.workspaces import create_account
-    from provisioning.core.db import session_scope
-
-    with session_scope() as session:
-        made = create_account(session, name="Bench", plan="base", seats=seats,
-                              admin_email=f"admin-{uuid.uuid4().hex[:8]}@bench.example.com",
-                              admin_password="bench password")
-    return made.account_id, made.admin_token
 
 
 def seed(account_id: int, per_kind: int, others: int) -> tuple[int, int, list[int]]:
@@ -177,14 +165,7 @@ def main() -> None:
     try:
         database_url = postgres.create_database("bench_reassign")
         api_port = free_port()
-        env = {
-            "PROVISIONING_DATABASE_URL": database_url,
-            "PROVISIONING_BROKER_URL": redis.url(0),
-            "PROVISIONING_SMTP_PORT": str(sink.smtp_port),
-            "PROVISIONING_VAR_DIR": str(work / "var"),
-            "PROVISIONING_SECRET_KEY": secrets.token_hex(32),  # the API and worker require one
-            "PROVISIONING_PUBLIC_URL": f"http://127.0.0.1:{api_port}",
-        }
+        env = bench_env(work, database_url, redis, sink, api_port)
         os.environ.update(env)
         from provisioning.core.config import settings
         from provisioning.core.migrate import upgrade

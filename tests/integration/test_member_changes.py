@@ -3,7 +3,6 @@ account's jobs, over the real API and PostgreSQL."""
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +13,7 @@ from provisioning.core.db import session_scope
 from provisioning.members.models import Identity, Membership
 from tests.conftest import AdminAccount, Stack
 from tests.support.members import active_member, fresh_email
+from tests.support.processes import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -128,9 +128,11 @@ def test_the_audit_list_filters_by_actor_action_target_and_time_a_page_at_a_time
     for member in members:
         assert stack.api.simulate_post(member_url(admin, member) + "/disable",
                                        headers=as_lead).status_code == 200
-    time.sleep(0.01)
+    # Entries are stamped with the clock: let it pass the disables, then the middle.
+    disabled = datetime.now(UTC)
+    wait_until(lambda: datetime.now(UTC) > disabled, timeout=5, message="the clock to move")
     middle = datetime.now(UTC)
-    time.sleep(0.01)
+    wait_until(lambda: datetime.now(UTC) > middle, timeout=5, message="the clock to move")
     assert stack.api.simulate_post(member_url(admin, members[0]) + "/activate",
                                    headers=admin.headers).status_code == 200
 
