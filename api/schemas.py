@@ -21,7 +21,9 @@ from provisioning.members.bulk import ACTIONS
 from provisioning.members.models import MemberStatus
 from provisioning.members.rules import USER_TYPES
 from provisioning.members.targets import RECORD_KINDS, TARGET_FIELDS
+from provisioning.notifications.adapters import GATEWAY_PLATFORMS
 from provisioning.notifications.catalog import CHANNELS, EMAIL_MODES, EVENTS
+from provisioning.notifications.devices import DEVICE_CHANNELS
 
 
 def ref(name: str) -> dict[str, str]:
@@ -165,6 +167,18 @@ SCHEMAS: dict[str, Any] = {
     "InboxIds": _object("ids", ids={"type": "array", "items": ID, "minItems": 1,
                                     "maxItems": MAX_PAGE}),
     "InboxMarked": _object("marked", marked=INTEGER),
+    "Device": _object("id channel platform created_at", id=ID,
+                      channel={"enum": list(DEVICE_CHANNELS)},
+                      platform={"enum": [*GATEWAY_PLATFORMS, "web"]}, created_at=TIME),
+    "DevicePage": _page("Device"),
+    "NewDevice": _object(
+        "channel", "platform token subscription", channel={"enum": list(DEVICE_CHANNELS)},
+        platform={"enum": list(GATEWAY_PLATFORMS), "description": "A phone's platform"},
+        token={"type": "string", "description": "A phone's push token (APNs or FCM)"},
+        subscription=_object("endpoint keys", endpoint=STRING, keys=_object(
+            "p256dh auth", p256dh=STRING, auth=STRING))),
+    "WebPushKey": _object("public_key", public_key={
+        "type": "string", "description": "applicationServerKey for pushManager.subscribe"}),
     "ApiKey": _object("id name created_at expires_at created_by", id=ID, name=STRING,
                       created_at=TIME, expires_at=TIME_OR_NULL, created_by=STRING),
     "ApiKeyPage": _page("ApiKey"),

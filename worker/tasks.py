@@ -16,7 +16,7 @@ from provisioning.jobs.kinds import KINDS
 from provisioning.mail import delivery, outbox
 from provisioning.mail.sender import SmtpSender
 from provisioning.members import bulk, directory, reassignment
-from provisioning.notifications import digest, push
+from provisioning.notifications import adapters, digest, push, retention
 from worker.celery_app import app
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def purge_outbox() -> int:
 
 @app.task(name=push.PUSH_TASK, acks_late=True)
 def send_pushes() -> dict[str, int]:
-    report = push.deliver_pushes(push.configured_adapters())
+    report = push.deliver_pushes(adapters.configured_adapters())
     return {"sent": len(report.sent), "failed": len(report.failed),
             "deferred": len(report.deferred)}
 
@@ -96,6 +96,11 @@ def send_pushes() -> dict[str, int]:
 @app.task(name=digest.DIGEST_TASK)
 def send_digests() -> int:
     return digest.send_digests().digests
+
+
+@app.task(name="provisioning.purge_notifications")
+def purge_notifications() -> dict[str, int]:
+    return retention.purge()
 
 
 @app.task(name="provisioning.purge_jobs")

@@ -1,11 +1,12 @@
-"""The caller's notification settings and in-app inbox (/v1/me/notifications, /v1/me/inbox)."""
+"""The caller's notification settings, in-app inbox and push devices (/v1/me/notifications,
+/v1/me/inbox, /v1/me/devices)."""
 
 from __future__ import annotations
 
 import falcon
 
 from api.resources import body, int_param, shaped
-from provisioning.notifications import inbox, preferences
+from provisioning.notifications import devices, inbox, preferences
 
 
 class NotificationSettings:
@@ -37,3 +38,25 @@ class InboxRead:
     def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
         marked = inbox.mark_many_read(req.context.session, req.context.actor, body(req))
         resp.media = {"marked": marked}
+
+
+class Devices:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        items = devices.list_devices(req.context.session, req.context.actor)
+        resp.media = {"items": [shaped(item) for item in items], "next_cursor": None}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response) -> None:
+        device, new = devices.register_device(req.context.session, req.context.actor, body(req))
+        resp.media = shaped(device)
+        resp.status = falcon.HTTP_201 if new else falcon.HTTP_200
+
+
+class Device:
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, device_id: int) -> None:
+        devices.remove_device(req.context.session, req.context.actor, device_id)
+        resp.status = falcon.HTTP_204
+
+
+class WebPushKey:
+    def on_get(self, req: falcon.Request, resp: falcon.Response) -> None:
+        resp.media = devices.web_push_key()

@@ -8,18 +8,17 @@ a copy of the database alone cannot make codes. Time is read from the limits' cl
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import secrets
 
 import pyotp
-from cryptography.fernet import Fernet, InvalidToken
 from sqlalchemy import delete, insert, or_, update
 from sqlalchemy.orm import Session
 
 from provisioning.access import limits
 from provisioning.access.models import RecoveryCode
+from provisioning.core import security
 from provisioning.core.config import settings
 from provisioning.core.models import utcnow
 from provisioning.members.models import Identity
@@ -29,24 +28,17 @@ DRIFT_STEPS = 1  # R13: a code of the step before or after is accepted too
 _RECOVERY_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i to misread
 
 
-def _fernet(secret_key: str) -> Fernet:
-    key = hmac.new(secret_key.encode(), b"totp-secret-at-rest", hashlib.sha256).digest()
-    return Fernet(base64.urlsafe_b64encode(key))
+SEALED_FOR = "totp-secret-at-rest"  # what the key that seals TOTP secrets is derived for
 
 
 def seal_secret(secret: str, secret_key: str | None = None) -> str:
     """The TOTP secret as the database keeps it: encrypted with the server's key."""
-    return _fernet(secret_key or settings().secret_key).encrypt(secret.encode()).decode()
+    return security.seal(secret_key or settings().secret_key, SEALED_FOR, secret)
 
 
 def open_secret(sealed: str | None) -> str | None:
     """The TOTP secret of a sealed value; None when absent or sealed with another key."""
-    if not sealed:
-        return None
-    try:
-        return _fernet(settings().secret_key).decrypt(sealed.encode()).decode()
-    except InvalidToken:
-        return None
+    return security.unseal(settings().secret_key, SEALED_FOR, sealed)
 
 
 def new_secret() -> str:

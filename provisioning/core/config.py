@@ -81,6 +81,10 @@ def _keyword(text: str) -> str:
     return text.strip().lower()
 
 
+def _list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path = setting(
@@ -249,6 +253,25 @@ class Settings:
         parse=_optional, secret=True)
     push_timeout_seconds: float = setting(
         "10", "seconds a push adapter waits for its service")
+    mobile_push_url: str | None = setting(
+        "", "a gorush-compatible push gateway's base URL (it serves `/api/push` and forwards to "
+        "APNs and FCM); without it mobile notifications are not sent", parse=_optional)
+    web_push_private_key: str | None = setting(
+        "", "the VAPID private key (PEM, or the raw key in base64url) that signs Web Push "
+        "requests; without it browser notifications are not sent", parse=_optional,
+        secret=True)
+    web_push_subject: str | None = setting(
+        "", "the VAPID contact push services may write to (`mailto:` or `https:`); by default "
+        "`mailto:` the sender address", parse=_optional)
+    web_push_services: tuple[str, ...] = setting(
+        "fcm.googleapis.com,push.services.mozilla.com,push.apple.com,notify.windows.com",
+        "the push services a browser subscription may name: host names (their subdomains "
+        "too) reached over https, or exact `http(s)://host:port` origins", parse=_list)
+    push_devices_per_person: int = setting(
+        "20", "the most phones and browsers one person may register for notifications")
+    notification_retention_days: int = setting(
+        "90", "in-app notifications and finished push messages are kept this long (digest "
+        "marks a week)")
     # Built from the smtp_* settings above, checked when the settings are read.
     smtp: SmtpServer = field(init=False, compare=False, repr=False)
 

@@ -1,7 +1,9 @@
-"""Passwords (argon2) and bearer secrets (random, stored as SHA-256)."""
+"""Passwords (argon2), bearer secrets (random, stored as SHA-256), and secrets sealed at rest
+with a key derived from the server's secret key."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -9,6 +11,7 @@ from functools import lru_cache
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.fernet import Fernet, InvalidToken
 
 _hasher = PasswordHasher()
 
@@ -63,3 +66,24 @@ def derived_token(secret_key: str, purpose: str, nonce: str) -> str:
 def invitation_token(secret_key: str, nonce: str) -> str:
     """The invitation token for ``nonce`` (the link in the invitation email ends with it)."""
     return derived_token(secret_key, INVITATION_PURPOSE, nonce)
+
+
+def _sealer(secret_key: str, purpose: str) -> Fernet:
+    key = hmac.new(secret_key.encode(), purpose.encode(), hashlib.sha256).digest()
+    return Fernet(base64.urlsafe_b64encode(key))
+
+
+def seal(secret_key: str, purpose: str, secret: str) -> str:
+    """``secret`` as the database keeps it: encrypted (Fernet) with a key derived from the
+    server's secret key for ``purpose``, so a copy of the database alone does not reveal it."""
+    return _sealer(secret_key, purpose).encrypt(secret.encode()).decode()
+
+
+def unseal(secret_key: str, purpose: str, sealed: str | None) -> str | None:
+    """What ``seal`` sealed; None when absent or sealed with another key or purpose."""
+    if not sealed:
+        return None
+    try:
+        return _sealer(secret_key, purpose).decrypt(sealed.encode()).decode()
+    except InvalidToken:
+        return None

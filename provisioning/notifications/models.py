@@ -59,6 +59,7 @@ class Notification(Base):
     __tablename__ = "notifications"
     __table_args__ = (
         Index("ix_notifications_inbox", "identity_id", "id"),
+        Index("ix_notifications_created", "created_at"),  # the retention purge
         Index("ix_notifications_digest_pending", "identity_id", "created_at",
               postgresql_where=text("digest_pending"), sqlite_where=text("digest_pending")),
     )
@@ -80,7 +81,10 @@ class NotificationDigest(Base):
     """The one digest of a person's local day: its unique key is what makes it one."""
 
     __tablename__ = "notification_digests"
-    __table_args__ = (UniqueConstraint("identity_id", "local_date"),)
+    __table_args__ = (
+        UniqueConstraint("identity_id", "local_date"),
+        Index("ix_notification_digests_date", "local_date"),  # the retention purge
+    )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
@@ -116,4 +120,20 @@ class PushMessage(Base):
     claim_token: Mapped[str | None] = mapped_column(String(32))
     last_error: Mapped[str | None] = mapped_column(Text)
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PushDevice(Base):
+    """Where a person's mobile or browser notifications go: a phone's push token, or a
+    browser's Web Push subscription (its endpoint, and its keys sealed at rest)."""
+
+    __tablename__ = "push_devices"
+    __table_args__ = (UniqueConstraint("identity_id", "channel", "address"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))  # mobile | browser
+    platform: Mapped[str] = mapped_column(String(16))  # ios | android | web
+    address: Mapped[str] = mapped_column(String(1024))  # the token, or the endpoint URL
+    sealed_keys: Mapped[str | None] = mapped_column(Text)  # browser: p256dh and auth
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

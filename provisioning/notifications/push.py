@@ -1,4 +1,5 @@
-"""Mobile, browser and Telegram notifications: one adapter interface and a push outbox.
+"""Mobile, browser and Telegram notifications: one adapter interface (``adapters``) and a
+push outbox.
 
 Each (entry, channel) is one ``push_outbox`` row, written with the entry. A send task
 claims due rows (a claim token and a lease, SKIP LOCKED on PostgreSQL), hands each to its
@@ -10,102 +11,34 @@ the mark can repeat one.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import secrets
-import urllib.error
-import urllib.request
+from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 
 from provisioning.core import dispatch
 from provisioning.core.config import Settings, settings
 from provisioning.core.db import session_scope
 from provisioning.core.models import utcnow
+from provisioning.notifications.adapters import Device, Push, PushAdapter, PushFailed
+from provisioning.notifications.devices import open_keys
 from provisioning.notifications.models import (
     Notification,
     NotificationSettings,
+    PushDevice,
     PushMessage,
     PushStatus,
 )
 
 log = logging.getLogger(__name__)
 PUSH_TASK = "provisioning.send_pushes"
-
-
-@dataclass(frozen=True)
-class Push:
-    """One notification to deliver on one channel."""
-
-    id: int
-    channel: str
-    identity_id: int
-    event: str
-    text: str
-    telegram_chat_id: str | None
-
-
-class PushFailed(Exception):
-    """The channel's service did not take the notification; ``permanent`` if retrying is
-    pointless (a 4xx answer, no chat to send to, no adapter for the channel)."""
-
-    def __init__(self, reason: str, *, permanent: bool) -> None:
-        super().__init__(reason)
-        self.permanent = permanent
-
-
-class PushAdapter(Protocol):
-    """What each push channel implements: deliver one notification or raise ``PushFailed``."""
-
-    def send(self, push: Push) -> None: ...
-
-
-class TelegramAdapter:
-    """Posts to the Bot API's ``sendMessage`` (``{base}/bot{token}/sendMessage``)."""
-
-    def __init__(self, base_url: str, token: str, timeout: float) -> None:
-        self.base_url = base_url.rstrip("/")
-        self._token = token
-        self.timeout = timeout
-
-    def send(self, push: Push) -> None:
-        if not push.telegram_chat_id:
-            raise PushFailed("no Telegram chat is linked (telegram_chat_id)", permanent=True)
-        request = urllib.request.Request(
-            f"{self.base_url}/bot{self._token}/sendMessage", method="POST",
-            data=json.dumps({"chat_id": push.telegram_chat_id, "text": push.text}).encode(),
-            headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as answer:
-                reply = json.loads(answer.read() or b"{}")
-        except urllib.error.HTTPError as refused:
-            # 429 and 5xx pass; any other 4xx (a blocked bot, a wrong chat) stays refused
-            temporary = refused.code == 429 or refused.code >= 500
-            raise PushFailed(f"Telegram answered {refused.code}", permanent=not temporary
-                             ) from None
-        except (urllib.error.URLError, OSError, ValueError) as unreachable:
-            raise PushFailed(f"Telegram unreachable: {unreachable}", permanent=False) from None
-        if not reply.get("ok", False):
-            raise PushFailed(f"Telegram refused: {reply.get('description', reply)}",
-                             permanent=True)
-
-
-def configured_adapters(config: Settings | None = None) -> dict[str, PushAdapter]:
-    """The adapters the settings make: Telegram with a bot token. Mobile and browser have
-    none yet; their rows fail with that reason."""
-    config = config or settings()
-    adapters: dict[str, PushAdapter] = {}
-    if config.telegram_bot_token:
-        adapters["telegram"] = TelegramAdapter(config.telegram_api_url,
-                                               config.telegram_bot_token,
-                                               config.push_timeout_seconds)
-    return adapters
 
 
 @lru_cache(maxsize=4)
@@ -156,33 +89,48 @@ def deliver_pushes(adapters: Mapping[str, PushAdapter], *, now: datetime | None 
             .outerjoin(NotificationSettings,
                        NotificationSettings.identity_id == Notification.identity_id)
             .where(PushMessage.claim_token == token).order_by(PushMessage.id)).all()
+        devices = _devices_of(session, {row.identity_id for row in claimed})
     report = PushReport()
     for row in claimed:
         push = Push(row.id, row.channel, row.identity_id, row.event, row.text,
-                    row.telegram_chat_id)
-        outcome = _send(push, adapters.get(push.channel), row.attempts, moment, config)
+                    row.telegram_chat_id, devices[row.identity_id, row.channel])
+        outcome, gone = _send(push, adapters.get(push.channel), row.attempts, moment, config)
         with session_scope() as session:
             session.execute(update(PushMessage).where(
                 PushMessage.id == push.id, PushMessage.claim_token == token).values(**outcome))
+            if gone:
+                session.execute(delete(PushDevice).where(PushDevice.id.in_(gone)))
         {PushStatus.SENT.value: report.sent, PushStatus.DEFERRED.value: report.deferred,
          PushStatus.FAILED.value: report.failed}[outcome["status"]].append(push.id)
     return report
 
 
+def _devices_of(session: Any, identities: set[int]) -> dict[tuple[int, str], tuple[Device, ...]]:
+    """The registered phones and browsers of these people, by (person, channel)."""
+    found: dict[tuple[int, str], list[Device]] = defaultdict(list)
+    for device in session.scalars(select(PushDevice).where(
+            PushDevice.identity_id.in_(identities)).order_by(PushDevice.id)):
+        found[device.identity_id, device.channel].append(Device(
+            device.id, device.platform, device.address, open_keys(device.sealed_keys)))
+    return defaultdict(tuple, {key: tuple(value) for key, value in found.items()})
+
+
 def _send(push: Push, adapter: PushAdapter | None, attempts: int, now: datetime,
-          config: Settings) -> dict[str, Any]:
-    """Hand one push to its adapter; the columns that record what became of it."""
+          config: Settings) -> tuple[dict[str, Any], tuple[int, ...]]:
+    """Hand one push to its adapter: the columns that record what became of it, and the
+    devices its service no longer knows."""
     try:
         if adapter is None:
             raise PushFailed(f"no {push.channel} adapter is configured", permanent=True)
-        adapter.send(push)
+        delivered = adapter.send(push)
     except PushFailed as failure:
         log.warning("push %s on %s: %s", push.id, push.channel, failure)
         if failure.permanent or attempts >= config.push_max_attempts:
-            return {"status": PushStatus.FAILED.value, "last_error": str(failure)}
-        return {"status": PushStatus.DEFERRED.value, "last_error": str(failure),
-                "next_attempt_at": now + timedelta(seconds=retry_delay(attempts, config))}
-    return {"status": PushStatus.SENT.value, "sent_at": now, "last_error": None}
+            return {"status": PushStatus.FAILED.value, "last_error": str(failure)}, failure.gone
+        return ({"status": PushStatus.DEFERRED.value, "last_error": str(failure),
+                 "next_attempt_at": now + timedelta(seconds=retry_delay(attempts, config))},
+                failure.gone)
+    return {"status": PushStatus.SENT.value, "sent_at": now, "last_error": None}, delivered.gone
 
 
 def retry_delay(attempts: int, config: Settings) -> float:

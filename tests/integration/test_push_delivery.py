@@ -15,9 +15,10 @@ import pytest
 from sqlalchemy import select
 
 from provisioning.core.db import session_scope
+from provisioning.notifications.adapters import configured_adapters
 from provisioning.notifications.models import PushMessage
 from provisioning.notifications.publish import notify
-from provisioning.notifications.push import configured_adapters, deliver_pushes
+from provisioning.notifications.push import deliver_pushes
 from tests.conftest import Stack
 
 BOT_TOKEN = "123456:test-token"

@@ -109,6 +109,8 @@ SPECIAL = {
     "mailsink_url": ("http://0.0.0.0:9025/", "http://0.0.0.0:9025"),
     "worker_concurrency": ("0", 0),
     "trusted_proxies": ("10.0.0.0/8, 192.0.2.7", ("10.0.0.0/8", "192.0.2.7")),
+    "web_push_services": (" push.example.com, http://127.0.0.1:9000 ",
+                          ("push.example.com", "http://127.0.0.1:9000")),
 }
 
 
