@@ -245,6 +245,7 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
     assert schedule == {
         "sweep-outbox": timedelta(seconds=7), "sweep-jobs": timedelta(seconds=8),
         "purge-outbox": timedelta(seconds=60), "purge-jobs": timedelta(seconds=90),
+        "purge-notifications": timedelta(seconds=60),
         "send-digests": timedelta(seconds=120), "send-pushes": timedelta(seconds=15)}
     one_per_core = create_app(dataclasses.replace(config, worker_concurrency=0))
     assert one_per_core.conf.worker_concurrency is None
