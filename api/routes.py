@@ -249,6 +249,9 @@ def routes() -> list[Route]:
               post=Operation("Ask for a fresh link", {202: json_body("RenewalSent")})),
         route("/invitations/{token}", pages.InvitationPage(),
               get=Operation("The invitee's landing page", {200: HTML_PAGE, 404: HTML_PAGE})),
+        route("/email-change/{token}", pages.EmailChangePage(),
+              get=Operation("Where the link confirming a new login email leads",
+                            {200: HTML_PAGE, 404: HTML_PAGE})),
         *record_routes(account),
     ]
     return table

@@ -23,6 +23,7 @@ from provisioning.core.pages import decode_cursor, encode_cursor, page_size
 from provisioning.core.validation import Form
 from provisioning.crm.models import Contact, Customer, Lead, Task
 from provisioning.members.models import Membership, MemberStatus, UserType
+from provisioning.notifications.publish import notify
 
 Record = Lead | Contact | Customer | Task
 MAX_LABEL_LENGTH: int = Lead.__table__.c.name.type.length  # type: ignore[attr-defined]
@@ -196,6 +197,7 @@ def create_record(session: Session, actor: Actor, account_id: int, kind_name: st
     session.add(record)
     session.flush()
     _record(session, caller, kind, "create", record.id, None, _auditable(values))
+    _tell_assignee(session, caller, kind, record, values)
     return _view(kind, record)
 
 
@@ -227,7 +229,19 @@ def update_record(session: Session, actor: Actor, account_id: int, kind_name: st
     record.updated_at = utcnow()
     session.flush()
     _record(session, caller, kind, "update", record.id, _auditable(before), _auditable(changed))
+    _tell_assignee(session, caller, kind, record, changed)
     return _view(kind, record)
+
+
+def _tell_assignee(session: Session, caller: Caller, kind: Kind, record: Record,
+                   changed: dict[str, Any]) -> None:
+    """A task given to someone other than the caller tells them (``task_assigned``)."""
+    assignee = changed.get(RESPONSIBLE)
+    if kind.noun != "task" or assignee is None or assignee == caller.member_id:
+        return
+    identity_id = session.scalar(select(Membership.identity_id).where(Membership.id == assignee))
+    notify(session, identity_id, "task_assigned", {"task_title": getattr(record, kind.label)},
+           account_id=caller.account_id)
 
 
 def delete_record(session: Session, actor: Actor, account_id: int, kind_name: str,

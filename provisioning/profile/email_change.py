@@ -87,8 +87,20 @@ def confirm_email_change(session: Session, actor: Actor, token: str,
         raise Conflict("This email address already belongs to another login.",
                        code="email_taken")
     identity = session.get_one(Identity, actor.identity_id)
+    if identity.totp_enabled:  # turned on since the request (R12)
+        raise two_factor_on()
     identity.email = change.new_email
     session.delete(change)
     session.flush()
     limits.forget_failures(session, counted)
     return identity.email
+
+
+def preview_email_change(session: Session, token: str) -> dict[str, object] | None:
+    """What the confirmation page shows of a link: the new address and whether the link
+    still works; None for a link that never worked or was replaced."""
+    change = session.scalars(select(EmailChange).where(
+        EmailChange.token_hash == hash_secret(token))).first()
+    if change is None:
+        return None
+    return {"new_email": change.new_email, "expired": change.expires_at <= utcnow()}

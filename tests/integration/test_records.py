@@ -383,3 +383,32 @@ def test_the_seed_command_writes_exactly_the_records_asked_for(stack: Stack):
         assert ran.returncode == 2, ran.stdout
         assert complaint in ran.stderr
     assert owned(free)["leads"] == 0
+
+
+def test_a_task_given_to_someone_else_lands_in_their_inbox(stack: Stack):
+    admin = stack.create_account()
+    member_id, _, member = active_member(stack, admin)
+    url = f"/v1/accounts/{admin.id}/tasks"
+
+    def inbox(headers: dict[str, str]) -> list[tuple[str, str]]:
+        items = stack.api.simulate_get("/v1/me/inbox", headers=headers).json["items"]
+        return [(item["event"], item["text"]) for item in items]
+
+    before = inbox(admin.headers)
+    own = create(stack, member, admin.id, "tasks", title="Water the plants")
+    assert own.status_code == 201 and inbox(member) == []  # one's own task tells nobody
+    given = create(stack, admin.headers, admin.id, "tasks", title="Call Ana",
+                   responsible_id=member_id)
+    assert given.status_code == 201
+    assert [event for event, _ in inbox(member)] == ["task_assigned"]
+    assert "Call Ana" in inbox(member)[0][1]
+    handed_back = stack.api.simulate_patch(f"{url}/{own.json['id']}", headers=member,
+                                           json={"responsible_id": own_member_id(stack, admin)})
+    assert handed_back.status_code == 200
+    assert [event for event, _ in inbox(admin.headers)] == ["task_assigned"] + [
+        event for event, _ in before]
+    renamed = stack.api.simulate_patch(f"{url}/{given.json['id']}", headers=admin.headers,
+                                       json={"title": "Call Ana back"})
+    assert renamed.status_code == 200 and len(inbox(member)) == 1  # still theirs: no news
+    lead = create(stack, admin.headers, admin.id, "leads", name="Acme", responsible_id=member_id)
+    assert lead.status_code == 201 and len(inbox(member)) == 1  # only tasks tell

@@ -4,23 +4,27 @@ and on the embedded default. Codes and limits read one clock the test moves."""
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import falcon.testing
 import pyotp
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from provisioning.access import limits
 from provisioning.access.models import RecoveryCode
 from provisioning.core.config import settings
 from provisioning.core.db import session_scope
+from provisioning.core.models import utcnow
 from provisioning.core.security import derived_token
 from provisioning.mail.models import OutboxEmail
 from provisioning.members.models import Identity
+from provisioning.profile.models import EmailChange
 from tests.conftest import AdminAccount, Clock, Stack, activate, deactivate
 from tests.support.openapi import conforms as _conforms
 
@@ -328,3 +332,64 @@ def test_guessing_two_factor_codes_is_limited_on_the_embedded_default(embedded: 
     api, (guesser, bystander) = embedded
     assert isinstance(limits.store(), limits.DatabaseStore)
     _guessing_codes_is_limited(api, guesser.headers, bystander.headers, clock)
+
+
+def _asked_change(api: falcon.testing.TestClient, email: str) -> tuple[str, str]:
+    """Ask to move ``email``'s login to a new address; the new address and the link's token."""
+    new = f"moved.{uuid.uuid4().hex[:8]}@example.com"
+    asked = api.simulate_post("/v1/me/email", json={"email": new, "password": PASSWORD},
+                              headers=_session(api, email))
+    assert asked.status_code == 202, asked.text
+    link = [e for e in _outbox(new) if e.template == "email_change_confirm"][-1]
+    return new, derived_token(settings().secret_key, "email-change",
+                              link.context["derived_links"]["link"]["nonce"])
+
+
+def test_the_link_to_a_new_email_opens_a_page_that_confirms_it(stack: Stack):
+    admin = stack.create_account()
+    api = stack.api
+    new, token = _asked_change(api, admin.email)
+    page = api.simulate_get(f"/email-change/{token}")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert new in page.text and 'id="confirm"' in page.text
+    nonce = page.headers["content-security-policy"].split("'nonce-")[1].split("'")[0]
+    assert f'<script nonce="{nonce}">' in page.text
+    assert page.headers["referrer-policy"] == "no-referrer"
+    # what the page's script calls, in order, exists and works
+    called = re.findall(r'call\("(/v1/[^"]+)"', page.text)
+    assert called == ["/v1/auth/login", "/v1/me/email/confirm", "/v1/auth/logout"]
+    login = _login(api, admin.email)
+    bearer = {"Authorization": f"Bearer {login.json['token']}"}
+    confirmed = api.simulate_post(called[1], json={"token": token}, headers=bearer)
+    assert confirmed.status_code == 200 and confirmed.json["email"] == new
+    assert api.simulate_post(called[2], headers=bearer).status_code == 204
+    gone = api.simulate_get(f"/email-change/{token}")
+    assert gone.status_code == 404 and "does not work" in gone.text
+
+
+def test_the_page_of_an_expired_or_forged_link_says_so(stack: Stack):
+    admin = stack.create_account()
+    new, token = _asked_change(stack.api, admin.email)
+    with session_scope() as session:
+        session.execute(update(EmailChange).values(expires_at=utcnow() - timedelta(minutes=1))
+                        .where(EmailChange.new_email == new))
+    expired = stack.api.simulate_get(f"/email-change/{token}")
+    assert expired.status_code == 200 and "has expired" in expired.text and 'id="confirm"' \
+        not in expired.text
+    forged = stack.api.simulate_get("/email-change/%3C%2Fscript%3E%3Cscript%3Ealert(1)")
+    assert forged.status_code == 404
+    assert "</script><script>alert(1)" not in forged.text
+
+
+def test_a_confirmation_is_refused_once_two_factor_is_on(stack: Stack, clock: Clock):
+    admin = stack.create_account()
+    api = stack.api
+    new, token = _asked_change(api, admin.email)
+    me = _session(api, admin.email)
+    secret = api.simulate_post("/v1/me/2fa/setup", headers=me).json["secret"]
+    enabled = api.simulate_post("/v1/me/2fa/enable", json={"code": _code(secret, clock)},
+                                headers=me)
+    assert enabled.status_code == 200, enabled.text
+    refused = api.simulate_post("/v1/me/email/confirm", json={"token": token}, headers=me)
+    assert refused.status_code == 409 and refused.json["code"] == "two_factor_on"
+    assert api.simulate_get("/v1/me", headers=me).json["email"] == admin.email
