@@ -192,10 +192,13 @@ SCHEMAS: dict[str, Any] = {
                           last_sent_at=TIME_OR_NULL, sends=INTEGER, failure=TEXT_OR_NULL),
     "Member": _object(
         "id email name role group user_type language status two_factor invitation created_at",
+        "note",
         id=ID, email=STRING, name=STRING, role=STRING, group=TEXT_OR_NULL,
         user_type={"enum": list(USER_TYPES)}, language={"enum": list(LANGUAGES)},
         status={"enum": MEMBER_STATUSES}, two_factor=BOOLEAN,
-        invitation={"oneOf": [ref("Invitation"), {"type": "null"}]}, created_at=TIME),
+        invitation={"oneOf": [ref("Invitation"), {"type": "null"}]}, created_at=TIME,
+        note={"type": ["string", "null"],
+              "description": "Admins only (R12); absent from an answer to anyone else"}),
     "MemberPage": _page("Member", total=INTEGER),
     "Invite": _object(
         "email", "name role group user_type language initial_password seasonal_start "

@@ -15,10 +15,12 @@ def body(req: falcon.Request) -> Any:
     return req.get_media(default_when_empty=None)
 
 
-def shaped(value: Any) -> Any:
-    """A service's answer as JSON-ready dicts; unlike ``asdict`` it deep-copies nothing."""
+def shaped(value: Any, omit: frozenset[str] = frozenset()) -> Any:
+    """A service's answer as JSON-ready dicts, without the top-level fields ``omit`` names;
+    unlike ``asdict`` it deep-copies nothing."""
     if is_dataclass(value) and not isinstance(value, type):
-        return {field.name: shaped(getattr(value, field.name)) for field in fields(value)}
+        return {field.name: shaped(getattr(value, field.name)) for field in fields(value)
+                if field.name not in omit}
     return value
 
 

@@ -4,6 +4,7 @@ import falcon
 
 from api.resources import body, shaped
 from provisioning.members import invitations
+from provisioning.members.directory import ADMIN_ONLY
 
 
 class InvitationPreview:
@@ -17,8 +18,9 @@ class InvitationAccept:
     auth = "optional"  # an existing identity may prove itself with its bearer token
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, token: str) -> None:
+        # the invitee reads their own member object: not what only admins see (R12)
         resp.media = shaped(invitations.accept_invitation(
-            req.context.session, token, body(req), req.context.actor))
+            req.context.session, token, body(req), req.context.actor), omit=ADMIN_ONLY)
 
 
 class InvitationRenew:

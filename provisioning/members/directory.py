@@ -63,6 +63,11 @@ class MemberView:
     two_factor: bool
     invitation: InvitationView | None
     created_at: datetime
+    note: str | None  # R12: admins only (``ADMIN_ONLY``)
+
+
+# What a member object shows admins only (R12): an answer to anyone else leaves it out.
+ADMIN_ONLY = frozenset({"note"})
 
 
 @dataclass(frozen=True)
@@ -133,6 +138,7 @@ def member_view(
         two_factor=identity.totp_enabled and joined,
         invitation=invitation_view,
         created_at=membership.created_at,
+        note=membership.note,
     )
 
 

@@ -116,7 +116,7 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         invitation=InvitationView(state=EMAIL_STATE[EmailStatus.QUEUED.value],
                                   expires_at=invitation.expires_at, last_sent_at=now,
                                   sends=1),
-        created_at=now,
+        created_at=now, note=None,
     )
 
 

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from provisioning.core.db import session_scope
 from provisioning.members.models import Identity, Membership
 from tests.conftest import AdminAccount, Stack
-from tests.support.members import active_member, fresh_email
+from tests.support.members import PASSWORD, accept, active_member, fresh_email
 from tests.support.processes import wait_until
 
 
@@ -48,6 +48,7 @@ def test_patch_changes_role_group_name_and_note_by_name_and_records_what_changed
         "admin", "Support", "New Name")
     assert changed.json == stack.api.simulate_get(member_url(admin, member),
                                                   headers=admin.headers).json
+    assert changed.json["note"] == "Keeps the keys"  # admins read it (R12)
     with session_scope() as session:
         assert session.get_one(Membership, member).note == "Keeps the keys"
     [entry] = audit(stack, admin, action="member.update", target=str(member)).json["items"]
@@ -185,3 +186,22 @@ def test_an_account_s_jobs_are_listed_newest_first_with_kind_and_progress(stack:
     other = stack.create_account()
     assert stack.api.simulate_get(f"/v1/accounts/{admin.id}/jobs",
                                   headers=other.headers).status_code == 404
+
+
+def test_the_note_is_read_by_admins_and_by_nobody_else(stack: Stack):
+    admin = stack.create_account(seats=10)
+    invited = stack.invite(admin, email=fresh_email("noted"), initial_password=PASSWORD)
+    member = invited.json["id"]
+    noted = stack.api.simulate_patch(member_url(admin, member), headers=admin.headers,
+                                     json={"note": "Probation until March"})
+    assert noted.json["note"] == "Probation until March"
+    listed = stack.api.simulate_get(f"/v1/accounts/{admin.id}/users", headers=admin.headers)
+    assert {m["id"]: m["note"] for m in listed.json["items"]}[member] == "Probation until March"
+    accepted = accept(stack, member)  # the member's own answer leaves the note out (R12)
+    assert accepted.status_code == 200 and "note" not in accepted.json
+    assert "Probation" not in accepted.text
+    login = stack.api.simulate_post("/v1/auth/login", json={"email": invited.json["email"],
+                                                            "password": PASSWORD})
+    headers = {"Authorization": f"Bearer {login.json['token']}"}
+    assert "Probation" not in stack.api.simulate_get("/v1/me", headers=headers).text
+    assert stack.api.simulate_get(member_url(admin, member), headers=headers).status_code == 403
