@@ -1,6 +1,7 @@
-"""Secrets kept out of log lines. An invitation link works like a password until it is used, so
-its token is cut from every path a log line shows (``/v1/invitations/[redacted]/accept``), as
-are secret query values and credentials in headers. gunicorn's access and error logs
+"""Secrets kept out of log lines. An invitation or email-change link works like a password
+until it is used, so its token is cut from every path a log line shows
+(``/v1/invitations/[redacted]/accept``), as are secret query values and credentials in
+headers. gunicorn's access and error logs
 (``GunicornLogger``, named in ``api.gunicorn_conf``) and the API's own log (``api.wsgi``) go
 through the same filter."""
 
@@ -14,8 +15,9 @@ from gunicorn import glogging
 
 REDACTED = "[redacted]"
 _SECRETS = (
-    # the path segment after /invitations/: /v1/invitations/{token}… and /invitations/{token}
-    (re.compile(r"(/invitations/)[^/?#\s\"']+"), r"\1" + REDACTED),
+    # the path segment after /invitations/ (/v1/invitations/{token}… and /invitations/{token})
+    # and after /email-change/ (the page a new login email's link opens)
+    (re.compile(r"(/(?:invitations|email-change)/)[^/?#\s\"']+"), r"\1" + REDACTED),
     # a secret query value, in a URL or a bare query string (gunicorn's %(q)s)
     (re.compile(r"(?i)(?<![\w-])((?:token|access_token|api_key|password|secret)=)"
                 r"[^&#\s\"']*"), r"\1" + REDACTED),

@@ -1,5 +1,5 @@
 """The `provision` command: migrate, create-account, demo, import, seed-records, settings,
-mailsink."""
+mailsink, reseal-secrets."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from cli.imports import EXIT_FAILED, CommandFailed, add_import
 from cli.records import add_seed_records
+from cli.secrets import add_reseal
 from provisioning.access.auth import authenticate, issue_api_key
 from provisioning.accounts.workspaces import CreatedAccount, create_account
 from provisioning.core import dispatch, migrate
@@ -148,6 +149,7 @@ def parser() -> argparse.ArgumentParser:
     sink.set_defaults(run=cmd_mailsink)
     add_import(commands)
     add_seed_records(commands)
+    add_reseal(commands)
     return root
 
 

@@ -38,7 +38,7 @@ def seal_secret(secret: str, secret_key: str | None = None) -> str:
 
 def open_secret(sealed: str | None) -> str | None:
     """The TOTP secret of a sealed value; None when absent or sealed with another key."""
-    return security.unseal(settings().secret_key, SEALED_FOR, sealed)
+    return security.unseal(settings().secret_keys, SEALED_FOR, sealed)
 
 
 def new_secret() -> str:
@@ -70,10 +70,10 @@ def claim_totp_code(session: Session, identity: Identity, secret: str | None, co
     return False
 
 
-def _recovery_hash(code: str) -> str:
+def _recovery_hash(code: str, secret_key: str | None = None) -> str:
     """A keyed hash: a database copy alone cannot be searched for the codes."""
     normalised = "".join(code.lower().split()).replace("-", "")
-    key = settings().secret_key.encode()
+    key = (secret_key or settings().secret_key).encode()
     return hmac.new(key, f"recovery-code:{normalised}".encode(), hashlib.sha256).hexdigest()
 
 
@@ -98,7 +98,9 @@ def use_recovery_code(session: Session, identity_id: int, code: str) -> bool:
     used = session.execute(
         update(RecoveryCode)
         .where(RecoveryCode.identity_id == identity_id,
-               RecoveryCode.code_hash == _recovery_hash(code),
+               # made under the current key or one it replaced
+               RecoveryCode.code_hash.in_([_recovery_hash(code, key)
+                                           for key in settings().secret_keys]),
                RecoveryCode.used_at.is_(None))
         .values(used_at=utcnow())
     )

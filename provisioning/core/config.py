@@ -136,6 +136,10 @@ class Settings:
         DEVELOPMENT_SECRET_KEY, "**set it**: invitation links derive from it; the API, worker "
         "and beat refuse the development key except on SQLite with the filesystem broker",
         secret=True)
+    previous_secret_keys: tuple[str, ...] = setting(
+        "", "keys `SECRET_KEY` had before, comma-separated: what was sealed or linked with them "
+        "keeps working while `provision reseal-secrets` moves it to the current key",
+        parse=_list, secret=True)
     api_token: str | None = setting(
         "", "an admin's API token, for `provision import` through the API without `--token`",
         parse=_optional, secret=True)
@@ -288,6 +292,11 @@ class Settings:
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def secret_keys(self) -> tuple[str, ...]:
+        """The current secret key first, then the ones it replaced."""
+        return (self.secret_key, *self.previous_secret_keys)
 
     @property
     def uses_development_key(self) -> bool:

@@ -7,6 +7,7 @@ import base64
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 from functools import lru_cache
 
 from argon2 import PasswordHasher
@@ -79,11 +80,21 @@ def seal(secret_key: str, purpose: str, secret: str) -> str:
     return _sealer(secret_key, purpose).encrypt(secret.encode()).decode()
 
 
-def unseal(secret_key: str, purpose: str, sealed: str | None) -> str | None:
-    """What ``seal`` sealed; None when absent or sealed with another key or purpose."""
+def unseal(secret_keys: str | Sequence[str], purpose: str, sealed: str | None) -> str | None:
+    """What ``seal`` sealed with any of ``secret_keys`` (the current one first, then those it
+    replaced); None when absent or sealed with none of them."""
     if not sealed:
         return None
-    try:
-        return _sealer(secret_key, purpose).decrypt(sealed.encode()).decode()
-    except InvalidToken:
-        return None
+    for secret_key in (secret_keys,) if isinstance(secret_keys, str) else secret_keys:
+        try:
+            return _sealer(secret_key, purpose).decrypt(sealed.encode()).decode()
+        except InvalidToken:
+            continue
+    return None
+
+
+@lru_cache(maxsize=8)
+def key_id(secret_key: str) -> str:
+    """A short name of a secret key, kept beside what it derived so the right key can be
+    found after a rotation; a hash, so it tells nothing of the key."""
+    return hashlib.sha256(f"key-id:{secret_key}".encode()).hexdigest()[:12]

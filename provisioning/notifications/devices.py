@@ -36,7 +36,7 @@ MAX_ADDRESS = 1024
 
 def open_keys(sealed: str | None) -> dict[str, str] | None:
     """A browser's subscription keys as registered; None for a phone (or another key)."""
-    opened = security.unseal(settings().secret_key, SEALED_FOR, sealed)
+    opened = security.unseal(settings().secret_keys, SEALED_FOR, sealed)
     return json.loads(opened) if opened else None
 
 

@@ -193,7 +193,7 @@ def test_an_email_change_is_confirmed_from_the_new_address(stack: Stack, clock: 
     assert (confirm.template, notice.template) == ("email_change_confirm",
                                                    "email_changed_notice")
     link = confirm.context["derived_links"]["link"]
-    assert set(link) == {"path", "purpose", "nonce"}  # a nonce, never a working token
+    assert set(link) == {"path", "purpose", "nonce", "key"}  # a nonce, never a working token
     token = derived_token(settings().secret_key, link["purpose"], link["nonce"])
     assert api.simulate_get("/v1/me", headers=me).json["email"] == admin.email  # not yet
 

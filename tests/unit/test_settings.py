@@ -109,6 +109,7 @@ SPECIAL = {
     "mailsink_url": ("http://0.0.0.0:9025/", "http://0.0.0.0:9025"),
     "worker_concurrency": ("0", 0),
     "trusted_proxies": ("10.0.0.0/8, 192.0.2.7", ("10.0.0.0/8", "192.0.2.7")),
+    "previous_secret_keys": ("old-key-1,old-key-2", ("old-key-1", "old-key-2")),
     "web_push_services": (" push.example.com, http://127.0.0.1:9000 ",
                           ("push.example.com", "http://127.0.0.1:9000")),
 }
