@@ -22,7 +22,7 @@ from provisioning.core.config import settings
 from provisioning.core.db import make_engine, session_scope
 from provisioning.core.migrate import alembic_config, upgrade
 from provisioning.core.models import JSONType, utcnow
-from provisioning.core.security import hash_secret, invitation_token
+from provisioning.core.security import hash_secret, invitation_token, key_id
 from provisioning.mail.models import OutboxEmail
 from provisioning.members.models import Invitation
 from tests.conftest import Stack
@@ -94,7 +94,8 @@ def shape(invitation: Invitation, email: OutboxEmail) -> dict[str, Any]:
     """What must not differ between the paths, once each row is checked against its own."""
     context = dict(email.context)
     assert context.pop("derived_links") == {"link": {
-        "path": "/invitations/{token}", "purpose": "invitation", "nonce": invitation.token_nonce}}
+        "path": "/invitations/{token}", "purpose": "invitation", "nonce": invitation.token_nonce,
+        "key": key_id(settings().secret_key)}}
     assert datetime.fromisoformat(context.pop("expires_at")) == invitation.expires_at
     assert invitation.expires_at - invitation.last_sent_at == timedelta(
         days=settings().invitation_ttl_days)
