@@ -34,10 +34,10 @@ NO_SESSION = cast(Session, None)  # the standing rides on the actor: no query is
 
 
 def actor_with(stored: list[str] | None, *, status: str = "active", account_id: int = 7,
-               key_for: int | None = None) -> Actor:
+               key_for: int | None = None, user_type: str = "full") -> Actor:
     """An actor whose token lookup found this membership of account 7 (None: not a member)."""
-    row = ((None,) * 6 if stored is None
-           else (ACCOUNT.id, ACCOUNT.name, "en", 0, status, stored))
+    row = ((None,) * 8 if stored is None
+           else (ACCOUNT.id, ACCOUNT.name, "en", 0, status, stored, 11, user_type))
     return Actor(1, "ann@example.com", "Ann", token_id=1, account_id=key_for,
                  standing=Standing.of(account_id, row))
 
