@@ -58,7 +58,7 @@ def test_a_free_user_added_to_a_lead_hears_of_it_works_on_it_and_loses_it_at_onc
     written = stack.api.simulate_post(f"{one_lead}/messages", headers=as_free,
                                       json={"text": "I can host the group in May"})
     assert written.status_code == 201, written.text
-    assert written.json["author_id"] != written.json["id"] or True
+    assert written.json["author_name"] == "Carmen Ruiz"
     mine = stack.api.simulate_get(f"{account}/leads", headers=as_free).json["items"]
     assert [item["id"] for item in mine] == [lead["id"]]
     # Nothing else: another lead, notes, edits, tasks, contacts, users, participants.
@@ -124,3 +124,15 @@ def test_only_free_members_of_the_account_take_part(stack: Stack):
     assert stack.api.simulate_post(f"/v1/accounts/{other.id}/leads/{lead['id']}/participants",
                                    headers=other.headers,
                                    json={"user_id": stranger}).status_code == 404
+
+
+def test_one_person_may_be_free_in_several_accounts_beside_one_paid_membership(stack: Stack):
+    home, second, third = (stack.create_account(seats=5) for _ in range(3))
+    # home's admin holds a paid seat at home (R2): elsewhere only as a free user
+    for account in (second, third):
+        joined = stack.invite(account, email=home.email.upper(), user_type="free")
+        assert joined.status_code == 201, joined.text
+        assert joined.json["group"] == "Free users" and joined.json["user_type"] == "free"
+    taken = stack.invite(stack.create_account(), email=home.email)
+    assert taken.status_code == 409 and taken.json["code"] == "email_taken"
+    assert "another account" in taken.json["detail"]
