@@ -26,6 +26,7 @@ from api.routes import routes
 from provisioning.access.policy import MEMBER_PERMISSIONS
 from tests.conftest import AdminAccount, Stack
 from tests.support.members import active_member, fresh_email, token_of
+from tests.support.openapi import conforms
 
 OK, DENIED, HIDDEN, UNAUTH = "ok", "denied", "hidden", "unauth"
 # Who calls: nobody; a free user taking part in one lead and one customer; the built-in member
@@ -163,11 +164,17 @@ EXPECTED: dict[tuple[str, str], dict[str, str]] = {
 }
 
 # Bodies that reach the policy without changing much: most writes are sent empty and answered
-# 422 when the policy lets them through (still "ok"); these need something else.
+# 422 when the policy lets them through (still "ok"); these need something else. A callable
+# makes the body for each call. Every 2xx answer is checked against /openapi.json.
 BODIES: dict[tuple[str, str], Any] = {
     ("PUT", "/v1/me/photo"): (b"not an image", "image/png"),
     ("POST", f"{A}/imports"): (b"", "text/csv"),
     ("POST", f"{A}/leads/{{record_id}}/messages"): {"text": "Hello from the matrix"},
+    ("POST", f"{A}/groups"): lambda world: {"name": world.names()},
+    ("PATCH", f"{A}/groups/{{group_id}}"): lambda world: {"name": world.names()},
+    ("PATCH", f"{A}/roles/{{role_id}}"): lambda world: {"name": world.names()},
+    ("POST", f"{A}/leads/{{record_id}}/participants"): lambda world: {
+        "user_id": world.free_member()},
 }
 
 
@@ -189,6 +196,7 @@ class World:
     headers: dict[str, dict[str, str]]
     ids: dict[str, int] = field(default_factory=dict)
     token: str = ""
+    described: dict[str, Any] = field(default_factory=dict)
     names: Callable[[], str] = field(default_factory=lambda: (
         f"matrix {n}" for n in itertools.count()).__next__)
 
@@ -246,7 +254,7 @@ def world(make_stack: Any) -> World:
     headers = {"anonymous": {}, "api_key": admin.headers,
                "admin": _login(stack, admin.email, "correct horse battery"),
                "outsider": _login(stack, other.email, "correct horse battery")}
-    world = World(stack, admin, headers)
+    world = World(stack, admin, headers, described=stack.api.simulate_get("/openapi.json").json)
     world.post(A + "/roles", {"name": "People ops",
                               "permissions": ["users.manage", *MEMBER_PERMISSIONS]})
     world.post(A + "/roles", {"name": "Viewer", "permissions": ["leads.view", "contacts.view"]})
@@ -291,6 +299,7 @@ def test_each_principal_gets_what_the_matrix_expects(world: World, method: str, 
     expected = EXPECTED.get((method, path))
     assert expected is not None, f"{method} {path} has no row in EXPECTED"
     seen: dict[str, str] = {}
+    strays: list[str] = []
     for principal in PRINCIPALS:
         url = path
         for name in ("account_id", "record_id", "member_id", "role_id", "group_id", "key_id",
@@ -298,6 +307,8 @@ def test_each_principal_gets_what_the_matrix_expects(world: World, method: str, 
             if "{" + name + "}" in url:
                 url = url.replace("{" + name + "}", world.value(name, method, path))
         body = BODIES.get((method, path), {} if method in ("POST", "PATCH", "PUT") else None)
+        if callable(body):
+            body = body(world)
         headers = dict(world.headers[principal])
         options: dict[str, Any] = {}
         if isinstance(body, tuple):
@@ -310,4 +321,18 @@ def test_each_principal_gets_what_the_matrix_expects(world: World, method: str, 
                 "content-type", ""):
             assert answer.headers["content-type"].startswith("application/problem+json")
         seen[principal] = outcome(answer.status_code)
+        if answer.status_code < 300:
+            strays += _strays(world.described, method, path, answer)
     assert seen == expected
+    assert strays == []
+
+
+def _strays(described: dict[str, Any], method: str, path: str, answer: Any) -> list[str]:
+    """Where a successful answer strays from what /openapi.json documents for it."""
+    responses = described["paths"][path][method.lower()]["responses"]
+    if str(answer.status_code) not in responses:
+        return [f"{method} {path}: {answer.status_code} is not documented"]
+    content = (responses[str(answer.status_code)].get("content") or {}).get("application/json")
+    if content is None:
+        return []
+    return conforms(described, content["schema"], answer.json, f"{method} {path}")
