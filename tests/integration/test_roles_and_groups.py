@@ -130,6 +130,9 @@ def test_a_users_manage_role_neither_makes_nor_changes_admins_nor_widens_a_role(
         stack.api.simulate_delete(f"{users}/{second_admin}", headers=as_ops),
     ):
         problem(answer, 403, "cannot_change_admin")
+    pending_admin = stack.invite(admin, email=fresh_email(), role="admin").json["id"]
+    problem(stack.api.simulate_delete(f"{users}/{pending_admin}/invitation", headers=as_ops),
+            403, "cannot_change_admin")
     # Nobody gives permissions they do not hold: users.manage alone cannot give "member".
     problem(stack.api.simulate_post(users, headers=as_only_users,
                                     json={"email": fresh_email()}), 403, "cannot_grant")
