@@ -286,6 +286,36 @@ def world(make_stack: Any) -> World:
     return world
 
 
+# R9 point by point: what a free user may do in its account; everything else is refused.
+R9_ALLOWED = {
+    "switch between its leads and customers": [("GET", f"{A}/leads"), ("GET", f"{A}/customers")],
+    "view fields": [("GET", f"{A}/leads/{{record_id}}"), ("GET", f"{A}/customers/{{record_id}}")],
+    "view notes": [("GET", f"{A}/leads/{{record_id}}/notes")],
+    "write in the chat and to the lead's contact": [
+        ("GET", f"{A}/leads/{{record_id}}/messages"),
+        ("POST", f"{A}/leads/{{record_id}}/messages")],
+}
+R9_REFUSED = {  # a few named outright, so a loosened row reads as the rule it breaks
+    "edit fields": [("PATCH", f"{A}/leads/{{record_id}}"),
+                    ("PATCH", f"{A}/customers/{{record_id}}")],
+    "see or set tasks": [("GET", f"{A}/tasks"), ("POST", f"{A}/tasks")],
+    "write notes": [("POST", f"{A}/leads/{{record_id}}/notes")],
+    "add free users": [("POST", f"{A}/users"), ("POST", f"{A}/leads/{{record_id}}/participants")],
+    "see fields of attached contacts": [("GET", f"{A}/contacts"),
+                                        ("GET", f"{A}/contacts/{{record_id}}")],
+}
+
+
+def test_the_free_user_s_column_is_r9_point_by_point():
+    allowed = {key for keys in R9_ALLOWED.values() for key in keys}
+    for point, keys in R9_REFUSED.items():
+        assert all(EXPECTED[key]["free"] == DENIED for key in keys), point
+    account_routes = {key for key in EXPECTED if key[1].startswith(A)}
+    assert {key for key in account_routes if EXPECTED[key]["free"] == OK} == allowed
+    # Any other page of the account: refused (never hidden, never let through).
+    assert {EXPECTED[key]["free"] for key in account_routes - allowed} == {DENIED}
+
+
 def test_every_route_of_the_table_has_a_row_and_every_row_a_route():
     served = set(_endpoints())
     assert sorted(served - set(EXPECTED)) == [], "routes without a matrix row"
