@@ -30,6 +30,7 @@ from api.resources import (
 from api.schemas import (
     ACCOUNT_JOB_FILTERS,
     AUDIT_FILTERS,
+    ID,
     IMPORT_OPTIONS,
     INBOX_FILTERS,
     JOB_FILTERS,
@@ -75,6 +76,19 @@ def record_routes(account: str) -> list[Route]:
                   patch=Operation(f"Change a {kind.noun}", {200: json_body(name)},
                                   request=json_body(f"{name}Changes")),
                   delete=Operation(f"Delete a {kind.noun}", {204: None})),
+        ]
+    for plural in ("leads", "customers"):
+        noun = KINDS[plural].noun
+        record = f"{account}/{plural}/{{record_id:int}}/participants"
+        table += [
+            route(record, crm.Participants(plural),
+                  get=Operation(f"The free users taking part in a {noun}",
+                                {200: json_body("ParticipantPage")}),
+                  post=Operation(f"Add a free user to a {noun} (they are told)",
+                                 {201: json_body("Participant")},
+                                 request=json_body("NewParticipant"))),
+            route(record + "/{member_id:int}", crm.Participant(plural),
+                  delete=Operation(f"Take a free user off a {noun}", {204: None})),
         ]
     lead = account + "/leads/{record_id:int}"
     table += [
@@ -208,11 +222,22 @@ def routes() -> list[Route]:
               get=Operation("Roles", {200: json_body("RolePage")}),
               post=Operation("Create a custom role", {201: json_body("Role")},
                              request=json_body("NewRole"))),
+        route(account + "/roles/{role_id:int}", accounts.Role(),
+              patch=Operation("Rename a custom role or change its permissions",
+                              {200: json_body("Role")}, request=json_body("RoleChanges")),
+              delete=Operation("Delete a custom role nobody holds", {204: None})),
         route(account + "/permissions", accounts.Permissions(),
               get=Operation("Every permission a role can hold",
                             {200: json_body("PermissionPage")})),
         route(account + "/groups", accounts.Groups(),
-              get=Operation("Groups", {200: json_body("GroupPage")})),
+              get=Operation("Groups", {200: json_body("GroupPage")}),
+              post=Operation("Create a group", {201: json_body("Group")},
+                             request=json_body("NewGroup"))),
+        route(account + "/groups/{group_id:int}", accounts.Group(),
+              patch=Operation("Rename a group", {200: json_body("Group")},
+                              request=json_body("NewGroup")),
+              delete=Operation("Delete a group, moving its members first with move_to",
+                               {204: None}, query={"move_to": ID})),
         route(account + "/audit", accounts.Audit(),
               get=Operation("Audit log, newest first", {200: json_body("AuditPage")},
                             query=AUDIT_FILTERS | PAGE)),

@@ -35,14 +35,10 @@ class ApiKeys:
                                                   account_id), "next_cursor": None}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        form = Form(body(req) or {})
-        name = form.text("name", required=True, max_length=100) or ""
-        expires_at = form.moment("expires_at")
-        form.finish()
-        issued = auth.create_api_key(req.context.session, req.context.actor, account_id, name,
-                                     expires_at)
+        issued = auth.create_api_key(req.context.session, req.context.actor, account_id,
+                                     body(req))
         resp.status = falcon.HTTP_201
-        resp.media = {"name": name, **shaped(issued)}
+        resp.media = shaped(issued)
 
 
 class ApiKey:

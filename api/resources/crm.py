@@ -5,7 +5,7 @@ from __future__ import annotations
 import falcon
 
 from api.resources import body, int_param
-from provisioning.crm import notes, records
+from provisioning.crm import notes, participants, records
 
 
 class Records:
@@ -70,3 +70,33 @@ class LeadEntries:
         resp.status = falcon.HTTP_201
         resp.media = self.added(req.context.session, req.context.actor, account_id, record_id,
                                 body(req))
+
+
+class Participants:
+    """The free users taking part in a lead or a customer (R9)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+               record_id: int) -> None:
+        resp.media = {"items": participants.list_participants(
+            req.context.session, req.context.actor, account_id, self.kind, record_id),
+            "next_cursor": None}
+
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                record_id: int) -> None:
+        resp.status = falcon.HTTP_201
+        resp.media = participants.add_participant(req.context.session, req.context.actor,
+                                                  account_id, self.kind, record_id, body(req))
+
+
+class Participant:
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def on_delete(self, req: falcon.Request, resp: falcon.Response, account_id: int,
+                  record_id: int, member_id: int) -> None:
+        participants.remove_participant(req.context.session, req.context.actor, account_id,
+                                        self.kind, record_id, member_id)
+        resp.status = falcon.HTTP_204

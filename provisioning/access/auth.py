@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
 from sqlalchemy.orm import Session
@@ -28,7 +29,7 @@ from provisioning.core.security import (
     new_secret,
     verify_password,
 )
-from provisioning.core.validation import normalise_email
+from provisioning.core.validation import Form, normalise_email
 from provisioning.members.models import Identity, Membership, MemberStatus
 
 
@@ -53,6 +54,14 @@ class Actor:
 
 @dataclass(frozen=True)
 class IssuedToken:
+    id: int
+    token: str
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IssuedApiKey:
+    name: str
     id: int
     token: str
     expires_at: datetime | None
@@ -216,14 +225,16 @@ def logout(session: Session, actor: Actor) -> None:
     )
 
 
-def create_api_key(session: Session, actor: Actor, account_id: int, name: str,
-                   expires_at: datetime | None = None) -> IssuedToken:
-    """An API key for automation: acts as ``actor`` within this one account, until revoked
-    or, when given one, until ``expires_at``."""
+def create_api_key(session: Session, actor: Actor, account_id: int, body: Any
+                   ) -> IssuedApiKey:
+    """``POST …/api-keys {"name", "expires_at"?}``: an API key for automation that acts as
+    ``actor`` within this one account, until revoked or, when given one, until
+    ``expires_at``. The policy decides before the body is read: a stranger learns nothing."""
     account = require(session, actor, account_id, Permission.USERS_MANAGE)
-    name = (name or "").strip()
-    if not name or len(name) > 100:
-        raise InvalidInput([FieldError("name", "Give the key a name of 1 to 100 characters.")])
+    form = Form(body or {})
+    name = form.text("name", required=True, max_length=100) or ""
+    expires_at = form.moment("expires_at")
+    form.finish()
     if expires_at is not None and expires_at <= utcnow():
         raise InvalidInput([FieldError("expires_at", "Choose a time in the future.", "past")])
     identity = session.get_one(Identity, actor.identity_id)
@@ -241,7 +252,7 @@ def create_api_key(session: Session, actor: Actor, account_id: int, name: str,
         target_id=None,
         after={"name": name, "expires_at": expires_at.isoformat() if expires_at else None},
     )
-    return issued
+    return IssuedApiKey(name, issued.id, issued.token, issued.expires_at)
 
 
 def issue_api_key(session: Session, identity: Identity, account_id: int, name: str) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from provisioning.accounts.models import Account, Role
 from provisioning.core.errors import FieldError, Forbidden, NotAuthenticated, NotFound
-from provisioning.members.models import Identity, Membership, MemberStatus
+from provisioning.members.models import Identity, Membership, MemberStatus, UserType
 
 if TYPE_CHECKING:
     from provisioning.access.auth import Actor
@@ -74,8 +74,13 @@ BUILTIN_ROLES: dict[str, list[str]] = {
     MEMBER_ROLE: [permission.value for permission in MEMBER_PERMISSIONS],
 }
 
+# R9: a free user holds no permission account-wide, whatever its role stores. On the leads and
+# customers it takes part in (and nowhere else) it may do what these allow, and write messages.
+PARTICIPANT_PERMISSIONS = frozenset((Permission.LEADS_VIEW, Permission.CUSTOMERS_VIEW))
+
 # Refusal codes clients already rely on; any other permission is refused as permission_required.
-_REFUSALS = {Permission.USERS_MANAGE: ("admin_required", "Only administrators can manage users.")}
+_REFUSALS = {Permission.USERS_MANAGE: (
+    "admin_required", "Only administrators can manage users (the users.manage permission).")}
 
 
 def unknown_permissions(names: Iterable[str]) -> list[str]:
@@ -122,7 +127,7 @@ class AdministeredAccount:
 
 # Read with the bearer token (auth._TOKEN_AND_STANDING), or alone by ``standing_in``.
 STANDING_COLUMNS = (Account.id, Account.name, Account.default_language, Account.seasonal_seats,
-                    Membership.status, Role.permissions)
+                    Membership.status, Role.permissions, Membership.id, Membership.user_type)
 
 
 @dataclass(frozen=True)
@@ -136,16 +141,21 @@ class Standing:
     is_admin: bool = False  # the role stores "*": it holds the catalog as it grows
     # Session tokens issued up to this moment do not act in this account (a disable).
     sessions_valid_after: datetime | None = None
+    member_id: int | None = None
+    free: bool = False  # a free user (R9): only the records it takes part in
 
     @classmethod
     def of(cls, account_id: int, row: Sequence[Any],
            sessions_valid_after: datetime | None = None) -> Standing:
-        """From ``STANDING_COLUMNS``; all null when the identity is not a member."""
-        key, name, language, seasonal_seats, status, stored = row
+        """From ``STANDING_COLUMNS``; all null when the identity is not a member. A free
+        user's role counts for nothing: it holds no permission account-wide (R9)."""
+        key, name, language, seasonal_seats, status, stored, member_id, user_type = row
         account = (None if key is None
                    else AdministeredAccount(key, name, language, seasonal_seats))
-        return cls(account_id, account, status, granted(stored),
-                   EVERY_PERMISSION in (stored or ()), sessions_valid_after)
+        free = user_type == UserType.FREE.value
+        return cls(account_id, account, status, frozenset() if free else granted(stored),
+                   not free and EVERY_PERMISSION in (stored or ()), sessions_valid_after,
+                   member_id, free)
 
     def ended(self, session_issued_at: datetime | None) -> bool:
         """Whether a session token issued at ``session_issued_at`` was ended here by a
@@ -191,6 +201,14 @@ def refuse_beyond_grant(standing: Standing, stored: Iterable[str] | None,
         raise CannotGrant(beyond, field)
 
 
+def refuse_changing_admin(standing: Standing, member_role: Iterable[str] | None) -> None:
+    """Only an admin changes, disables or removes an admin: a role holding users.manage does
+    what R1 gives admins, except to admins (403 ``cannot_change_admin``)."""
+    if not standing.is_admin and EVERY_PERMISSION in set(member_role or ()):
+        raise Forbidden("Only administrators can change, disable or remove an administrator.",
+                        code="cannot_change_admin")
+
+
 def standing_of(session: Session, actor: Actor, account_id: int) -> Standing:
     """``actor``'s standing in the account, read with its token when the request named it."""
     standing = actor.standing
@@ -203,25 +221,50 @@ def require(session: Session, actor: Actor, account_id: int, permission: Permiss
             ) -> AdministeredAccount:
     """The account, if ``actor`` is an active member whose role holds ``permission``.
 
-    Another account (or an API key of another account) is not found; an inactive member, or
-    a role without the permission, is refused.
+    Another account (or an API key of another account) is not found; an inactive member, a
+    free user, or a role without the permission, is refused naming the permission.
     """
+    return require_reach(session, actor, account_id, permission, participant_may=False).account
+
+
+@dataclass(frozen=True)
+class Reach:
+    """Where a permission lets a member act: the whole account, or (a free user) only the
+    leads and customers it takes part in."""
+
+    account: AdministeredAccount
+    member_id: int
+    participant_only: bool
+
+
+def require_reach(session: Session, actor: Actor, account_id: int, permission: Permission,
+                  *, participant_may: bool | None = None) -> Reach:
+    """``require`` for record routes: a free user passes where R9 lets a participant act
+    (``participant_may``, by default ``permission in PARTICIPANT_PERMISSIONS``), and its
+    reach is then only the records it takes part in."""
     if actor.account_id is not None and actor.account_id != account_id:
         raise NotFound("No such account.")
     standing = standing_of(session, actor, account_id)
-    if standing.account is None:
+    if standing.account is None or standing.member_id is None:
         raise NotFound("No such account.")
     if standing.ended(actor.session_issued_at):
         raise NotAuthenticated("Your session in this account ended when your membership was "
                                "disabled; log in again.", code="invalid_token")
     if not standing.is_active:
         raise Forbidden("Your membership of this account is not active.")
+    if standing.free:
+        allowed = (permission in PARTICIPANT_PERMISSIONS if participant_may is None
+                   else participant_may)
+        if not allowed:
+            raise Forbidden(f"Free users only see the leads and customers they take part in; "
+                            f"this needs the {permission.value} permission.", code="free_user")
+        return Reach(standing.account, standing.member_id, participant_only=True)
     if permission not in standing.permissions:
         code, detail = _REFUSALS.get(permission, (
             "permission_required",
             f"Your role does not hold the {permission.value} permission: {permission.meaning}."))
         raise Forbidden(detail, code=code)
-    return standing.account
+    return Reach(standing.account, standing.member_id, participant_only=False)
 
 
 def standing_in(session: Session, identity_id: int, account_id: int) -> Standing:
@@ -249,5 +292,6 @@ def first_member_holding(session: Session, account_id: int, permission: Permissi
         select(Identity)
         .join(Membership, Membership.identity_id == Identity.id)
         .where(Membership.account_id == account_id, Membership.role_id.in_(holding),
-               Membership.status == MemberStatus.ACTIVE.value)
+               Membership.status == MemberStatus.ACTIVE.value,
+               Membership.user_type != UserType.FREE.value)
         .order_by(Membership.id).limit(1)).first()

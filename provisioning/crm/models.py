@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, declared_attr, mapped_column
 
 from provisioning.core.db import Base
@@ -95,3 +95,30 @@ class Message(LeadEntry, Base):
 
     __tablename__ = "messages"
     __table_args__ = (Index("ix_messages_lead", "lead_id", "id"),)
+
+
+class Participation:
+    """A free user taking part in one record (R9): it sees that record and nothing else of
+    the account. Deleting the record or the membership deletes the participation."""
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    member_id: Mapped[int] = mapped_column(ForeignKey("memberships.id", ondelete="CASCADE"))
+    added_by_id: Mapped[int | None] = mapped_column(Id)  # the identity who added it
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LeadParticipant(Participation, Base):
+    __tablename__ = "lead_participants"
+    __table_args__ = (UniqueConstraint("record_id", "member_id"),
+                      Index("ix_lead_participants_member", "member_id", "record_id"))
+
+    record_id: Mapped[int] = mapped_column(ForeignKey("leads.id", ondelete="CASCADE"))
+
+
+class CustomerParticipant(Participation, Base):
+    __tablename__ = "customer_participants"
+    __table_args__ = (UniqueConstraint("record_id", "member_id"),
+                      Index("ix_customer_participants_member", "member_id", "record_id"))
+
+    record_id: Mapped[int] = mapped_column(ForeignKey("customers.id", ondelete="CASCADE"))

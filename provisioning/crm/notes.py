@@ -16,7 +16,7 @@ from provisioning.core.models import utcnow
 from provisioning.core.pages import decode_cursor, encode_cursor, page_size
 from provisioning.core.validation import Form
 from provisioning.crm.models import Lead, Message, Note
-from provisioning.crm.records import KINDS, acting_member
+from provisioning.crm.records import KINDS, Caller, acting_member
 
 MAX_TEXT_LENGTH = 10_000
 AUTHOR_NAME_LENGTH: int = Note.__table__.c.author_name.type.length  # type: ignore[attr-defined]
@@ -24,10 +24,12 @@ LEADS = KINDS["leads"]
 Entry = Note | Message
 
 
-def _lead_in(session: Session, account_id: int, lead_id: int) -> None:
-    """Another account's lead, or one deleted, is not found."""
+def _lead_in(session: Session, caller: Caller, lead_id: int) -> None:
+    """Another account's lead, one deleted, or one a free user does not take part in, is
+    not found."""
     found = session.scalar(select(Lead.id).where(Lead.id == lead_id,
-                                                 Lead.account_id == account_id))
+                                                 Lead.account_id == caller.account_id,
+                                                 *caller.reachable(LEADS)))
     if found is None:
         raise NotFound("No such lead in this account.")
 
@@ -45,11 +47,13 @@ def _shaped(row: Any) -> dict[str, Any]:
 
 def _add(session: Session, actor: Actor, account_id: int, lead_id: int, body: Any,
          model: type[Entry], noun: str) -> dict[str, Any]:
-    caller = acting_member(session, actor, account_id, LEADS.edit)
+    # R9: a free user writes messages on the leads it takes part in, never notes.
+    caller = acting_member(session, actor, account_id, LEADS.edit,
+                           participant_may=model is Message)
     form = Form(body)
     text = form.text("text", required=True, max_length=MAX_TEXT_LENGTH)
     form.finish()
-    _lead_in(session, account_id, lead_id)
+    _lead_in(session, caller, lead_id)
     # The author's name as it is now: the entry reads the same once the author has left.
     author = (actor.name or actor.email)[:AUTHOR_NAME_LENGTH]
     entry = model(account_id=account_id, lead_id=lead_id, author_identity_id=actor.identity_id,
@@ -64,9 +68,9 @@ def _add(session: Session, actor: Actor, account_id: int, lead_id: int, body: An
 
 def _list(session: Session, actor: Actor, account_id: int, lead_id: int, cursor: str | None,
           limit: int | None, model: type[Entry]) -> tuple[list[dict[str, Any]], str | None]:
-    acting_member(session, actor, account_id, LEADS.view)
+    caller = acting_member(session, actor, account_id, LEADS.view)
     size = page_size(limit)
-    _lead_in(session, account_id, lead_id)
+    _lead_in(session, caller, lead_id)
     query = select(*_columns(model)).where(model.lead_id == lead_id)
     after = decode_cursor(cursor)
     if after is not None:

@@ -15,13 +15,21 @@ from sqlalchemy import ColumnElement, Select, select
 from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor
-from provisioning.access.policy import Permission, require
+from provisioning.access.policy import Permission, require_reach
 from provisioning.core import audit
-from provisioning.core.errors import FieldError, Forbidden, InvalidInput, NotFound
+from provisioning.core.errors import FieldError, InvalidInput, NotFound
 from provisioning.core.models import utcnow
 from provisioning.core.pages import decode_cursor, encode_cursor, page_size
 from provisioning.core.validation import Form
-from provisioning.crm.models import Contact, Customer, Lead, Task
+from provisioning.crm.models import (
+    Contact,
+    Customer,
+    CustomerParticipant,
+    Lead,
+    LeadParticipant,
+    Participation,
+    Task,
+)
 from provisioning.members.models import Membership, MemberStatus, UserType
 from provisioning.notifications.publish import notify
 
@@ -44,6 +52,7 @@ class Kind:
     edit: Permission
     delete: Permission
     times: tuple[str, ...] = ()  # further fields: points in time a client may set or clear
+    participants: type[LeadParticipant | CustomerParticipant] | None = None  # free users (R9)
 
     def columns(self) -> list[Any]:
         """What a client reads of a record, in the order the answer lists it."""
@@ -54,11 +63,11 @@ class Kind:
 
 KINDS: dict[str, Kind] = {kind.plural: kind for kind in (
     Kind("leads", "lead", Lead, "name", Permission.LEADS_VIEW, Permission.LEADS_EDIT,
-         Permission.LEADS_DELETE),
+         Permission.LEADS_DELETE, participants=LeadParticipant),
     Kind("contacts", "contact", Contact, "name", Permission.CONTACTS_VIEW,
          Permission.CONTACTS_EDIT, Permission.CONTACTS_EDIT),
     Kind("customers", "customer", Customer, "name", Permission.CUSTOMERS_VIEW,
-         Permission.CUSTOMERS_EDIT, Permission.CUSTOMERS_EDIT),
+         Permission.CUSTOMERS_EDIT, Permission.CUSTOMERS_EDIT, participants=CustomerParticipant),
     Kind("tasks", "task", Task, "title", Permission.TASKS_VIEW, Permission.TASKS_EDIT,
          Permission.TASKS_EDIT, times=("due_at", "completed_at")),
 )}
@@ -66,29 +75,32 @@ KINDS: dict[str, Kind] = {kind.plural: kind for kind in (
 
 @dataclass(frozen=True)
 class Caller:
-    """The acting member, as records see them: their membership is the default owner."""
+    """The acting member, as records see them: their membership is the default owner; a free
+    user reaches only the records it takes part in (R9)."""
 
     actor: Actor
     account_id: int
     member_id: int
+    participant_only: bool = False
+
+    def reachable(self, kind: Kind) -> list[ColumnElement[bool]]:
+        """The conditions that keep a query to the records of ``kind`` this caller reaches."""
+        if not self.participant_only:
+            return []
+        table: type[Participation] | None = kind.participants
+        if table is None:  # the policy lets free users reach no other kind
+            return [kind.model.id.is_(None)]
+        return [kind.model.id.in_(select(table.record_id)  # type: ignore[attr-defined]
+                                  .where(table.member_id == self.member_id))]
 
 
-def acting_member(session: Session, actor: Actor, account_id: int, permission: Permission
-                  ) -> Caller:
-    """The caller, if their role holds ``permission`` in the account.
-
-    Free users see only the leads and customers they take part in (R9); until a lead can
-    have participants that is none, so they are refused here.
-    """
-    require(session, actor, account_id, permission)
-    row = session.execute(
-        select(Membership.id, Membership.user_type)
-        .where(Membership.account_id == account_id, Membership.identity_id == actor.identity_id)
-    ).one()  # require() found this membership active
-    if row.user_type == UserType.FREE.value:
-        raise Forbidden("Free users see only the leads and customers they take part in.",
-                        code="free_user")
-    return Caller(actor, account_id, row.id)
+def acting_member(session: Session, actor: Actor, account_id: int, permission: Permission,
+                  *, participant_may: bool | None = None) -> Caller:
+    """The caller, if the policy lets them act with ``permission`` in the account; a free
+    user only where R9 lets a participant act (``policy.require_reach``)."""
+    reach = require_reach(session, actor, account_id, permission,
+                          participant_may=participant_may)
+    return Caller(actor, account_id, reach.member_id, reach.participant_only)
 
 
 def owning_member(session: Session, account_id: int, value: Any, field: str = RESPONSIBLE
@@ -204,10 +216,11 @@ def create_record(session: Session, actor: Actor, account_id: int, kind_name: st
 def get_record(session: Session, actor: Actor, account_id: int, kind_name: str,
                record_id: int) -> dict[str, Any]:
     kind = _kind(kind_name)
-    acting_member(session, actor, account_id, kind.view)
+    caller = acting_member(session, actor, account_id, kind.view)
     model = kind.model
     row = session.execute(select(*kind.columns())
-                          .where(model.id == record_id, model.account_id == account_id)).first()
+                          .where(model.id == record_id, model.account_id == account_id,
+                                 *caller.reachable(kind))).first()
     if row is None:
         raise NotFound(f"No such {kind.noun} in this account.")
     return _shaped(kind, row)
@@ -261,12 +274,12 @@ def list_records(session: Session, actor: Actor, account_id: int, kind_name: str
                  responsible_id: int | None, cursor: str | None, limit: int | None
                  ) -> tuple[list[dict[str, Any]], str | None]:
     """The account's records of a kind in creation order, a page at a time, optionally only
-    those one member is responsible for."""
+    those one member is responsible for; a free user's are those it takes part in."""
     kind = _kind(kind_name)
-    acting_member(session, actor, account_id, kind.view)
+    caller = acting_member(session, actor, account_id, kind.view)
     size = page_size(limit)
     model = kind.model
-    conditions: list[ColumnElement[bool]] = [model.account_id == account_id]
+    conditions = [model.account_id == account_id, *caller.reachable(kind)]
     if responsible_id is not None:
         conditions.append(model.responsible_id == responsible_id)
     after = decode_cursor(cursor)

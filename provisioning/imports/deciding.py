@@ -97,6 +97,7 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
             select(func.count()).select_from(Membership).where(
                 Membership.account_id == plan.account_id,
                 Membership.status == MemberStatus.ACTIVE.value,
+                Membership.user_type != UserType.FREE.value,
                 Membership.role_id.in_(plan.admin_role_ids))) or 0
     today = utcnow().date()
     for row in rows:
@@ -132,6 +133,9 @@ def decide_rows(session: Session, plan: Plan, rows: Sequence[ImportRow], free_se
     return decided
 
 
+CHANGE_ADMIN = "Only administrators can change an administrator."
+
+
 def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id: int,
                      name: str, member: tuple[int, int, int | None, str], *,
                      shared: bool) -> None:
@@ -156,6 +160,12 @@ def _decide_existing(plan: Plan, decided: Outcomes, row: ImportRow, identity_id:
                 decided.active_admins -= 1
         if row.group and plan.group_ids[row.group] != group_id:
             changes["group_id"] = plan.group_ids[row.group]
+    if changes and role_id in plan.admin_role_ids and not plan.starter_is_admin:
+        column, value = ("role", row.role) if row.role else ("email", row.email)
+        decided.errors.append(RowError(row.line, column, "cannot_change_admin", CHANGE_ADMIN,
+                                       value, APPLY))
+        decided.outcome[row.line] = ERROR
+        return
     if changes:
         decided.updates.append((row, identity_id, member_id, role_id, group_id, changes))
         decided.outcome[row.line] = UPDATE

@@ -97,6 +97,7 @@ class Plan:
     media_type: str
     size: int
     admin_role_ids: frozenset[int] = frozenset()  # roles storing "*"
+    starter_is_admin: bool = True  # only an admin changes admins (else row error)
 
     @classmethod
     def load(cls, session: Session, job: Job) -> Plan:
@@ -133,6 +134,7 @@ class Plan:
             size=int(params.get("bytes", 0)),
             admin_role_ids=frozenset(role_id for _, role_id, permissions in stored
                                      if EVERY_PERMISSION in (permissions or ())),
+            starter_is_admin=starter is None or starter.is_admin,
         )
 
 

@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor
-from provisioning.access.policy import refuse_beyond_grant
+from provisioning.access.policy import refuse_beyond_grant, refuse_changing_admin
 from provisioning.accounts.models import Group, Role
 from provisioning.core import audit
 from provisioning.core.errors import Conflict, FieldError, InvalidInput
@@ -64,6 +64,7 @@ def update(session: Session, acting: Acting, member_id: int, changes: MemberChan
     """Apply ``changes`` to one member and write one ``member.update`` entry with what was
     and what is; nothing is written when nothing changes. Returns the member's id."""
     member = locked_member(session, acting.account.id, member_id)
+    refuse_changing_admin(acting.standing, member.role.permissions)
     before: dict[str, Any] = {}
     after: dict[str, Any] = {}
     if changes.role is not None:

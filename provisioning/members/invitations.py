@@ -13,7 +13,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor, check_totp_code
-from provisioning.access.policy import Permission, require
+from provisioning.access.policy import Permission, refuse_changing_admin, require, standing_of
 from provisioning.accounts.models import Account
 from provisioning.billing.seats import free_seat
 from provisioning.core import audit
@@ -261,6 +261,8 @@ def revoke_invitation(session: Session, actor: Actor, account_id: int, member_id
                                                  "member instead.", "already_accepted")])
     now = utcnow()
     membership = session.get_one(Membership, member_id)
+    # Withdrawing an admin's invitation removes an admin-to-be: only an admin does that.
+    refuse_changing_admin(standing_of(session, actor, account_id), membership.role.permissions)
     invitation.revoked_at = now
     view = member_view(membership, invitation, None, now)
     invitation.membership_id = None

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor, end_sessions
+from provisioning.access.policy import refuse_changing_admin
 from provisioning.billing import seats
 from provisioning.billing.seats import HOLDING_STATUSES, SeatCount, consumes_seat, take_seat
 from provisioning.core import audit
@@ -91,6 +92,7 @@ def disable(session: Session, acting: Acting, member_id: int, request: TargetReq
     """R5: the member turns inactive at once, their sessions stop working in the account
     at the next request, their seat is freed (R7); with targets, a job moves their records."""
     member = locked_member(session, acting.account.id, member_id)
+    refuse_changing_admin(acting.standing, member.role.permissions)
     if member.status == MemberStatus.INVITED.value:
         raise Conflict("This member has not joined yet: revoke the invitation instead.",
                        code="not_joined")
@@ -124,6 +126,7 @@ def activate(session: Session, acting: Acting, member_id: int) -> Done:
     """R5: an inactive member works again, after the seat check of R7/R8 (402
     ``seat_limit`` says why not). Sessions a disable ended stay dead: they log in again."""
     member = locked_member(session, acting.account.id, member_id)
+    refuse_changing_admin(acting.standing, member.role.permissions)
     if member.status == MemberStatus.ACTIVE.value:
         return Done(member.id)
     if member.status == MemberStatus.INVITED.value:
@@ -159,6 +162,7 @@ def remove(session: Session, acting: Acting, member_id: int, request: TargetRequ
     (409 ``reassign_required``); then they are disabled at once and a job moves the records
     and deletes the membership in its last transaction."""
     member = locked_member(session, acting.account.id, member_id)
+    refuse_changing_admin(acting.standing, member.role.permissions)
     targets = check_targets(session, member.account_id, member.id, request) if request else {}
     refuse_while_moving(session, member.id)
     owned = owned_records(session.connection(), member.id)

@@ -150,14 +150,15 @@ def refuse_losing_last_admin(session: Session, member: Membership,
     each other at once are counted one after the other.
     """
     roles = admin_role_ids(session, member.account_id) if admin_roles is None else admin_roles
-    if member.role_id not in roles or member.status != MemberStatus.ACTIVE.value:
+    if (member.role_id not in roles or member.status != MemberStatus.ACTIVE.value
+            or member.user_type == UserType.FREE.value):
         return
     session.execute(select(Account.id).where(Account.id == member.account_id)
                     .with_for_update(key_share=True))
     others = session.scalar(
         select(func.count()).select_from(Membership).where(
             Membership.account_id == member.account_id, Membership.id != member.id,
-            Membership.role_id.in_(roles),
+            Membership.role_id.in_(roles), Membership.user_type != UserType.FREE.value,
             Membership.status == MemberStatus.ACTIVE.value)) or 0
     if not others:
         raise Conflict(LAST_ADMIN, code="last_admin",

@@ -21,6 +21,11 @@ EVENTS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType({
     "call": ("caller",),
 })
 
+# Events whose instant email has a template of its own; the others use ``notification``.
+EMAIL_TEMPLATES: MappingProxyType[str, str] = MappingProxyType({
+    "participant_added": "participant_added",
+})
+
 CHANNELS = ("in_app", "email", "mobile", "browser", "telegram")
 # The channels that go through a push adapter and the push outbox.
 PUSH_CHANNELS = ("mobile", "browser", "telegram")

@@ -62,7 +62,7 @@ def notify(session: Session, identity_id: int | None, event: str, details: dict[
     pushes = [channel for channel in catalog.PUSH_CHANNELS if channels[channel]]
     language = language_of(session, identity, account_id)
     context = {"event": event, "details": details, "recipient_name": identity.name or "",
-               "product_name": settings().product_name}
+               "product_name": settings().product_name, "app_url": settings().public_url}
     text = render_email(EMAIL_TEMPLATE, language, context).subject
     moment = now or utcnow()
     entry_id = None
@@ -73,7 +73,8 @@ def notify(session: Session, identity_id: int | None, event: str, details: dict[
             created_at=moment).returning(Notification.id)).scalar_one()
     if instant_email:
         queue_email(session, account_id=account_id, recipient=identity.email,
-                    recipient_name=identity.name or None, template=EMAIL_TEMPLATE,
+                    recipient_name=identity.name or None,
+                    template=catalog.EMAIL_TEMPLATES.get(event, EMAIL_TEMPLATE),
                     language=language, context=context)
     if pushes:
         session.execute(insert(PushMessage), [

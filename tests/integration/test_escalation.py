@@ -103,6 +103,19 @@ def test_an_import_never_demotes_the_last_admin(stack: Stack):
     assert (_role_of(second_id), _role_of(first["id"])) == ("member", "admin")
 
 
+def test_an_import_by_a_users_manage_holder_changes_no_admin(stack: Stack):
+    admin = stack.create_account()
+    _, recruiter = _recruiter(stack, admin)
+    as_recruiter = AdminAccount(admin.id, recruiter["Authorization"].split()[1], "")
+    second_id, second_email, _ = active_member(stack, admin, role="admin")
+    plain_id, plain_email, _ = active_member(stack, admin)
+    body = f"email,role,group\n{second_email},member,\n{plain_email},,Sales\n".encode()
+    done = run_import(stack, as_recruiter, body, on_existing="update", invite="false")
+    assert done["summary"]["updated"] == 1 and done["summary"]["failed"] == 1, done
+    assert error_keys(stack, as_recruiter, done["id"]) == {(2, "role", "cannot_change_admin")}
+    assert (_role_of(second_id), _role_of(plain_id)) == ("admin", "member")
+
+
 def test_each_member_an_import_changes_has_its_own_audit_entry(stack: Stack):
     admin = stack.create_account()
     first, _, _ = active_member(stack, admin, name="First Person")

@@ -152,7 +152,7 @@ def test_a_disabled_membership_is_refused_in_its_account_only(stack: Stack):
     assert problem(stack.api.simulate_get(users(first), headers=token), 401)
     # In the other account the same token still acts (as the free user it is there).
     assert problem(stack.api.simulate_get(users(second), headers=token), 403)["code"] \
-        == "admin_required"
+        == "free_user"
     assert stack.api.simulate_get("/v1/me", headers=token).status_code == 200
     # Activated again, the member logs in again: the old session stays dead in that account.
     assert stack.api.simulate_post(f"{users(first)}/{member}/activate",

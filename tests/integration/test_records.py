@@ -217,9 +217,13 @@ def test_each_call_needs_its_permission_and_another_account_s_records_are_not_fo
     assert stack.api.simulate_patch(one_lead, json={"name": "Kite"},
                                     headers=seller).status_code == 200
 
-    # A free user owns and sees nothing here yet (R9: only leads they take part in).
+    # A free user takes part in no lead yet: it lists none, finds none, and may not create
+    # one, whatever its role holds (R9: only leads they take part in).
     _, _, free = active_member(stack, admin, role="member", user_type="free")
-    assert refused(stack.api.simulate_get(f"{account}/leads", headers=free),
+    listed = stack.api.simulate_get(f"{account}/leads", headers=free)
+    assert listed.status_code == 200 and listed.json["items"] == []
+    refused(stack.api.simulate_get(one_lead, headers=free), 404)
+    assert refused(create(stack, free, admin.id, "leads", name="Mine"),
                    403)["code"] == "free_user"
 
     # Another account: its admin finds no such account, and its own URL no such record.

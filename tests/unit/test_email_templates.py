@@ -328,6 +328,9 @@ SAMPLE_CONTEXTS: dict[str, dict[str, object]] = {
               "link": "https://app.example.test/email-change/4be1c0",
               "product_name": "Provisioner"}
        for name in ("email_change_confirm", "email_changed_notice")},
+    "participant_added": {"event": "participant_added", "recipient_name": "Ana Souza",
+                          "details": {"record_name": "Big deal", "account_name": "Acme Logistics"},
+                          "product_name": "Provisioner", "app_url": "https://app.example.test"},
     "records_reassigned": {"recipient_name": "Ana Souza", "former_owner_name": "Carla Dias",
                            "actor_name": "Bruno Lima", "account_name": "Acme Logistics",
                            "product_name": "Provisioner", "app_url": "https://app.example.test",

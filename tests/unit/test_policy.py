@@ -16,11 +16,13 @@ from provisioning.access.policy import (
     BUILTIN_ROLES,
     CATALOG,
     MEMBER_ROLE,
+    PARTICIPANT_PERMISSIONS,
     AdministeredAccount,
     Permission,
     Standing,
     granted,
     require,
+    require_reach,
     role_permissions,
     unknown_permissions,
 )
@@ -34,10 +36,10 @@ NO_SESSION = cast(Session, None)  # the standing rides on the actor: no query is
 
 
 def actor_with(stored: list[str] | None, *, status: str = "active", account_id: int = 7,
-               key_for: int | None = None) -> Actor:
+               key_for: int | None = None, user_type: str = "full") -> Actor:
     """An actor whose token lookup found this membership of account 7 (None: not a member)."""
-    row = ((None,) * 6 if stored is None
-           else (ACCOUNT.id, ACCOUNT.name, "en", 0, status, stored))
+    row = ((None,) * 8 if stored is None
+           else (ACCOUNT.id, ACCOUNT.name, "en", 0, status, stored, 11, user_type))
     return Actor(1, "ann@example.com", "Ann", token_id=1, account_id=key_for,
                  standing=Standing.of(account_id, row))
 
@@ -111,6 +113,24 @@ def test_a_standing_answers_whether_it_holds_a_permission():
     assert not standing.holds(Permission.LEADS_EDIT)
     outsider = actor_with(None).standing
     assert outsider is not None and not outsider.holds(Permission.LEADS_VIEW)
+
+
+def test_a_free_user_holds_nothing_account_wide_whatever_its_role_stores():
+    free = actor_with(["*"], user_type="free")
+    assert free.standing is not None and not free.standing.is_admin
+    assert free.standing.permissions == frozenset()
+    for permission in (Permission.USERS_MANAGE, Permission.LEADS_EDIT, Permission.TASKS_VIEW):
+        with pytest.raises(Forbidden) as refused:
+            require(NO_SESSION, free, 7, permission)
+        assert refused.value.code == "free_user" and permission.value in refused.value.detail
+    # R9: it views leads and customers, only those it takes part in, and writes messages.
+    for permission in PARTICIPANT_PERMISSIONS:
+        reach = require_reach(NO_SESSION, free, 7, permission)
+        assert reach.participant_only and reach.member_id == 11
+    assert require_reach(NO_SESSION, free, 7, Permission.LEADS_EDIT,
+                         participant_may=True).participant_only
+    full = require_reach(NO_SESSION, actor_with(["leads.view"]), 7, Permission.LEADS_VIEW)
+    assert not full.participant_only
 
 
 # No role name decides who may do what.
