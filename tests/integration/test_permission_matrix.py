@@ -20,12 +20,18 @@ from typing import Any
 
 import pytest
 from PIL import Image
+from sqlalchemy import select
 
 from api.openapi import openapi_path
 from api.routes import routes
 from provisioning.access.policy import MEMBER_PERMISSIONS
+from provisioning.core.config import settings
+from provisioning.core.db import session_scope
+from provisioning.core.security import derived_token
+from provisioning.mail.models import OutboxEmail
 from tests.conftest import AdminAccount, Stack
-from tests.support.members import active_member, fresh_email, token_of
+from tests.integration.test_push_devices import VAPID_KEY
+from tests.support.members import PASSWORD, active_member, fresh_email, token_of
 from tests.support.openapi import conforms
 
 OK, DENIED, HIDDEN, UNAUTH = "ok", "denied", "hidden", "unauth"
@@ -87,6 +93,12 @@ EXPECTED: dict[tuple[str, str], dict[str, str]] = {
     ("GET", "/v1/me/notifications"): SIGNED_IN,
     ("PUT", "/v1/me/notifications"): SIGNED_IN,
     ("GET", "/v1/me/inbox"): SIGNED_IN,
+    ("GET", "/v1/me/devices"): SIGNED_IN,
+    ("POST", "/v1/me/devices"): SIGNED_IN,
+    # The other account's admin's phone: nobody else's to remove.
+    ("DELETE", "/v1/me/devices/{device_id}"): {
+        **dict.fromkeys(PRINCIPALS, HIDDEN), "anonymous": UNAUTH, "outsider": OK},
+    ("GET", "/v1/push/web-push-key"): SIGNED_IN,
     ("POST", "/v1/me/inbox/read"): SIGNED_IN,
     # The free user's own participant_added entry: nobody else's to mark.
     ("POST", "/v1/me/inbox/{notification_id}/read"): {
@@ -130,6 +142,7 @@ EXPECTED: dict[tuple[str, str], dict[str, str]] = {
     ("POST", "/v1/invitations/{token}/accept"): PUBLIC,
     ("POST", "/v1/invitations/{token}/renew"): PUBLIC,
     ("GET", "/invitations/{token}"): PUBLIC,
+    ("GET", "/email-change/{token}"): PUBLIC,
     ("GET", f"{A}/leads"): PARTICIPANT_LEADS,
     ("POST", f"{A}/leads"): LEADS_EDITORS,
     ("GET", f"{A}/leads/{{record_id}}"): PARTICIPANT_LEADS,
@@ -196,6 +209,7 @@ class World:
     headers: dict[str, dict[str, str]]
     ids: dict[str, int] = field(default_factory=dict)
     token: str = ""
+    email_change_token: str = ""
     described: dict[str, Any] = field(default_factory=dict)
     names: Callable[[], str] = field(default_factory=lambda: (
         f"matrix {n}" for n in itertools.count()).__next__)
@@ -235,6 +249,8 @@ class World:
             return str(self.post(A + "/groups", {"name": self.names()})["id"])
         if name == "key_id":
             return str(self.post(A + "/api-keys", {"name": self.names()})["id"])
+        if name == "token" and path.startswith("/email-change/"):
+            return self.email_change_token
         if name == "token":
             return self.token
         return str(self.ids[name])
@@ -249,7 +265,8 @@ def _login(stack: Stack, email: str, password: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def world(make_stack: Any) -> World:
-    stack = make_stack(worker=False)  # emails wait in the outbox; nothing here reads them
+    # emails wait in the outbox; nothing here reads them
+    stack = make_stack(worker=False, web_push_private_key=VAPID_KEY)
     admin, other = stack.create_account(seats=50), stack.create_account()
     headers = {"anonymous": {}, "api_key": admin.headers,
                "admin": _login(stack, admin.email, "correct horse battery"),
@@ -283,7 +300,23 @@ def world(make_stack: Any) -> World:
     assert photo.status_code == 200, photo.text
     inbox = stack.api.simulate_get("/v1/me/inbox", headers=headers["free"])
     world.ids["notification_id"] = inbox.json["items"][0]["id"]
+    phone = stack.api.simulate_post("/v1/me/devices", headers=headers["outsider"], json={
+        "channel": "mobile", "platform": "android", "token": "matrix-token"})
+    world.ids["device_id"] = phone.json["id"]
+    world.email_change_token = _email_change_token(stack, headers["manager"])
     return world
+
+
+def _email_change_token(stack: Stack, headers: dict[str, str]) -> str:
+    """The token of the link a request to change one's login email sends."""
+    new = fresh_email("moving")
+    asked = stack.api.simulate_post("/v1/me/email", headers=headers,
+                                    json={"email": new, "password": PASSWORD})
+    assert asked.status_code == 202, asked.text
+    with session_scope() as session:
+        link = session.scalars(select(OutboxEmail.context).where(
+            OutboxEmail.recipient == new)).one()["derived_links"]["link"]
+    return derived_token(settings().secret_key, link["purpose"], link["nonce"])
 
 
 # R9 point by point: what a free user may do in its account; everything else is refused.
@@ -333,7 +366,7 @@ def test_each_principal_gets_what_the_matrix_expects(world: World, method: str, 
     for principal in PRINCIPALS:
         url = path
         for name in ("account_id", "record_id", "member_id", "role_id", "group_id", "key_id",
-                     "job_id", "token", "identity_id", "notification_id"):
+                     "job_id", "token", "identity_id", "notification_id", "device_id"):
             if "{" + name + "}" in url:
                 url = url.replace("{" + name + "}", world.value(name, method, path))
         body = BODIES.get((method, path), {} if method in ("POST", "PATCH", "PUT") else None)
