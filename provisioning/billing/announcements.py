@@ -144,8 +144,8 @@ def _emails(connection: Connection, events: Sequence[Any], config: Settings
         return []
     account_ids = sorted({row.account_id for row in events})
     admins = admins_of(connection, account_ids, config)
-    names = dict(connection.execute(select(Account.id, Account.name)
-                                    .where(Account.id.in_(account_ids))).tuples().all())
+    names = {account_id: name for account_id, name in connection.execute(
+        select(Account.id, Account.name).where(Account.id.in_(account_ids)))}
     emails: list[Email] = []
     for row in events:
         context = {"account_name": names.get(row.account_id, ""),

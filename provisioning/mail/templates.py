@@ -18,9 +18,9 @@ from typing import Any
 
 from babel import Locale
 from babel.dates import format_date, format_datetime, get_datetime_format, tokenize_pattern
-from babel.numbers import format_currency
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_currency
 from babel.support import NullTranslations, Translations
 from jinja2 import (
     Environment,

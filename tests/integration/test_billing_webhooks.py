@@ -1,0 +1,192 @@
+"""The billing webhook outbox over PostgreSQL, its sweeps driven by the test with its own clock:
+retried with backoff until a 2xx, then never again; two sweeps at once send each event once;
+a claim whose worker died is taken over once its lease runs out."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from provisioning.billing import webhooks
+from provisioning.billing.announcements import announce_billing_events
+from provisioning.billing.models import BillingWebhook, WebhookStatus
+from provisioning.billing.webhooks import deliver_webhooks, verify_signature
+from provisioning.core.config import settings
+from provisioning.core.db import session_scope
+from provisioning.core.models import utcnow
+from tests.conftest import Stack, activate, deactivate
+from tests.support.webhooks import SECRET, Receiver, billing_event, running_receiver, webhook_row
+
+RETRY_BASE = 60.0
+LEASE = 30.0
+SEATS = {"from": 10, "to": 11, "plan": "base", "prorated_charge_cents": 750}
+
+
+class MovingClock:
+    """The sweeps' clock, moved by the test."""
+
+    def __init__(self) -> None:
+        self.at = utcnow()
+
+    def __call__(self) -> datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += timedelta(seconds=seconds)
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any, receiver: Receiver) -> Stack:
+    # No worker: the tests run the announcing and the sweeps themselves.
+    return make_stack(worker=False, billing_webhook_url=receiver.url,
+                      billing_webhook_secret=SECRET, billing_webhook_batch_size="5",
+                      billing_webhook_retry_base_seconds=str(RETRY_BASE),
+                      billing_webhook_retry_max_seconds="3600",
+                      billing_webhook_lease_seconds=str(LEASE),
+                      billing_webhook_timeout_seconds="5")
+
+
+def test_a_failing_receiver_gets_the_event_again_after_backoff_and_never_after_its_200(
+        stack: Stack, receiver: Receiver) -> None:
+    account = stack.create_account()
+    event_id = billing_event(account.id, "seats_added", SEATS, receiver=receiver,
+                             answers=[500, 500])
+    assert announce_billing_events().webhooks >= 1
+    clock = MovingClock()
+
+    assert event_id in deliver_webhooks(now=clock).deferred
+    deliver_webhooks(now=clock)  # the retry is not due yet
+    assert len(receiver.of(event_id)) == 1
+    clock.advance(RETRY_BASE)  # the first backoff is at most the base
+    assert event_id in deliver_webhooks(now=clock).deferred
+    clock.advance(2 * RETRY_BASE)
+    assert event_id in deliver_webhooks(now=clock).delivered
+
+    for _ in range(3):  # more sweeps, well past any backoff
+        clock.advance(3600)
+        deliver_webhooks(now=clock)
+    assert announce_billing_events().webhooks == 0
+    deliveries = receiver.of(event_id)
+    assert [delivery.answered for delivery in deliveries] == [500, 500, 200]
+    assert len({delivery.body for delivery in deliveries}) == 1  # the same event each time
+    last = deliveries[-1]
+    now = clock().timestamp() - 3 * 3600
+    assert verify_signature(SECRET, last.signature, last.body, 300, now=now)
+    assert not verify_signature(SECRET, last.signature, last.body.replace(b"750", b"1"), 300,
+                                now=now)
+    assert not verify_signature("another secret", last.signature, last.body, 300, now=now)
+    assert json.loads(last.body) == {
+        "id": event_id, "type": "seats_added", "account_id": account.id,
+        "created_at": json.loads(last.body)["created_at"], "data": SEATS}
+    row = webhook_row(event_id)
+    assert row is not None and row.status == WebhookStatus.DELIVERED and row.attempts == 3
+    assert SECRET not in (row.last_error or "")
+
+
+def test_two_sweeps_at_once_post_each_event_once(stack: Stack, receiver: Receiver) -> None:
+    account = stack.create_account()
+    events = [billing_event(account.id, "plan_changed", {"from": "base", "to": "pro"})
+              for _ in range(30)]
+    announce_billing_events()
+    clock = MovingClock()
+    start = threading.Barrier(4)
+    failures: list[BaseException] = []
+
+    def sweep() -> None:
+        try:
+            start.wait()
+            while deliver_webhooks(now=clock).delivered:
+                pass
+        except BaseException as failure:  # surfaced below, not lost in the thread
+            failures.append(failure)
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures
+    deliver_webhooks(now=clock)  # whatever a thread's last empty claim skipped
+    assert [len(receiver.of(event_id)) for event_id in events] == [1] * len(events)
+    assert all(row is not None and row.status == WebhookStatus.DELIVERED
+               for row in map(webhook_row, events))
+
+
+class WorkerKilled(BaseException):
+    """What a SIGKILL looks like from inside: nothing after it runs."""
+
+
+def test_a_claim_whose_worker_died_is_delivered_once_after_its_lease(
+        stack: Stack, receiver: Receiver) -> None:
+    account = stack.create_account()
+    event_id = billing_event(account.id, "trial_expired", {"plan": "trial"})
+    announce_billing_events()
+    clock = MovingClock()
+
+    def dies_on_this_event(url: str, body: bytes, headers: dict[str, str],
+                           timeout: float) -> None:
+        if headers[webhooks.EVENT_ID_HEADER] == str(event_id):
+            raise WorkerKilled
+        webhooks.post(url, body, headers, timeout)
+
+    with pytest.raises(WorkerKilled):
+        deliver_webhooks(now=clock, send=dies_on_this_event)
+    row = webhook_row(event_id)
+    assert row is not None and row.status == WebhookStatus.SENDING
+
+    clock.advance(LEASE / 2)
+    deliver_webhooks(now=clock)  # the dead worker's claim still holds
+    assert receiver.of(event_id) == []
+    clock.advance(LEASE)
+    assert event_id in deliver_webhooks(now=clock).delivered
+    for _ in range(3):
+        clock.advance(LEASE * 10)
+        deliver_webhooks(now=clock)
+    assert receiver.answered_ok(event_id) == 1 and len(receiver.of(event_id)) == 1
+
+
+def test_without_a_url_no_webhook_is_queued(stack: Stack, receiver: Receiver) -> None:
+    account = stack.create_account()
+    previous = activate({"PROVISIONING_BILLING_WEBHOOK_URL": ""})
+    try:
+        event_id = billing_event(account.id, "plan_changed", {"from": "base", "to": "pro"})
+        announced = announce_billing_events()
+        assert announced.events >= 1 and announced.webhooks == 0
+        assert deliver_webhooks().delivered == []
+    finally:
+        deactivate(previous)
+    assert webhook_row(event_id) is None
+    announce_billing_events()  # announced already: a URL set later does not send the past
+    assert webhook_row(event_id) is None
+
+
+def test_delivered_webhooks_are_purged_after_the_outbox_retention(
+        stack: Stack, receiver: Receiver) -> None:
+    account = stack.create_account()
+    old, fresh = (billing_event(account.id, "plan_changed", {"to": "pro"}) for _ in range(2))
+    announce_billing_events()
+    clock = MovingClock()
+    deliver_webhooks(now=clock)
+    retention = timedelta(days=settings().outbox_retention_days)
+    with session_scope() as session:
+        session.execute(update(BillingWebhook).where(BillingWebhook.event_id == old).values(
+            delivered_at=utcnow() - retention - timedelta(hours=1)))
+
+    assert webhooks.purge() >= 1
+    assert webhook_row(old) is None
+    fresh_row = webhook_row(fresh)
+    assert fresh_row is not None and fresh_row.status == WebhookStatus.DELIVERED
+    announce_billing_events()
+    assert webhook_row(old) is None  # never announced, nor sent, again
