@@ -89,12 +89,13 @@ def purge_outbox() -> int:
 
 
 @app.task(name=announcements.ANNOUNCE_TASK, acks_late=True)
-def announce_billing_events() -> int:
+def announce_billing_events(_wake: list[int] | None = None) -> int:
+    # A wake-up (core.dispatch.Debounced) carries an empty list: there is nothing to pass.
     return announcements.announce_billing_events().events
 
 
 @app.task(name=announcements.WEBHOOK_TASK, bind=True, acks_late=True)
-def send_billing_webhooks(self: Task) -> dict[str, int]:
+def send_billing_webhooks(self: Task, _wake: list[int] | None = None) -> dict[str, int]:
     report = webhooks.deliver_webhooks()
     if report.next_due is not None:
         # The retry comes back on its own; beat's sweep covers one longer than the broker keeps.

@@ -35,7 +35,7 @@ class Receiver:
     deliveries: list[Delivery] = field(default_factory=list)
     # Per event id: the statuses to answer, in order; then 200.
     scripts: dict[int, list[int]] = field(default_factory=dict)
-    # Per event id: requests wait for this event before answering.
+    # Per event id: its first request waits for this event, then goes unanswered.
     holds: dict[int, threading.Event] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -65,7 +65,8 @@ def running_receiver() -> Iterator[Receiver]:
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             event_id = int(self.headers.get("Provisioner-Event-Id", "0"))
             signature = self.headers.get("Provisioner-Signature")
-            hold = receiver.holds.get(event_id)
+            with receiver._lock:
+                hold = receiver.holds.pop(event_id, None)
             if hold is not None:
                 receiver.record(Delivery(event_id, signature, body, None))
                 hold.wait(timeout=60)
@@ -87,8 +88,6 @@ def running_receiver() -> Iterator[Receiver]:
     try:
         yield receiver
     finally:
-        for hold in receiver.holds.values():
-            hold.set()
         server.shutdown()
         server.server_close()
 
