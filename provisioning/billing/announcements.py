@@ -57,13 +57,18 @@ class Announced:
 
 
 def announce_billing_events(*, limit: int = 1_000) -> Announced:
-    """Announce up to ``limit`` billing events no run announced yet, in one transaction;
-    wakes the webhook sender once it commits if it queued webhooks."""
-    with session_scope() as session:
-        announced = announce(session, limit=limit)
-        if announced.webhooks:
-            after_commit(session, wake_webhook_sender)
-    return announced
+    """Announce every billing event no run announced yet, ``limit`` per transaction; the
+    webhook sender is woken once a transaction that queued webhooks commits."""
+    events = emails = webhooks = 0
+    while True:
+        with session_scope() as session:
+            announced = announce(session, limit=limit)
+            if announced.webhooks:
+                after_commit(session, wake_webhook_sender)
+        events, emails = events + announced.events, emails + announced.emails
+        webhooks += announced.webhooks
+        if announced.events < limit:
+            return Announced(events, emails, webhooks)
 
 
 def announce(session: Session, *, limit: int = 1_000) -> Announced:

@@ -6,21 +6,26 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import update
+from sqlalchemy import func, insert, select, update
 
 from provisioning.billing import webhooks
-from provisioning.billing.announcements import announce_billing_events
-from provisioning.billing.models import BillingWebhook, WebhookStatus
+from provisioning.billing.announcements import ANNOUNCE_TASK, announce_billing_events
+from provisioning.billing.models import BillingEvent, BillingWebhook, WebhookStatus
 from provisioning.billing.webhooks import deliver_webhooks, verify_signature
+from provisioning.core import dispatch
 from provisioning.core.config import settings
 from provisioning.core.db import session_scope
 from provisioning.core.models import utcnow
+from provisioning.mail.models import OutboxEmail
 from tests.conftest import Stack, activate, deactivate
+from tests.support.processes import wait_until
 from tests.support.webhooks import SECRET, Receiver, billing_event, running_receiver, webhook_row
 
 RETRY_BASE = 60.0
@@ -190,3 +195,63 @@ def test_delivered_webhooks_are_purged_after_the_outbox_retention(
     assert fresh_row is not None and fresh_row.status == WebhookStatus.DELIVERED
     announce_billing_events()
     assert webhook_row(old) is None  # never announced, nor sent, again
+
+
+def test_writing_an_event_wakes_an_announcer_after_commit(stack: Stack) -> None:
+    account = stack.create_account()
+    sent: list[str] = []
+    previous = dispatch.use_sender(lambda name, args, options: sent.append(name))
+    try:
+        billing_event(account.id, "plan_changed", {"to": "pro"})  # an ORM row
+        wait_until(lambda: ANNOUNCE_TASK in sent, timeout=10, message="a wake-up")
+        sent.clear()
+        with session_scope() as session:  # a Core insert through the session
+            session.execute(insert(BillingEvent).values(
+                account_id=account.id, kind="plan_changed", quantity=0, details={},
+                created_at=utcnow()))
+            assert sent == []  # not before the commit
+        wait_until(lambda: ANNOUNCE_TASK in sent, timeout=10, message="a wake-up")
+    finally:
+        dispatch.use_sender(previous)
+
+
+def test_the_embedded_database_announces_once_and_delivers_after_a_retry(
+        stack: Stack, tmp_path: Path) -> None:
+    from provisioning.accounts.workspaces import create_account
+    from provisioning.core.migrate import upgrade
+
+    with running_receiver() as receiver:  # its own: event ids start again at 1 here
+        previous = activate({"PROVISIONING_DATABASE_URL": f"sqlite:///{tmp_path / 'p.sqlite3'}",
+                             "PROVISIONING_BROKER_URL": "filesystem://",
+                             "PROVISIONING_VAR_DIR": str(tmp_path),
+                             "PROVISIONING_BILLING_WEBHOOK_URL": receiver.url})
+        try:
+            event_id = _embedded_story(receiver, create_account, upgrade)
+        finally:
+            deactivate(previous)
+        assert [delivery.answered for delivery in receiver.of(event_id)] == [503, 200]
+
+
+def _embedded_story(receiver: Receiver, create_account: Any, upgrade: Any) -> int:
+    """On a SQLite database of its own: a trial's admin told once, its webhook retried once."""
+    upgrade()
+    with session_scope() as session:
+        account_id = create_account(
+            session, name="Embedded", admin_email=f"admin-{uuid.uuid4().hex[:8]}@example.com",
+            admin_password="correct horse battery", plan="trial", seats=5).account_id
+    ends = (utcnow() + timedelta(days=3)).isoformat()
+    event_id = billing_event(account_id, "trial_ending", {"trial_ends_at": ends},
+                             receiver=receiver, answers=[503])
+    assert announce_billing_events().events == 1
+    assert announce_billing_events().events == 0
+    with session_scope() as session:
+        emails = session.scalar(select(func.count()).select_from(OutboxEmail).where(
+            OutboxEmail.account_id == account_id, OutboxEmail.template == "trial_ending"))
+    assert emails == 1
+    clock = MovingClock()
+    assert event_id in deliver_webhooks(now=clock).deferred
+    clock.advance(RETRY_BASE)
+    assert event_id in deliver_webhooks(now=clock).delivered
+    clock.advance(3600)
+    assert deliver_webhooks(now=clock).delivered == []
+    return event_id
