@@ -266,7 +266,8 @@ class Settings:
         "over (longer than the timeout)")
     billing_webhook_batch_size: int = setting("50", "billing webhooks one send task claims")
     billing_webhook_max_attempts: int = setting(
-        "16", "attempts at a billing webhook before it is failed")
+        "20", "attempts at a billing webhook before it is failed (with the default backoff, "
+        "about 1.3 to 2.6 days of retries)")
     billing_webhook_retry_base_seconds: float = setting(
         "30", "billing webhook retries back off from this delay, doubling each attempt (with "
         "jitter)")
