@@ -11,9 +11,11 @@ announcer after its commit; beat announces whatever a lost wake-up left behind.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any, cast
 
@@ -36,6 +38,7 @@ from provisioning.core.models import utcnow
 from provisioning.mail.outbox import Email, queue_emails
 from provisioning.members.models import Identity, Membership, MemberStatus
 
+log = logging.getLogger(__name__)
 ANNOUNCE_TASK = "provisioning.announce_billing_events"
 WEBHOOK_TASK = "provisioning.send_billing_webhooks"
 # The email each kind of event sends to the account's admins; other kinds only go to the
@@ -153,10 +156,15 @@ def _emails(connection: Connection, events: Sequence[Any], config: Settings
         select(Account.id, Account.name).where(Account.id.in_(account_ids)))}
     emails: list[Email] = []
     for row in events:
+        said = event_context(row.kind, row.quantity, row.details or {})
+        if said is None:
+            # One malformed event must not hold back the others: it goes to the webhook only.
+            log.warning("billing event %s (%s) lacks what its email needs; no email sent",
+                        row.id, row.kind)
+            continue
         context = {"account_name": names.get(row.account_id, ""),
                    "product_name": config.product_name,
-                   "billing_url": config.public_url + BILLING_PATH,
-                   **event_context(row.kind, row.quantity, row.details or {})}
+                   "billing_url": config.public_url + BILLING_PATH, **said}
         emails += [Email(account_id=row.account_id, recipient=admin.email,
                          recipient_name=admin.name or None, template=EMAILS[row.kind],
                          language=admin.language,
@@ -165,17 +173,21 @@ def _emails(connection: Connection, events: Sequence[Any], config: Settings
     return emails
 
 
-def event_context(kind: str, quantity: int, details: dict[str, Any]) -> dict[str, Any]:
+def event_context(kind: str, quantity: int, details: dict[str, Any]) -> dict[str, Any] | None:
     """What an event's email says, from the event's details (money stays in cents: the
-    template formats it in the reader's language)."""
-    if kind == "seats_added":
-        total = int(details.get("to", 0))
-        added = quantity or total - int(details.get("from", total))
-        return {"seats_added": added, "seats_total": total,
-                "charge_cents": int(details.get("prorated_charge_cents", 0)),
-                "currency": details.get("currency") or DEFAULT_CURRENCY}
-    if kind == "trial_ending":
-        return {"trial_ends_at": details["trial_ends_at"]}
+    template formats it in the reader's language); None if the details cannot say it."""
+    try:
+        if kind == "seats_added":
+            total = int(details["to"])
+            added = quantity or total - int(details["from"])
+            return {"seats_added": added, "seats_total": total,
+                    "charge_cents": int(details.get("prorated_charge_cents") or 0),
+                    "currency": str(details.get("currency") or DEFAULT_CURRENCY)}
+        if kind == "trial_ending":
+            ends_at = datetime.fromisoformat(str(details["trial_ends_at"]))
+            return {"trial_ends_at": ends_at.isoformat()}
+    except (KeyError, TypeError, ValueError):
+        return None
     return {}
 
 

@@ -255,3 +255,19 @@ def _embedded_story(receiver: Receiver, create_account: Any, upgrade: Any) -> in
     clock.advance(3600)
     assert deliver_webhooks(now=clock).delivered == []
     return event_id
+
+
+def test_an_event_whose_details_cannot_make_its_email_holds_back_no_other(
+        stack: Stack) -> None:
+    account = stack.create_account()
+    broken = billing_event(account.id, "trial_ending", {"trial_ends_at": "soon"})
+    sound = billing_event(account.id, "trial_ending",
+                          {"trial_ends_at": (utcnow() + timedelta(days=3)).isoformat()})
+
+    announced = announce_billing_events()
+    assert announced.events >= 2 and announced.emails == 1  # the account's one admin
+    with session_scope() as session:
+        contexts = session.scalars(select(OutboxEmail.context).where(
+            OutboxEmail.account_id == account.id, OutboxEmail.template == "trial_ending")).all()
+    assert len(contexts) == 1
+    assert webhook_row(broken) is not None and webhook_row(sound) is not None
