@@ -80,12 +80,12 @@ def announce(session: Session, *, limit: int = 1_000) -> Announced:
     connection = session.connection()
     now = utcnow()
     unannounced = (
-        select(EVENTS.c.id, literal(0), literal(now, BillingAnnouncement.announced_at.type))
+        select(EVENTS.c.id, literal(now, BillingAnnouncement.announced_at.type))
         .where(~exists().where(BillingAnnouncement.event_id == EVENTS.c.id))
         .order_by(EVENTS.c.id).limit(limit))
     claimed = list(connection.execute(
         _insert(connection, BillingAnnouncement)
-        .from_select(["event_id", "emails", "announced_at"], unannounced)
+        .from_select(["event_id", "announced_at"], unannounced)
         .on_conflict_do_nothing(index_elements=["event_id"])
         .returning(BillingAnnouncement.event_id)).scalars())
     if not claimed:

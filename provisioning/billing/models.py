@@ -56,7 +56,6 @@ class BillingAnnouncement(Base):
 
     event_id: Mapped[int] = mapped_column(
         ForeignKey("billing_events.id", ondelete="CASCADE"), primary_key=True)
-    emails: Mapped[int] = mapped_column(Integer, default=0)
     announced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -13,8 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select, update
+from alembic import command
+from sqlalchemy import create_engine, func, insert, select, text, update
 
+from provisioning.accounts.workspaces import create_account
 from provisioning.billing import webhooks
 from provisioning.billing.announcements import ANNOUNCE_TASK, announce_billing_events
 from provisioning.billing.models import BillingEvent, BillingWebhook, WebhookStatus
@@ -22,6 +24,7 @@ from provisioning.billing.webhooks import deliver_webhooks, verify_signature
 from provisioning.core import dispatch
 from provisioning.core.config import settings
 from provisioning.core.db import session_scope
+from provisioning.core.migrate import alembic_config, upgrade
 from provisioning.core.models import utcnow
 from provisioning.mail.models import OutboxEmail
 from tests.conftest import Stack, activate, deactivate
@@ -217,22 +220,19 @@ def test_writing_an_event_wakes_an_announcer_after_commit(stack: Stack) -> None:
 
 def test_the_embedded_database_announces_once_and_delivers_after_a_retry(
         stack: Stack, tmp_path: Path) -> None:
-    from provisioning.accounts.workspaces import create_account
-    from provisioning.core.migrate import upgrade
-
     with running_receiver() as receiver:  # its own: event ids start again at 1 here
         previous = activate({"PROVISIONING_DATABASE_URL": f"sqlite:///{tmp_path / 'p.sqlite3'}",
                              "PROVISIONING_BROKER_URL": "filesystem://",
                              "PROVISIONING_VAR_DIR": str(tmp_path),
                              "PROVISIONING_BILLING_WEBHOOK_URL": receiver.url})
         try:
-            event_id = _embedded_story(receiver, create_account, upgrade)
+            event_id = _embedded_story(receiver)
         finally:
             deactivate(previous)
         assert [delivery.answered for delivery in receiver.of(event_id)] == [503, 200]
 
 
-def _embedded_story(receiver: Receiver, create_account: Any, upgrade: Any) -> int:
+def _embedded_story(receiver: Receiver) -> int:
     """On a SQLite database of its own: a trial's admin told once, its webhook retried once."""
     upgrade()
     with session_scope() as session:
@@ -271,3 +271,23 @@ def test_an_event_whose_details_cannot_make_its_email_holds_back_no_other(
             OutboxEmail.account_id == account.id, OutboxEmail.template == "trial_ending")).all()
     assert len(contexts) == 1
     assert webhook_row(broken) is not None and webhook_row(sound) is not None
+
+
+def test_the_upgrade_marks_the_events_already_there_as_announced(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'before.sqlite3'}"
+    upgrade(url, "0013")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO accounts (id, name, default_language, "
+                                "seasonal_seats, created_at) VALUES (1, 'Old', 'en', 0, "
+                                "'2026-01-01 00:00:00')"))
+        connection.execute(text("INSERT INTO billing_events (account_id, kind, quantity, "
+                                "details, created_at) VALUES (1, 'seats_added', 1, '{}', "
+                                "'2026-01-02 00:00:00')"))
+    upgrade(url)
+    with engine.begin() as connection:
+        assert connection.execute(text(
+            "SELECT event_id FROM billing_announcements")).scalars().all() == [1]
+        assert connection.execute(text("SELECT count(*) FROM billing_webhooks")).scalar() == 0
+    command.downgrade(alembic_config(url), "0013")  # and back down cleanly
+    engine.dispose()

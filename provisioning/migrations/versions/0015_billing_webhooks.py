@@ -32,13 +32,12 @@ def upgrade() -> None:
     op.create_table(
         'billing_announcements',
         sa.Column('event_id', ID, nullable=False),
-        sa.Column('emails', sa.Integer(), nullable=False),
         sa.Column('announced_at', MOMENT, nullable=False),
         sa.ForeignKeyConstraint(['event_id'], ['billing_events.id'], ondelete='CASCADE'),
         sa.PrimaryKeyConstraint('event_id'),
     )
-    op.execute("INSERT INTO billing_announcements (event_id, emails, announced_at) "
-               "SELECT id, 0, created_at FROM billing_events")
+    op.execute("INSERT INTO billing_announcements (event_id, announced_at) "
+               "SELECT id, created_at FROM billing_events")
     op.create_table(
         'billing_webhooks',
         sa.Column('id', ID, nullable=False),
