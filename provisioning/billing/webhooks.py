@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
 import json
 import logging
 import random
@@ -107,8 +108,9 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> None
             status = answer.status
     except urllib.error.HTTPError as refused:
         raise WebhookRefused(f"the receiver answered {refused.code}") from None
-    except (urllib.error.URLError, OSError, ValueError) as unreachable:
-        reason = getattr(unreachable, "reason", unreachable)
+    except (urllib.error.URLError, http.client.HTTPException, OSError,
+            ValueError) as unreachable:
+        reason = getattr(unreachable, "reason", None) or repr(unreachable)
         raise WebhookRefused(f"the receiver is unreachable: {reason}") from None
     if not 200 <= status < 300:
         raise WebhookRefused(f"the receiver answered {status}")
