@@ -13,6 +13,10 @@ import falcon.media
 from api import bodies, errors, middleware
 from api.openapi import add_routes
 from api.routes import routes
+from provisioning.billing import announcements
+
+# Imported for its session hooks: a request that writes a billing event wakes an announcer.
+assert announcements.ANNOUNCE_TASK
 
 
 def _json_default(value: Any) -> Any:

@@ -94,7 +94,8 @@ def create_app(config: Settings | None = None) -> Celery:
         accept_content=["json"],
         task_default_queue=DEFAULT_QUEUE,
         task_routes={"provisioning.send_emails": {"queue": SEND_QUEUE},
-                     "provisioning.send_pushes": {"queue": SEND_QUEUE}},
+                     "provisioning.send_pushes": {"queue": SEND_QUEUE},
+                     "provisioning.send_billing_webhooks": {"queue": SEND_QUEUE}},
         worker_concurrency=config.worker_concurrency or None,  # None: one per CPU core
         worker_prefetch_multiplier=4,
         worker_hijack_root_logger=False,
@@ -122,6 +123,14 @@ def create_app(config: Settings | None = None) -> Celery:
             "purge-notifications": {
                 "task": "provisioning.purge_notifications",
                 "schedule": timedelta(seconds=config.outbox_purge_seconds),
+            },
+            "announce-billing-events": {
+                "task": "provisioning.announce_billing_events",
+                "schedule": timedelta(seconds=config.billing_announce_seconds),
+            },
+            "send-billing-webhooks": {
+                "task": "provisioning.send_billing_webhooks",
+                "schedule": timedelta(seconds=config.billing_webhook_sweep_seconds),
             },
             "purge-jobs": {
                 "task": "provisioning.purge_jobs",

@@ -8,8 +8,10 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_shutdown, worker_ready
 
+from provisioning.billing import announcements, webhooks
 from provisioning.core.config import settings
 from provisioning.core.db import session_scope
+from provisioning.core.models import utcnow
 from provisioning.imports import kind, options, planning
 from provisioning.jobs import runs
 from provisioning.jobs.kinds import KINDS
@@ -83,7 +85,25 @@ def sweep_jobs() -> int:
 
 @app.task(name="provisioning.purge_outbox")
 def purge_outbox() -> int:
-    return outbox.purge()
+    return outbox.purge() + webhooks.purge()
+
+
+@app.task(name=announcements.ANNOUNCE_TASK, acks_late=True)
+def announce_billing_events(_wake: list[int] | None = None) -> int:
+    # A wake-up (core.dispatch.Debounced) carries an empty list: there is nothing to pass.
+    return announcements.announce_billing_events().events
+
+
+@app.task(name=announcements.WEBHOOK_TASK, bind=True, acks_late=True)
+def send_billing_webhooks(self: Task, _wake: list[int] | None = None) -> dict[str, int]:
+    report = webhooks.deliver_webhooks()
+    if report.next_due is not None:
+        # The retry comes back on its own; beat's sweep covers one longer than the broker keeps.
+        wait = max((report.next_due - utcnow()).total_seconds(), 0.0)
+        if wait < settings().broker_visibility_timeout / 2:
+            self.apply_async(countdown=wait)
+    return {"delivered": len(report.delivered), "failed": len(report.failed),
+            "deferred": len(report.deferred)}
 
 
 @app.task(name=push.PUSH_TASK, acks_late=True)

@@ -10,11 +10,12 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Text,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
 from provisioning.core.db import Base
-from provisioning.core.models import Id, JSONType, UTCDateTime, utcnow
+from provisioning.core.models import Id, JSONType, StrEnum, UTCDateTime, utcnow
 
 
 class Subscription(Base):
@@ -44,4 +45,43 @@ class BillingEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     quantity: Mapped[int] = mapped_column(Integer, default=0)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class BillingAnnouncement(Base):
+    """A billing event once announced: its emails queued and its webhook, if any. The key
+    makes each event announced once, however many announcers run at once."""
+
+    __tablename__ = "billing_announcements"
+
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("billing_events.id", ondelete="CASCADE"), primary_key=True)
+    announced_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class WebhookStatus(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    DEFERRED = "deferred"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class BillingWebhook(Base):
+    """One billing event to POST to the billing webhook: claimed under a lease, retried,
+    delivered once."""
+
+    __tablename__ = "billing_webhooks"
+    __table_args__ = (Index("ix_billing_webhooks_due", "status", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    event_id: Mapped[int] = mapped_column(
+        ForeignKey("billing_events.id", ondelete="CASCADE"), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default=WebhookStatus.QUEUED.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    claim_token: Mapped[str | None] = mapped_column(String(32))
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

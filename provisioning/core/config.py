@@ -276,6 +276,32 @@ class Settings:
     notification_retention_days: int = setting(
         "90", "in-app notifications and finished push messages are kept this long (digest "
         "marks a week)")
+    # Billing: every billing event is announced once (its emails to the account's admins)
+    # and, with a URL, POSTed signed to the operator's billing system from an outbox.
+    billing_announce_seconds: float = setting(
+        "30", "how often beat announces billing events no wake-up announced (emails, webhooks)")
+    billing_webhook_url: str | None = setting(
+        "", "where every billing event is POSTed as signed JSON (see docs/billing-webhooks.md); "
+        "empty: no webhook is queued", parse=_optional)
+    billing_webhook_secret: str | None = setting(
+        "", "the key billing webhooks are signed with (HMAC-SHA256); required with a URL",
+        parse=_optional, secret=True)
+    billing_webhook_timeout_seconds: float = setting(
+        "10", "seconds a billing webhook POST waits for the receiver")
+    billing_webhook_lease_seconds: float = setting(
+        "60", "how long a claim on a billing webhook lasts before another worker may take it "
+        "over (longer than the timeout)")
+    billing_webhook_batch_size: int = setting("50", "billing webhooks one send task claims")
+    billing_webhook_max_attempts: int = setting(
+        "20", "attempts at a billing webhook before it is failed (with the default backoff, "
+        "about 1.3 to 2.6 days of retries)")
+    billing_webhook_retry_base_seconds: float = setting(
+        "30", "billing webhook retries back off from this delay, doubling each attempt (with "
+        "jitter)")
+    billing_webhook_retry_max_seconds: float = setting(
+        "21600", "the longest delay between two billing webhook retries")
+    billing_webhook_sweep_seconds: float = setting(
+        "30", "how often beat sends billing webhooks that are due (retries, lost wake-ups)")
     # Built from the smtp_* settings above, checked when the settings are read.
     smtp: SmtpServer = field(init=False, compare=False, repr=False)
 
@@ -288,6 +314,14 @@ class Settings:
         except ValueError as exc:
             raise ValueError(f"{PREFIX}SMTP_SECURITY / {PREFIX}SMTP_USERNAME: {exc}") from None
         object.__setattr__(self, "smtp", smtp)
+        if self.billing_webhook_url and not self.billing_webhook_secret:
+            raise ValueError(f"{PREFIX}BILLING_WEBHOOK_URL is set without "
+                             f"{PREFIX}BILLING_WEBHOOK_SECRET: receivers could not tell the "
+                             f"webhooks are ours")
+        if self.billing_webhook_lease_seconds <= self.billing_webhook_timeout_seconds:
+            raise ValueError(f"{PREFIX}BILLING_WEBHOOK_LEASE_SECONDS must exceed "
+                             f"{PREFIX}BILLING_WEBHOOK_TIMEOUT_SECONDS, or a slow receiver's "
+                             f"webhook could be sent twice at once")
 
     @property
     def is_sqlite(self) -> bool:

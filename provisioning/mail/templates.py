@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_datetime, get_datetime_format, tokenize_pattern
+from babel.dates import format_date, format_datetime, get_datetime_format, tokenize_pattern
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
+from babel.numbers import format_currency
 from babel.support import NullTranslations, Translations
 from jinja2 import (
     Environment,
@@ -125,6 +126,8 @@ def _environment(language: str, templates_dir: Path, *,
     )
     environment.globals["language"] = language
     environment.filters["format_datetime"] = _datetime_formatter(language)
+    environment.filters["format_date"] = _date_formatter(language)
+    environment.filters["format_money"] = _money_formatter(language)
     return environment
 
 
@@ -222,6 +225,28 @@ def _datetime_formatter(language: str) -> Callable[[datetime | str], str]:
         return format_once(moment, moment.tzinfo, moment.fold)
 
     return format_moment
+
+
+def _date_formatter(language: str) -> Callable[[datetime | str], str]:
+    """Format a day as the language writes it in full (the day of the moment, in UTC)."""
+    locale = Locale.parse(language, sep="-")
+
+    def format_day(moment: datetime | str) -> str:
+        if isinstance(moment, str):
+            moment = datetime.fromisoformat(moment)
+        return format_date(moment.date(), "long", locale=locale)
+
+    return format_day
+
+
+def _money_formatter(language: str) -> Callable[[int, str], str]:
+    """Format an amount in cents as the language writes money (``$12.50``, ``12,50 US$``)."""
+    locale = Locale.parse(language, sep="-")
+
+    def format_money(cents: int, currency: str) -> str:
+        return format_currency(cents / 100, currency, locale=locale)
+
+    return format_money
 
 
 def _shows_seconds(pattern: str) -> bool:

@@ -153,7 +153,8 @@ def test_new_identity_mentions_a_password_only_to_set_one(language: str) -> None
 
 def test_no_template_asks_for_a_password() -> None:
     parser = Environment(extensions=["jinja2.ext.i18n"])
-    parser.filters["format_datetime"] = str
+    for name in ("format_datetime", "format_date", "format_money"):
+        parser.filters[name] = str
     sources = sorted((DEFAULT_TEMPLATES_DIR / "email").rglob("*.*"))
     names: set[str] = set()
     for source in sources:
@@ -335,6 +336,14 @@ SAMPLE_CONTEXTS: dict[str, dict[str, object]] = {
                            "actor_name": "Bruno Lima", "account_name": "Acme Logistics",
                            "product_name": "Provisioner", "app_url": "https://app.example.test",
                            "leads": 1200, "contacts": 0, "customers": 3, "tasks": 45},
+    "seats_increased": {"recipient_name": "Ana Souza", "account_name": "Acme Logistics",
+                        "product_name": "Provisioner", "billing_url":
+                        "https://app.example.test/settings/billing", "seats_added": 2,
+                        "seats_total": 12, "charge_cents": 123450, "currency": "USD"},
+    "trial_ending": {"recipient_name": "Ana Souza", "account_name": "Acme Logistics",
+                     "product_name": "Provisioner", "billing_url":
+                     "https://app.example.test/settings/billing",
+                     "trial_ends_at": "2027-01-07T12:00:00+00:00"},
     "digest": {"recipient_name": "Ana Souza", "count": 2, "day": "7 January 2027",
                "digest_time": "09:00", "time_zone": "Asia/Jakarta", "product_name": "Provisioner",
                "entries": [{"time": "08:10", "text": "Bruno Lima accepted your invitation"},
@@ -363,3 +372,32 @@ def test_every_email_in_the_templates_folder_renders_in_every_language(
     if language != "en":
         english = render_email(template, "en", SAMPLE_CONTEXTS[template])
         assert email.subject != english.subject and email.text != english.text
+
+
+# The prorated charge of 1,234.50 US dollars as each language writes money.
+CHARGE = {
+    "en": "$1,234.50", "es": "1.234,50\xa0US$", "pt-BR": "US$\xa01.234,50", "id": "US$1.234,50",
+    "tr": "$1.234,50", "ru": "1\xa0234,50\xa0$",
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_seats_increased_says_what_was_bought_and_the_charge_in_the_readers_money(
+        language: str) -> None:
+    email = render_email("seats_increased", language, SAMPLE_CONTEXTS["seats_increased"])
+
+    for part in (email.text, email.html):
+        assert CHARGE[language] in part
+        assert "2" in part and "12" in part
+        assert "https://app.example.test/settings/billing" in part
+    assert "12" in email.subject and "Acme Logistics" in email.subject
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_trial_ending_gives_the_day_and_asks_for_a_plan(language: str) -> None:
+    email = render_email("trial_ending", language, SAMPLE_CONTEXTS["trial_ending"])
+
+    assert LONG_DATE[language] in email.subject
+    for part in (email.text, email.html):
+        assert LONG_DATE[language] in part
+        assert "https://app.example.test/settings/billing" in part

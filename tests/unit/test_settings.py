@@ -112,6 +112,7 @@ SPECIAL = {
     "previous_secret_keys": ("old-key-1,old-key-2", ("old-key-1", "old-key-2")),
     "web_push_services": (" push.example.com, http://127.0.0.1:9000 ",
                           ("push.example.com", "http://127.0.0.1:9000")),
+    "billing_webhook_lease_seconds": ("70.5", 70.5),  # beyond the POST's timeout
 }
 
 
@@ -119,6 +120,7 @@ SPECIAL = {
 def test_each_setting_is_read_from_its_variable(entry: Entry, monkeypatch: pytest.MonkeyPatch,
                                                 tmp_path: Path) -> None:
     monkeypatch.setenv(PREFIX + "SMTP_SECURITY", "tls")  # a login is refused in the clear
+    monkeypatch.setenv(PREFIX + "BILLING_WEBHOOK_SECRET", "whsec")  # a URL needs one
     if entry.field in SPECIAL:
         text, expected = SPECIAL[entry.field]
     elif entry.type in SAMPLES:
@@ -239,7 +241,8 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
     config = dataclasses.replace(load_settings(), worker_concurrency=5, outbox_sweep_seconds=7,
                                  job_sweep_seconds=8, outbox_purge_seconds=60,
                                  job_purge_seconds=90, notification_digest_seconds=120,
-                                 push_sweep_seconds=15)
+                                 push_sweep_seconds=15, billing_announce_seconds=20,
+                                 billing_webhook_sweep_seconds=25)
     app = create_app(config)
     assert app.conf.worker_concurrency == 5
     schedule = {name: entry["schedule"] for name, entry in app.conf.beat_schedule.items()}
@@ -247,9 +250,31 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
         "sweep-outbox": timedelta(seconds=7), "sweep-jobs": timedelta(seconds=8),
         "purge-outbox": timedelta(seconds=60), "purge-jobs": timedelta(seconds=90),
         "purge-notifications": timedelta(seconds=60),
-        "send-digests": timedelta(seconds=120), "send-pushes": timedelta(seconds=15)}
+        "send-digests": timedelta(seconds=120), "send-pushes": timedelta(seconds=15),
+        "announce-billing-events": timedelta(seconds=20),
+        "send-billing-webhooks": timedelta(seconds=25)}
     one_per_core = create_app(dataclasses.replace(config, worker_concurrency=0))
     assert one_per_core.conf.worker_concurrency is None
+
+
+def test_a_billing_webhook_url_needs_a_secret_and_a_lease_beyond_the_timeout(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv(PREFIX + "BILLING_WEBHOOK_URL", "https://billing.example.com/hooks")
+    monkeypatch.delenv(PREFIX + "BILLING_WEBHOOK_SECRET", raising=False)
+    monkeypatch.delenv(PREFIX + "BILLING_WEBHOOK_SECRET_FILE", raising=False)
+    with pytest.raises(ValueError, match="BILLING_WEBHOOK_SECRET"):
+        load_settings()
+
+    secret = tmp_path / "webhook-secret"
+    secret.write_text("whsec-from-a-file\n")
+    monkeypatch.setenv(PREFIX + "BILLING_WEBHOOK_SECRET_FILE", str(secret))
+    config = load_settings()
+    assert config.billing_webhook_secret == "whsec-from-a-file"
+    assert "whsec-from-a-file" not in repr(config)
+
+    monkeypatch.setenv(PREFIX + "BILLING_WEBHOOK_LEASE_SECONDS", "5")
+    with pytest.raises(ValueError, match="BILLING_WEBHOOK_LEASE_SECONDS"):
+        load_settings()
 
 
 def test_gunicorn_binds_and_forks_as_the_settings_say(monkeypatch: pytest.MonkeyPatch) -> None:

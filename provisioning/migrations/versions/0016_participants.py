@@ -1,7 +1,7 @@
 """Participants: free users taking part in one lead or customer (R9)
 
 Revision ID: 0016
-Revises: 0013
+Revises: 0015
 Create Date: 2026-12-06 03:20:00.000000
 
 A free user sees only the leads and customers it takes part in. Each participation is a row
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0016'
-down_revision: str | None = '0013'
+down_revision: str | None = '0015'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,193 @@
+"""Billing events over the real worker: an invite past the purchased seats and a trial about to
+end each tell every admin once, in the admin's language; every event reaches the billing
+webhook signed, retried after failures, once after its 200, also when the worker delivering
+it is killed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from babel.dates import format_date
+from babel.numbers import format_currency
+from sqlalchemy import func, select
+
+from provisioning.accounts.models import Account
+from provisioning.billing.announcements import announce_billing_events, event_context
+from provisioning.billing.models import BillingEvent, WebhookStatus
+from provisioning.billing.webhooks import verify_signature
+from provisioning.core.db import session_scope
+from provisioning.core.models import utcnow
+from provisioning.mail.models import EmailStatus, OutboxEmail
+from provisioning.mail.templates import render_email
+from tests.conftest import AdminAccount, Stack
+from tests.support.members import active_member, fresh_email
+from tests.support.processes import wait_until
+from tests.support.webhooks import SECRET, Receiver, billing_event, running_receiver, webhook_row
+
+LEASE = 6.0
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[Receiver]:
+    with running_receiver() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def stack(make_stack: Any, receiver: Receiver) -> Stack:
+    return make_stack(billing_webhook_url=receiver.url, billing_webhook_secret=SECRET,
+                      billing_webhook_retry_base_seconds="0.3",
+                      billing_webhook_retry_max_seconds="1", billing_webhook_sweep_seconds="1",
+                      billing_announce_seconds="1", billing_webhook_lease_seconds=str(LEASE),
+                      billing_webhook_timeout_seconds="4")
+
+
+def admins_in_languages(stack: Stack, admin: AdminAccount) -> dict[str, str]:
+    """Beside the account's first admin (English): an admin reading Brazilian Portuguese
+    and a member of a custom role that manages users, reading Russian. Returns each
+    one's address and language, and adds a plain member who must hear nothing."""
+    _, second_admin, _ = active_member(stack, admin, role="admin", language="pt-BR",
+                                       name="Ana Souza")
+    role = stack.api.simulate_post(f"/v1/accounts/{admin.id}/roles", headers=admin.headers,
+                                   json={"name": "People ops", "permissions": ["users.manage"]})
+    assert role.status_code == 201, role.json
+    _, manager, _ = active_member(stack, admin, role="People ops", language="ru",
+                                  name="Ivan Petrov")
+    return {admin.email: "en", second_admin: "pt-BR", manager: "ru"}
+
+
+def outbox_settled(account_id: int) -> bool:
+    with session_scope() as session:
+        waiting = session.scalar(select(func.count()).select_from(OutboxEmail).where(
+            OutboxEmail.account_id == account_id,
+            OutboxEmail.status.notin_((EmailStatus.SENT.value, EmailStatus.FAILED.value))))
+    return waiting == 0
+
+
+def subjects_to(stack: Stack, address: str) -> list[str]:
+    return [message["subject"] for message in stack.sink.messages(to=address)]
+
+
+def test_an_invite_past_the_seats_tells_each_admin_once_in_their_language(
+        stack: Stack) -> None:
+    admin = stack.create_account(plan="base", seats=4)
+    admins = admins_in_languages(stack, admin)
+    _, member, _ = active_member(stack, admin, language="es")  # the fourth seat
+
+    fifth = fresh_email("fifth")
+    assert stack.invite(admin, email=fifth).status_code == 201  # a fifth seat is bought
+    with session_scope() as session:
+        event = session.scalars(select(BillingEvent).where(
+            BillingEvent.account_id == admin.id, BillingEvent.kind == "seats_added")).one()
+        context = event_context(event.kind, event.quantity, event.details)
+    assert (context["seats_added"], context["seats_total"]) == (1, 5)
+
+    def told(address: str, language: str) -> list[dict[str, Any]]:
+        expected = render_email("seats_increased", language, {
+            **context, "recipient_name": "", "account_name": workspace_name(admin),
+            "product_name": "Provisioner", "billing_url": ""}).subject
+        return [message for message in stack.sink.messages(to=address)
+                if message["subject"] == expected]
+
+    wait_until(lambda: all(told(address, language) for address, language in admins.items()),
+               timeout=60, message="every admin's seats email")
+    for _ in range(2):
+        assert announce_billing_events().events == 0
+    wait_until(lambda: outbox_settled(admin.id), timeout=60, message="the outbox to settle")
+    for address, language in admins.items():
+        [message] = told(address, language)
+        charge = format_currency(context["charge_cents"] / 100, "USD",
+                                 locale=language.replace("-", "_"))
+        assert charge in message["text"] and charge in message["html"]
+    # the plain member and the invitee hear of their invitation only
+    assert len(subjects_to(stack, member)) == 1 and len(subjects_to(stack, fifth)) == 1
+
+
+def workspace_name(admin: AdminAccount) -> str:
+    with session_scope() as session:
+        return session.get_one(Account, admin.id).name
+
+
+def test_a_trial_ending_event_tells_each_admin_once_even_when_announced_at_once(
+        stack: Stack) -> None:
+    admin = stack.create_account(plan="trial", seats=10)
+    admins = admins_in_languages(stack, admin)
+    ends_at = utcnow() + timedelta(days=3)
+    event_id = billing_event(admin.id, "trial_ending", {"trial_ends_at": ends_at.isoformat()})
+    # Two more announcers race the worker's (woken by the commit, and beat's).
+    start = threading.Barrier(2)
+    announced: list[int] = []
+
+    def announce() -> None:
+        start.wait()
+        announced.append(announce_billing_events().events)
+
+    threads = [threading.Thread(target=announce) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert sum(announced) <= 1
+
+    def told(address: str, language: str) -> list[dict[str, Any]]:
+        day = format_date(ends_at.date(), "long", locale=language.replace("-", "_"))
+        day = " ".join(day.split())  # a subject is one line of plain spaces
+        return [message for message in stack.sink.messages(to=address)
+                if day in message["subject"]]
+
+    wait_until(lambda: all(told(address, language) for address, language in admins.items()),
+               timeout=60, message="every admin's trial email")
+    wait_until(lambda: outbox_settled(admin.id), timeout=60, message="the outbox to settle")
+    assert announce_billing_events().events == 0
+    for address, language in admins.items():
+        assert len(told(address, language)) == 1, (address, language)
+    assert webhook_row(event_id) is not None
+
+
+def test_the_webhook_gets_an_event_again_after_two_500s_and_never_after_its_200(
+        stack: Stack, receiver: Receiver) -> None:
+    admin = stack.create_account()
+    event_id = billing_event(admin.id, "plan_changed", {"from": "base", "to": "pro"},
+                             receiver=receiver, answers=[500, 500])
+
+    wait_until(lambda: receiver.answered_ok(event_id), timeout=60,
+               message="the third delivery, answered 200")
+    # Later events are announced and sent by later sweeps, well past the retry backoff.
+    for _ in range(2):
+        later = billing_event(admin.id, "plan_changed", {"from": "pro", "to": "base"})
+        wait_until(lambda: receiver.answered_ok(later), timeout=60,  # noqa: B023
+                   message="a later event delivered")
+    deliveries = receiver.of(event_id)
+    assert [delivery.answered for delivery in deliveries] == [500, 500, 200]
+    for delivery in deliveries:
+        assert verify_signature(SECRET, delivery.signature, delivery.body, 300)
+    row = webhook_row(event_id)
+    assert row is not None and row.status == WebhookStatus.DELIVERED and row.attempts == 3
+
+
+def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_once(
+        stack: Stack, receiver: Receiver) -> None:
+    admin = stack.create_account()
+    held = threading.Event()
+    event_id = billing_event(admin.id, "period_renewed", {"plan": "base"}, receiver=receiver,
+                             hold=held)
+    wait_until(lambda: receiver.of(event_id), timeout=60, interval=0.02,
+               message="the worker's POST to arrive")
+    assert stack.worker is not None
+    stack.worker.kill()  # while the receiver holds its request
+    held.set()
+    row = webhook_row(event_id)
+    assert row is not None and row.status == WebhookStatus.SENDING
+
+    stack.start_worker()
+    wait_until(lambda: receiver.answered_ok(event_id), timeout=90,
+               message="the event delivered by the new worker")
+    later = billing_event(admin.id, "plan_changed", {"from": "base", "to": "pro"})
+    wait_until(lambda: receiver.answered_ok(later), timeout=60, message="a later event")
+    assert [delivery.answered for delivery in receiver.of(event_id)] == [None, 200]
+    row = webhook_row(event_id)
+    assert row is not None and row.status == WebhookStatus.DELIVERED and row.attempts == 2
