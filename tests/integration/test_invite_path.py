@@ -28,7 +28,7 @@ from tests.conftest import AdminAccount, Stack, activate, deactivate
 from tests.support.members import accept
 
 MEMBER_FIELDS = {"id", "email", "name", "role", "group", "user_type", "language", "status",
-                 "two_factor", "invitation", "created_at"}
+                 "two_factor", "invitation", "created_at", "note"}  # the note: admins read it
 
 
 @pytest.fixture(scope="module")
