@@ -7,6 +7,11 @@ admins' emails and the webhook rows of the events it claimed. Two announcers at 
 try to insert the same keys; the database lets one have each event (ON CONFLICT DO
 NOTHING), so an email goes to each admin once per event. A write of an event wakes an
 announcer after its commit; beat announces whatever a lost wake-up left behind.
+
+Seat purchases wait until their account has bought none for
+``PROVISIONING_BILLING_SEATS_QUIET_SECONDS`` and are then told in one email (their webhook
+rows go at the same time, one per event): an import buys seats chunk by chunk, and its
+admins should read of it once.
 """
 
 from __future__ import annotations
@@ -15,11 +20,11 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, event, exists, literal, select
+from sqlalchemy import Connection, Table, event, exists, literal, or_, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import ORMExecuteState, Session, UOWTransaction
 
@@ -43,7 +48,8 @@ ANNOUNCE_TASK = "provisioning.announce_billing_events"
 WEBHOOK_TASK = "provisioning.send_billing_webhooks"
 # The email each kind of event sends to the account's admins; other kinds only go to the
 # webhook.
-EMAILS = {"seats_added": "seats_increased", "trial_ending": "trial_ending"}
+SEATS_ADDED = "seats_added"
+EMAILS = {SEATS_ADDED: "seats_increased", "trial_ending": "trial_ending"}
 # Plan prices are in US dollars (SPEC §7); an event may name another currency in its details.
 DEFAULT_CURRENCY = "USD"
 BILLING_PATH = "/settings/billing"  # the console's billing page, where a plan is chosen
@@ -79,9 +85,16 @@ def announce(session: Session, *, limit: int = 1_000) -> Announced:
     config = settings()
     connection = session.connection()
     now = utcnow()
+    # An account's seat purchases wait until it has bought none for the quiet period, then
+    # go together: one "seats increased" email for a whole import, not one per chunk.
+    newer = EVENTS.alias("newer")
+    buying = exists().where(
+        newer.c.account_id == EVENTS.c.account_id, newer.c.kind == SEATS_ADDED,
+        newer.c.created_at > now - timedelta(seconds=config.billing_seats_quiet_seconds))
     unannounced = (
         select(EVENTS.c.id, literal(now, BillingAnnouncement.announced_at.type))
-        .where(~exists().where(BillingAnnouncement.event_id == EVENTS.c.id))
+        .where(~exists().where(BillingAnnouncement.event_id == EVENTS.c.id),
+               or_(EVENTS.c.kind != SEATS_ADDED, ~buying))
         .order_by(EVENTS.c.id).limit(limit))
     claimed = list(connection.execute(
         _insert(connection, BillingAnnouncement)
@@ -155,7 +168,7 @@ def _emails(connection: Connection, events: Sequence[Any], config: Settings
     names = {account_id: name for account_id, name in connection.execute(
         select(Account.id, Account.name).where(Account.id.in_(account_ids)))}
     emails: list[Email] = []
-    for row in events:
+    for row in _seat_purchases_together(events):
         said = event_context(row.kind, row.quantity, row.details or {})
         if said is None:
             # One malformed event must not hold back the others: it goes to the webhook only.
@@ -171,6 +184,41 @@ def _emails(connection: Connection, events: Sequence[Any], config: Settings
                          context={**context, "recipient_name": admin.name})
                    for admin in admins.get(row.account_id, [])]
     return emails
+
+
+@dataclass(frozen=True)
+class _Event:
+    id: int
+    account_id: int
+    kind: str
+    quantity: int
+    details: dict[str, Any]
+
+
+def _seat_purchases_together(events: Sequence[Any]) -> list[Any]:
+    """The events to email about, an account's seat purchases of this run folded into one:
+    the seats added and the charges summed, the total the last one reached."""
+    folded: list[Any] = []
+    purchases: dict[int, list[Any]] = defaultdict(list)
+    for row in events:
+        if row.kind == SEATS_ADDED and event_context(row.kind, row.quantity,
+                                                     row.details or {}) is not None:
+            purchases[row.account_id].append(row)
+        else:
+            folded.append(row)
+    for account_id, rows in purchases.items():
+        if len(rows) == 1:
+            folded.append(rows[0])
+            continue
+        said = [event_context(row.kind, row.quantity, row.details or {}) or {} for row in rows]
+        last = rows[-1].details or {}
+        folded.append(_Event(rows[-1].id, account_id, SEATS_ADDED,
+                             sum(part["seats_added"] for part in said), {
+                                 **last, "from": int(last["to"]) - sum(
+                                     part["seats_added"] for part in said),
+                                 "prorated_charge_cents": sum(
+                                     part["charge_cents"] for part in said)}))
+    return sorted(folded, key=lambda row: row.id)
 
 
 def event_context(kind: str, quantity: int, details: dict[str, Any]) -> dict[str, Any] | None:

@@ -280,6 +280,9 @@ class Settings:
     # and, with a URL, POSTed signed to the operator's billing system from an outbox.
     billing_announce_seconds: float = setting(
         "30", "how often beat announces billing events no wake-up announced (emails, webhooks)")
+    billing_seats_quiet_seconds: float = setting(
+        "60", "seat purchases are announced once an account has bought none for this long, "
+        "so an import that buys seats chunk by chunk sends its admins one email")
     billing_webhook_url: str | None = setting(
         "", "where every billing event is POSTed as signed JSON (see docs/billing-webhooks.md); "
         "empty: no webhook is queued", parse=_optional)

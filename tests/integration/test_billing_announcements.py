@@ -6,6 +6,7 @@ it is killed."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -37,12 +38,16 @@ def receiver() -> Iterator[Receiver]:
         yield running
 
 
+QUIET = 2  # seconds an account buys no seat before its purchases are told
+
+
 @pytest.fixture(scope="module")
 def stack(make_stack: Any, receiver: Receiver) -> Stack:
     return make_stack(billing_webhook_url=receiver.url, billing_webhook_secret=SECRET,
                       billing_webhook_retry_base_seconds="0.3",
                       billing_webhook_retry_max_seconds="1", billing_webhook_sweep_seconds="1",
                       billing_announce_seconds="1", billing_webhook_lease_seconds=str(LEASE),
+                      billing_seats_quiet_seconds=str(QUIET),
                       billing_webhook_timeout_seconds="4")
 
 
@@ -191,3 +196,27 @@ def test_a_worker_killed_mid_delivery_leaves_the_event_to_be_delivered_once(
     assert [delivery.answered for delivery in receiver.of(event_id)] == [None, 200]
     row = webhook_row(event_id)
     assert row is not None and row.status == WebhookStatus.DELIVERED and row.attempts == 2
+
+
+def test_seats_bought_one_after_another_are_told_in_one_email(stack: Stack) -> None:
+    admin = stack.create_account(plan="base", seats=1)
+    started = time.monotonic()
+    invited = [fresh_email("burst") for _ in range(3)]
+    for email in invited:  # each buys a seat: three purchases within the quiet period
+        assert stack.invite(admin, email=email).status_code == 201
+    assert time.monotonic() - started < QUIET, "the burst outlasted the quiet period"
+    with session_scope() as session:
+        purchases = session.scalars(select(BillingEvent).where(
+            BillingEvent.account_id == admin.id, BillingEvent.kind == "seats_added")).all()
+        charge = sum(event.details["prorated_charge_cents"] for event in purchases)
+    assert len(purchases) == 3
+    wait_until(lambda: subjects_to(stack, admin.email), timeout=60,
+               message="the seats email after the quiet period")
+    wait_until(lambda: outbox_settled(admin.id), timeout=60, message="the outbox to settle")
+    [message] = stack.sink.messages(to=admin.email)
+    expected = render_email("seats_increased", "en", {
+        "seats_added": 3, "seats_total": 4, "charge_cents": charge, "currency": "USD",
+        "recipient_name": "", "account_name": workspace_name(admin),
+        "product_name": "Provisioner", "billing_url": ""})
+    assert message["subject"] == expected.subject
+    assert format_currency(charge / 100, "USD", locale="en") in message["text"]

@@ -59,7 +59,8 @@ def receiver() -> Iterator[Receiver]:
 def stack(make_stack: Any, receiver: Receiver) -> Stack:
     # No worker: the tests run the announcing and the sweeps themselves.
     return make_stack(worker=False, billing_webhook_url=receiver.url,
-                      billing_webhook_secret=SECRET, billing_webhook_batch_size="5",
+                      billing_seats_quiet_seconds="0", billing_webhook_secret=SECRET,
+                      billing_webhook_batch_size="5",
                       billing_webhook_retry_base_seconds=str(RETRY_BASE),
                       billing_webhook_retry_max_seconds="3600",
                       billing_webhook_lease_seconds=str(LEASE),

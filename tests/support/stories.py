@@ -16,12 +16,18 @@ from provisioning.mail.models import OutboxEmail
 INVITATIONS = 200  # the reliability stories' batch
 
 
-def outbox_counts(account_id: int | None = None) -> dict[str, int]:
-    """How many outbox rows are in each status."""
+INVITATION_TEMPLATES = ("invite_new", "invite_existing")
+
+
+def outbox_counts(account_id: int | None = None, templates: tuple[str, ...] | None = None
+                  ) -> dict[str, int]:
+    """How many outbox rows (of ``templates``, or all) are in each status."""
     with session_scope() as session:
         query = select(OutboxEmail.status, func.count()).group_by(OutboxEmail.status)
         if account_id is not None:
             query = query.where(OutboxEmail.account_id == account_id)
+        if templates is not None:
+            query = query.where(OutboxEmail.template.in_(templates))
         return {status: count for status, count in session.execute(query).all()}
 
 
