@@ -15,7 +15,7 @@ from provisioning.jobs import runs
 from provisioning.jobs.kinds import KINDS
 from provisioning.mail import delivery, outbox
 from provisioning.mail.sender import SmtpSender
-from provisioning.members import bulk, directory, reassignment
+from provisioning.members import bulk, directory, reassignment, seasons
 from provisioning.notifications import digest, push
 from worker.celery_app import app
 
@@ -96,6 +96,13 @@ def send_pushes() -> dict[str, int]:
 @app.task(name=digest.DIGEST_TASK)
 def send_digests() -> int:
     return digest.send_digests().digests
+
+
+@app.task(name=seasons.SEASON_TASK)
+def apply_seasons() -> dict[str, int]:
+    with session_scope() as session:
+        run = seasons.apply_seasons(session)
+    return {"activated": run.activated, "deactivated": run.deactivated}
 
 
 @app.task(name="provisioning.purge_jobs")
