@@ -236,14 +236,15 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
     config = dataclasses.replace(load_settings(), worker_concurrency=5, outbox_sweep_seconds=7,
                                  job_sweep_seconds=8, outbox_purge_seconds=60,
                                  job_purge_seconds=90, notification_digest_seconds=120,
-                                 push_sweep_seconds=15)
+                                 push_sweep_seconds=15, season_sweep_seconds=600)
     app = create_app(config)
     assert app.conf.worker_concurrency == 5
     schedule = {name: entry["schedule"] for name, entry in app.conf.beat_schedule.items()}
     assert schedule == {
         "sweep-outbox": timedelta(seconds=7), "sweep-jobs": timedelta(seconds=8),
         "purge-outbox": timedelta(seconds=60), "purge-jobs": timedelta(seconds=90),
-        "send-digests": timedelta(seconds=120), "send-pushes": timedelta(seconds=15)}
+        "send-digests": timedelta(seconds=120), "send-pushes": timedelta(seconds=15),
+        "apply-seasons": timedelta(seconds=600)}
     one_per_core = create_app(dataclasses.replace(config, worker_concurrency=0))
     assert one_per_core.conf.worker_concurrency is None
 
