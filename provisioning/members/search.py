@@ -112,7 +112,7 @@ def _keys_follow_orm_writes(session: Session, _: UOWTransaction) -> None:
         if isinstance(instance, Identity) and _changed(instance, "name", "email"):
             identities.add(instance.id)
         elif isinstance(instance, Membership) and (
-                instance in session.new or _changed(instance, "status")):
+                instance in session.new or _joined_or_left_invited(instance)):
             members.add(instance.id)
         elif (isinstance(instance, Invitation) and instance.membership_id is not None
               and _changed(instance, "name")):
@@ -120,6 +120,12 @@ def _keys_follow_orm_writes(session: Session, _: UOWTransaction) -> None:
     if identities or members:
         refresh_search_keys(session.connection(), identity_ids=identities,
                             membership_ids=members)
+
+
+def _joined_or_left_invited(member: Membership) -> bool:
+    """Only joining changes the name the account sees (a disable or an activation does not)."""
+    history = inspect(member).attrs["status"].history
+    return MemberStatus.INVITED.value in (*history.deleted, *history.added)
 
 
 def _changed(instance: Any, *names: str) -> bool:
