@@ -70,7 +70,8 @@ PAGE: Parameters = {"cursor": STRING,
                     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}}
 MEMBER_FILTERS: Parameters = {
     "status": {"enum": MEMBER_STATUSES}, "q": STRING, "group": STRING, "role": STRING,
-    "user_type": {"enum": list(USER_TYPES)}, "two_factor": BOOLEAN}
+    "user_type": {"enum": list(USER_TYPES)}, "two_factor": BOOLEAN,
+    "total": {"type": "boolean", "default": False}}
 JOB_FILTERS: Parameters = {"status": {"enum": JOB_STATUSES}}
 RECORD_FILTERS: Parameters = {"responsible_id": ID}
 INBOX_FILTERS: Parameters = {"unread": {"type": "boolean", "default": False}}

@@ -42,6 +42,7 @@ def _create(args: argparse.Namespace) -> CreatedAccount:
             plan=args.plan,
             seats=args.seats,
             language=args.language,
+            seasonal_seats=getattr(args, "seasonal_seats", 0),
         )
 
 
@@ -135,6 +136,8 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--admin-name", default="")
     create.add_argument("--plan", default="trial")
     create.add_argument("--seats", type=int, default=None)
+    create.add_argument("--seasonal-seats", type=int, default=0,
+                        help="seasonal seats on the contract (R10); none: no seasonal users")
     create.add_argument("--language", default="en")
     create.set_defaults(run=cmd_create_account)
     commands.add_parser("demo", help="create the demo workspace and print its login").set_defaults(

@@ -132,6 +132,10 @@ def create_app(config: Settings | None = None) -> Celery:
                 "task": "provisioning.send_billing_webhooks",
                 "schedule": timedelta(seconds=config.billing_webhook_sweep_seconds),
             },
+            "apply-seasons": {
+                "task": "provisioning.apply_seasons",
+                "schedule": timedelta(seconds=config.season_sweep_seconds),
+            },
             "purge-jobs": {
                 "task": "provisioning.purge_jobs",
                 "schedule": timedelta(seconds=config.job_purge_seconds),

@@ -17,7 +17,7 @@ from provisioning.jobs import runs
 from provisioning.jobs.kinds import KINDS
 from provisioning.mail import delivery, outbox
 from provisioning.mail.sender import SmtpSender
-from provisioning.members import bulk, directory, reassignment
+from provisioning.members import bulk, directory, reassignment, seasons
 from provisioning.notifications import adapters, digest, push, retention
 from worker.celery_app import app
 
@@ -121,6 +121,13 @@ def send_digests() -> int:
 @app.task(name="provisioning.purge_notifications")
 def purge_notifications() -> dict[str, int]:
     return retention.purge()
+
+
+@app.task(name=seasons.SEASON_TASK)
+def apply_seasons() -> dict[str, int]:
+    with session_scope() as session:
+        run = seasons.apply_seasons(session)
+    return {"activated": run.activated, "deactivated": run.deactivated}
 
 
 @app.task(name="provisioning.purge_jobs")

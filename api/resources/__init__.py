@@ -32,3 +32,15 @@ def int_param(req: falcon.Request, name: str, default: int | None = None) -> int
         return int(raw)
     except ValueError:
         raise InvalidInput([FieldError(name, "Must be a whole number.")]) from None
+
+
+def bool_param(req: falcon.Request, name: str) -> bool:
+    """A switch in the query string (``true``/``false``, ``1``/``0``), off when absent."""
+    raw = req.get_param(name)
+    if raw in (None, ""):
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    if raw.lower() in ("false", "0"):
+        return False
+    raise InvalidInput([FieldError(name, "Use true or false.")])

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import falcon
 
-from api.resources import body, int_param, shaped
+from api.resources import body, bool_param, int_param, shaped
 from provisioning.members import bulk, changes, directory, invitations, invite, lifecycle
 from provisioning.members.targets import TARGET_FIELDS, TargetRequest
 
@@ -15,9 +15,12 @@ class Members:
             req.context.session, req.context.actor, account_id,
             {name: req.get_param(name) for name in FILTERS},
             req.get_param("cursor"), int_param(req, "limit"),
+            with_total=bool_param(req, "total"),
         )
         resp.media = {"items": [shaped(item) for item in page.items],
-                      "next_cursor": page.next_cursor, "total": page.total}
+                      "next_cursor": page.next_cursor}
+        if page.total is not None:
+            resp.media["total"] = page.total
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         member = invite.invite_member(req.context.session, req.context.actor, account_id,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, bindparam, or_, select, update
@@ -17,6 +17,7 @@ from provisioning.core import audit
 from provisioning.core.config import settings
 from provisioning.core.errors import (
     FieldError,
+    Forbidden,
     InvalidInput,
     NotAuthenticated,
     NotFound,
@@ -30,7 +31,8 @@ from provisioning.core.security import (
     verify_password,
 )
 from provisioning.core.validation import Form, normalise_email
-from provisioning.members.models import Identity, Membership, MemberStatus
+from provisioning.members.models import Identity, InactiveReason, Membership, MemberStatus
+from provisioning.members.seasons import outside_season, season_today
 
 
 @dataclass(frozen=True)
@@ -109,10 +111,21 @@ def _check_credentials(session: Session, email: str, password: str, totp_code: s
         raise refused
     if not verify_password(identity.password_hash, password):
         raise refused
-    memberships = session.scalars(
-        select(Membership.status).where(Membership.identity_id == identity.id)
+    places = session.execute(
+        select(Membership.status, Membership.user_type, Membership.seasonal_start,
+               Membership.seasonal_end, Membership.inactive_reason)
+        .where(Membership.identity_id == identity.id)
     ).all()
-    if MemberStatus.ACTIVE.value not in memberships:
+    today = season_today()
+    if not any(status == MemberStatus.ACTIVE.value
+               and not outside_season(user_type, start, end, today)
+               for status, user_type, start, end, _ in places):
+        memberships = [status for status, *_ in places]
+        for status, user_type, start, end, reason in places:
+            if (outside_season(user_type, start, end, today)
+                    and (status == MemberStatus.ACTIVE.value
+                         or reason == InactiveReason.SEASON.value)):
+                raise OutsideSeason(start, end)
         if MemberStatus.INVITED.value in memberships:
             raise NotAuthenticated("Accept your invitation first: follow the link in its email.",
                                    code="invitation_pending")
@@ -124,6 +137,16 @@ def _check_credentials(session: Session, email: str, password: str, totp_code: s
         check_totp_code(session, identity, totp_code)
     ttl = timedelta(seconds=settings().session_ttl_seconds)
     return _issue(session, identity, kind="session", expires_at=utcnow() + ttl)
+
+
+class OutsideSeason(Forbidden):
+    """R10: a seasonal member works only inside the window, in UTC dates."""
+
+    code = "outside_season"
+
+    def __init__(self, start: date | None, end: date | None) -> None:
+        super().__init__(f"Your season in this workspace runs from {start} to {end} (UTC "
+                         "dates); you can sign in during it.")
 
 
 def check_totp_code(session: Session, identity: Identity, code: str | None) -> None:
@@ -162,7 +185,8 @@ def _issue(
 _TOKEN_AND_STANDING = (
     select(ApiToken.id, ApiToken.account_id, ApiToken.revoked_at, ApiToken.expires_at,
            Identity.id, Identity.email, Identity.name, *STANDING_COLUMNS,
-           Membership.sessions_valid_after, ApiToken.kind, ApiToken.created_at)
+           Membership.sessions_valid_after, ApiToken.kind, ApiToken.created_at,
+           Membership.user_type, Membership.seasonal_start, Membership.seasonal_end)
     .join(Identity, Identity.id == ApiToken.identity_id)
     .outerjoin(Membership, and_(Membership.identity_id == Identity.id,
                                 Membership.account_id == bindparam("account_id")))
@@ -187,7 +211,10 @@ def authenticate(session: Session, bearer: str | None, account_id: int | None = 
     token_id, key_account_id, revoked_at, expires_at, identity_id, email, name = row[:7]
     if revoked_at is not None or (expires_at is not None and expires_at <= utcnow()):
         raise NotAuthenticated("The token has expired or was revoked.", code="invalid_token")
-    *standing_row, sessions_valid_after, kind, issued_at = row[7:]
+    *standing_row, sessions_valid_after, kind, issued_at, user_type, start, end = row[7:]
+    if account_id is not None and user_type is not None and outside_season(
+            user_type, start, end, season_today()):
+        raise OutsideSeason(start, end)  # at once, whenever the schedule runs
     standing = (None if account_id is None
                 else Standing.of(account_id, standing_row, sessions_valid_after))
     return Actor(identity_id=identity_id, email=email, name=name, token_id=token_id,

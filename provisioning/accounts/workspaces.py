@@ -43,6 +43,7 @@ def create_account(
     seats: int | None = None,
     language: str = "en",
     period: str = "monthly",
+    seasonal_seats: int = 0,
 ) -> CreatedAccount:
     """A new workspace whose first member is an active admin; returns an API key for it."""
     errors: list[FieldError] = []
@@ -52,6 +53,8 @@ def create_account(
         errors.append(FieldError("plan", f"Use one of: {', '.join(CATALOG)}."))
     if period not in PERIOD_DAYS:
         errors.append(FieldError("period", "Use monthly or annual."))
+    if seasonal_seats < 0:
+        errors.append(FieldError("seasonal_seats", "Use 0 or more seasonal seats."))
     errors += check_password(admin_password, "admin_password")
     if errors:
         raise InvalidInput(errors)
@@ -63,7 +66,8 @@ def create_account(
         raise InvalidInput([FieldError("seats", "Not a valid number of seats for this plan.")])
 
     now = utcnow()
-    account = Account(name=name.strip(), default_language=language)
+    account = Account(name=name.strip(), default_language=language,
+                      seasonal_seats=seasonal_seats)
     session.add(account)
     session.flush()
     roles = {role: Role(account_id=account.id, name=role, permissions=list(permissions),

@@ -205,6 +205,9 @@ class Settings:
         "3600", "how often beat deletes emails past their retention")
     job_sweep_seconds: float = setting(
         "30", "how often beat resumes jobs whose claim has lapsed")
+    season_sweep_seconds: float = setting(
+        "300", "how often beat activates and deactivates seasonal members at their window's "
+        "edges (logins and tokens outside a window are refused at once, whatever the run)")
     job_purge_seconds: float = setting(
         "21600", "how often beat deletes jobs past their retention")
     # Redis redelivers an unacknowledged message after this long; every countdown

@@ -55,6 +55,7 @@ from provisioning.mail import outbox
 from provisioning.members.invitation_builder import Addressee, Inviter, new_invitations
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus, UserType
 from provisioning.members.rules import DEFAULT_ROLE, FREE_USERS_GROUP
+from provisioning.members.search import refresh_search_keys, search_keys
 
 if TYPE_CHECKING:
     from provisioning.imports.deciding import Outcomes
@@ -175,6 +176,7 @@ def write_updates(session: Session, plan: Plan, decided: Outcomes, now: datetime
              for _, identity_id, _, _, _, changes in decided.updates if "name" in changes]
     if names:
         session.execute(update(Identity), names)
+        refresh_search_keys(session.connection(), identity_ids=[n["id"] for n in names])
     places = [{"id": member_id, "role_id": changes.get("role_id", role_id),
                "group_id": changes.get("group_id", group_id)}
               for _, _, member_id, role_id, group_id, changes in decided.updates
@@ -223,16 +225,24 @@ def _write_creates(session: Session, plan: Plan, decided: Outcomes, now: datetim
                 free_group if row.user_type == UserType.FREE.value
                 else (plan.group_ids[row.group] if row.group else None),
                 row.user_type, MemberStatus.INVITED.value, row.language or plan.default_language,
-                row.seasonal_start, row.seasonal_end, plan.inviter_id, now)
+                row.seasonal_start, row.seasonal_end, plan.inviter_id, now,
+                # a new identity's name is the file's; an existing one's is refreshed below
+                *search_keys(row.name or "", row.email).values())
                for row in decided.creates]
     member_columns = ("account_id", "identity_id", "role_id", "group_id", "user_type", "status",
                       "language", "seasonal_start", "seasonal_end", "invited_by_id",
-                      "created_at")
+                      "created_at", "search_name", "search_surname", "search_email")
+    fresh_emails = {row.email for row in fresh}
+    existing = [decided.identities[row.email][0] for row in decided.creates
+                if row.email not in fresh_emails]
     if not plan.options.invite:
         insert_rows(connection, Membership, member_columns, members)
+        refresh_search_keys(connection, identity_ids=existing)
         return 0  # members wait as "not sent"; resending an invitation sends the first
     member_ids = insert_new(connection, Membership, member_columns, members)
-    return _write_invitations(session, plan, decided, member_ids, now)
+    sent = _write_invitations(session, plan, decided, member_ids, now)
+    refresh_search_keys(connection, identity_ids=existing)
+    return sent
 
 
 def _write_invitations(session: Session, plan: Plan, decided: Outcomes,

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Select,
+    and_,
     false,
     func,
     or_,
@@ -25,10 +26,11 @@ from provisioning.core.models import utcnow
 from provisioning.core.pages import decode_cursor, encode_cursor, page_size
 from provisioning.mail import outbox
 from provisioning.mail.models import EmailStatus, OutboxEmail
-from provisioning.members import rules
+from provisioning.members import rules, search
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
 
 MAX_SEARCH_LENGTH = 100
+TWO_FACTOR_VALUES = {"true": True, "1": True, "false": False, "0": False}
 
 EMAIL_STATE = {
     EmailStatus.QUEUED.value: "queued",
@@ -74,16 +76,24 @@ ADMIN_ONLY = frozenset({"note"})
 class Page:
     items: list[MemberView]
     next_cursor: str | None
-    total: int
+    total: int | None  # counted only when asked
 
 
 def invitation_state(invitation: Invitation, email_status: str | None, now: datetime) -> str:
     """What the admin sees of an invitation, so nobody invites the same person twice."""
-    if invitation.accepted_at is not None:
+    return state_of(invitation.accepted_at, invitation.revoked_at,
+                    invitation.membership_id is not None, invitation.expires_at,
+                    email_status, now)
+
+
+def state_of(accepted_at: datetime | None, revoked_at: datetime | None, linked: bool,
+             expires_at: datetime, email_status: str | None, now: datetime) -> str:
+    """``invitation_state`` from an invitation's columns."""
+    if accepted_at is not None:
         return "accepted"
-    if invitation.revoked_at is not None or invitation.membership_id is None:
+    if revoked_at is not None or not linked:
         return "revoked"
-    if invitation.expires_at <= now:
+    if expires_at <= now:
         return "expired"
     return EMAIL_STATE.get(email_status or "", "queued")
 
@@ -174,42 +184,116 @@ def read_member(session: Session, account_id: int, member_id: int) -> MemberView
 
 def list_members(
     session: Session, actor: Actor, account_id: int, filters: dict[str, str | None],
-    cursor: str | None, limit: int | None,
+    cursor: str | None, limit: int | None, *, with_total: bool = False,
 ) -> Page:
-    """Members in creation order, filtered, a page at a time (cursor = last id seen)."""
+    """Members in creation order, filtered, a page at a time: the cursor is the last id
+    seen, so a deep page reads as little as the first (``ix_memberships_list``), and members
+    added meanwhile come after every page already read. ``with_total`` counts the matches."""
     require(session, actor, account_id, Permission.USERS_MANAGE)
     size = page_size(limit)
-    query = _members_query(account_id)
+    after = decode_cursor(cursor)
+    criteria = member_criteria(session.connection(), account_id, filters)
+    matches = select(Membership.id).where(Membership.account_id == account_id, *criteria)
+    if filters.get("two_factor") is not None:  # the only filter on the identity
+        matches = matches.join(Identity, Identity.id == Membership.identity_id)
+    total = None
+    if with_total:
+        total = session.scalar(select(func.count()).select_from(matches.subquery())) or 0
+    if after is not None:
+        matches = matches.where(Membership.id > after)
+    # The page's ids first, then their columns: the joins run for one page, not for every
+    # member the search matched.
+    page = matches.order_by(Membership.id).limit(size + 1).scalar_subquery()
+    rows = session.connection().execute(
+        _LISTED.where(Membership.id.in_(page)).order_by(Membership.id)).all()
+    now = utcnow()
+    items = [listed_view(row, now) for row in rows[:size]]
+    next_cursor = encode_cursor(items[-1].id) if len(rows) > size else None
+    return Page(items=items, next_cursor=next_cursor, total=total)
+
+
+# A page of the list as plain columns: the same view as ``member_view`` without an ORM
+# object per row, which would cost more than the query.
+_LISTED = (
+    select(Membership.id, Identity.email, Identity.name, Identity.password_hash.is_not(None),
+           Role.name, Group.name, Membership.user_type, Membership.language, Membership.status,
+           Identity.totp_enabled, Membership.created_at, Invitation.id, Invitation.accepted_at,
+           Invitation.revoked_at, Invitation.expires_at, Invitation.last_sent_at,
+           Invitation.sends, Invitation.name, OutboxEmail.status, OutboxEmail.last_error,
+           Membership.note)
+    .select_from(Membership)
+    .join(Identity, Identity.id == Membership.identity_id)
+    .join(Role, Role.id == Membership.role_id)
+    .outerjoin(Group, Group.id == Membership.group_id)
+    .outerjoin(Invitation, Invitation.membership_id == Membership.id)
+    .outerjoin(OutboxEmail, OutboxEmail.id == Invitation.last_email_id)
+)
+
+
+def listed_view(row: Any, now: datetime) -> MemberView:
+    """One row of ``_LISTED`` as the admin sees it (``member_view``'s rules)."""
+    (member_id, email, identity_name, has_login, role, group, user_type, language, status,
+     totp_enabled, created_at, invitation_id, accepted_at, revoked_at, expires_at,
+     last_sent_at, sends, invitation_name, email_status, email_error, note) = row
+    joined = status != MemberStatus.INVITED.value
+    invitation_view = None
+    if invitation_id is not None:
+        state = state_of(accepted_at, revoked_at, True, expires_at, email_status, now)
+        invitation_view = InvitationView(state=state, expires_at=expires_at,
+                                         last_sent_at=last_sent_at, sends=sends,
+                                         failure=email_error if state == "failed" else None)
+    elif not joined:
+        invitation_view = InvitationView(state="not_sent", expires_at=None,
+                                         last_sent_at=None, sends=0)
+    return MemberView(
+        id=member_id, email=email,
+        name=identity_name if joined else invited_name(invitation_name, identity_name,
+                                                        has_login),
+        role=role, group=group, user_type=user_type, language=language, status=status,
+        two_factor=bool(totp_enabled) and joined, invitation=invitation_view,
+        created_at=created_at, note=note)
+
+
+def member_criteria(connection: Connection, account_id: int, filters: dict[str, str | None]
+                    ) -> list[ColumnElement[bool]]:
+    """The list's filters as conditions on memberships (and identities, for two-factor),
+    each bad value refused naming its field; an unknown role or group matches nobody."""
+    criteria: list[ColumnElement[bool]] = []
+    errors: list[FieldError] = []
     status = filters.get("status")
     if status:
         if status not in {s.value for s in MemberStatus}:
-            raise InvalidInput([FieldError("status", "Filter by invited, active or inactive.")])
-        query = query.where(Membership.status == status)
-    if filters.get("user_type"):
-        query = query.where(Membership.user_type == filters["user_type"])
-    for field, kind, column in (("role", Role, Membership.role_id),
-                                ("group", Group, Membership.group_id)):
+            errors.append(FieldError("status", "Filter by invited, active or inactive."))
+        criteria.append(Membership.status == status)
+    kind = filters.get("user_type")
+    if kind:
+        if kind not in rules.USER_TYPES:
+            errors.append(FieldError("user_type",
+                                     f"Filter by {', '.join(rules.USER_TYPES)}."))
+        criteria.append(Membership.user_type == kind)
+    for field, model, column in (("role", Role, Membership.role_id),
+                                 ("group", Group, Membership.group_id)):
         if filters.get(field):  # a name, in any case; one the account lacks matches nobody
-            found = catalog(session.connection(), kind, account_id).get(
+            found = catalog(connection, model, account_id).get(
                 rules.name_key(filters[field] or ""))
-            query = query.where(column == found[0] if found else false())
-    if filters.get("two_factor") is not None:
-        query = query.where(Identity.totp_enabled.is_(filters["two_factor"] in ("true", "1")))
-    if filters.get("q"):
-        needle = (filters["q"] or "").strip().lower()
-        if len(needle) > MAX_SEARCH_LENGTH:
-            raise InvalidInput([FieldError("q", f"Search for at most {MAX_SEARCH_LENGTH} "
-                                                "characters.", "too_long")])
-        # % and _ are what they say, not wildcards.
-        pattern = "%" + re.sub(r"([\\%_])", r"\\\1", needle) + "%"
-        query = query.where(or_(func.lower(Identity.email).like(pattern, escape="\\"),
-                                func.lower(Identity.name).like(pattern, escape="\\")))
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-    after = decode_cursor(cursor)
-    if after is not None:
-        query = query.where(Membership.id > after)
-    rows = session.execute(query.order_by(Membership.id).limit(size + 1)).all()
-    now = utcnow()
-    items = [member_view(row[0], row[1], row[2], now, row[3]) for row in rows[:size]]
-    next_cursor = encode_cursor(items[-1].id) if len(rows) > size else None
-    return Page(items=items, next_cursor=next_cursor, total=total)
+            criteria.append(column == found[0] if found else false())
+    two_factor = filters.get("two_factor")
+    if two_factor is not None:
+        if two_factor not in TWO_FACTOR_VALUES:
+            errors.append(FieldError("two_factor", "Filter by true or false."))
+        # Shown only once the person joined (member_view), so filtered the same way.
+        joined = Membership.status != MemberStatus.INVITED.value
+        criteria.append(and_(Identity.totp_enabled.is_(True), joined)
+                        if TWO_FACTOR_VALUES.get(two_factor) else
+                        or_(Identity.totp_enabled.is_(False), ~joined))
+    text = filters.get("q")
+    if text and len(text) > MAX_SEARCH_LENGTH:
+        errors.append(FieldError("q", f"Search for at most {MAX_SEARCH_LENGTH} characters.",
+                                 "too_long"))
+    elif text:
+        found_by = search.matching(text)
+        if found_by is not None:
+            criteria.append(found_by)
+    if errors:
+        raise InvalidInput(errors)
+    return criteria

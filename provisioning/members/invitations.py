@@ -38,6 +38,7 @@ from provisioning.mail.models import EmailStatus
 from provisioning.members.directory import MemberView, invitation_state, member_view
 from provisioning.members.invitation_builder import send_invitation
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
+from provisioning.members.seasons import status_on_joining
 from provisioning.notifications.publish import notify
 
 
@@ -140,7 +141,9 @@ def accept_invitation(session: Session, token: str, body: Any, actor: Actor | No
     if name:
         identity.name = name
     invitation.accepted_at = now
-    membership.status = MemberStatus.ACTIVE.value
+    # a seasonal member joining outside the window waits for it, inactive (R10)
+    membership.status, membership.inactive_reason = status_on_joining(
+        membership.user_type, membership.seasonal_start, membership.seasonal_end)
     membership.activated_at = now
     audit.record(
         session,
@@ -151,7 +154,7 @@ def accept_invitation(session: Session, token: str, body: Any, actor: Actor | No
         target_type="member",
         target_id=membership.id,
         before={"status": MemberStatus.INVITED.value},
-        after={"status": MemberStatus.ACTIVE.value},
+        after={"status": membership.status},
     )
     notify(session, invitation.invited_by_id, "invitation_accepted",
            {"member_name": identity.name or identity.email}, account_id=membership.account_id)

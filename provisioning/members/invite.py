@@ -46,6 +46,7 @@ from provisioning.members.directory import (
 from provisioning.members.invitation_builder import Addressee, Inviter, new_invitation
 from provisioning.members.models import Identity, Invitation, Membership, MemberStatus
 from provisioning.members.rules import InviteRequest
+from provisioning.members.search import search_keys
 
 
 def invite_member(session: Session, actor: Actor, account_id: int, body: Any) -> MemberView:
@@ -82,6 +83,8 @@ def invite_member(session: Session, actor: Actor, account_id: int, body: Any) ->
         "member_language": language, "member_seasonal_start": request.seasonal_start,
         "member_seasonal_end": request.seasonal_end, "member_invited_by_id": actor.identity_id,
         "member_created_at": now,
+        **{f"member_{column}": key for column, key in search_keys(
+            invited_name(request.name, invitee.name, invitee.has_login), invitee.email).items()},
         **outbox.new_email(**invitation.email),
         "invitation_account_id": account.id, "invitation_email": invitee.email,
         "invitation_token_nonce": invitation.token_nonce,
@@ -147,7 +150,8 @@ def _write_invitation(connection: Connection, rows: dict[str, Any], *, takes_sea
 
 _INSERT_MEMBER = insert(Membership).values(prefixed_values("member_", (
     "account_id", "identity_id", "role_id", "group_id", "user_type", "status", "language",
-    "seasonal_start", "seasonal_end", "invited_by_id", "created_at",
+    "seasonal_start", "seasonal_end", "invited_by_id", "created_at", "search_name",
+    "search_surname", "search_email",
 ))).returning(Membership.id)
 
 

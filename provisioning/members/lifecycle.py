@@ -26,12 +26,13 @@ from provisioning.jobs.models import Job
 from provisioning.jobs.runs import job_view
 from provisioning.members.acting import Acting
 from provisioning.members.directory import MemberView, read_member
-from provisioning.members.models import Invitation, Membership, MemberStatus
+from provisioning.members.models import InactiveReason, Invitation, Membership, MemberStatus
 from provisioning.members.reassignment import (
     delete_membership,
     pending_reassignment,
     queue_reassignment,
 )
+from provisioning.members.seasons import season_today, status_on_joining
 from provisioning.members.targets import (
     TargetRequest,
     check_targets,
@@ -98,7 +99,10 @@ def disable(session: Session, acting: Acting, member_id: int, request: TargetReq
                        code="not_joined")
     targets = check_targets(session, member.account_id, member.id, request) if request else {}
     refuse_while_moving(session, member.id)
-    if member.status == MemberStatus.ACTIVE.value:
+    # An inactive seasonal member waiting for the season is disabled too: only an admin
+    # brings a disabled member back, never the schedule.
+    if (member.status == MemberStatus.ACTIVE.value
+            or member.inactive_reason == InactiveReason.SEASON.value):
         refuse_losing_last_admin(session, member)
         before = snapshot(member)
         _leave(session, member)
@@ -118,6 +122,7 @@ def _leave(session: Session, member: Membership) -> None:
     seats.free_seat(session, member.account_id, user_type=member.user_type,
                     status=member.status)
     member.status = MemberStatus.INACTIVE.value
+    member.inactive_reason = InactiveReason.DISABLED.value
     session.flush()
     end_sessions(session, member.identity_id, member.account_id)
 
@@ -127,16 +132,19 @@ def activate(session: Session, acting: Acting, member_id: int) -> Done:
     ``seat_limit`` says why not). Sessions a disable ended stay dead: they log in again."""
     member = locked_member(session, acting.account.id, member_id)
     refuse_changing_admin(acting.standing, member.role.permissions)
-    if member.status == MemberStatus.ACTIVE.value:
-        return Done(member.id)
+    if (member.status == MemberStatus.ACTIVE.value
+            or member.inactive_reason == InactiveReason.SEASON.value):
+        return Done(member.id)  # working, or waiting for its season: nothing to undo
     if member.status == MemberStatus.INVITED.value:
         raise Conflict("This member has not joined yet: they become active by accepting "
                        "their invitation.", code="not_joined")
     refuse_while_moving(session, member.id)
     before = snapshot(member)
-    member.status = MemberStatus.ACTIVE.value
+    # a seasonal member outside the window waits for it, inactive, holding no seat (R10)
+    member.status, member.inactive_reason = status_on_joining(
+        member.user_type, member.seasonal_start, member.seasonal_end)
     session.flush()
-    today = utcnow().date()
+    today = season_today()
     if consumes_seat(member.user_type, member.status, member.seasonal_start,
                      member.seasonal_end, today):
         purchased, full_taken = session.connection().execute(seats.COUNT_SEAT, {

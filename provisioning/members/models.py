@@ -16,6 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeEngine
 
 from provisioning.accounts.models import Group, Role  # Membership.role and .group
 from provisioning.core.db import Base
@@ -32,6 +33,18 @@ class MemberStatus(StrEnum):
     INVITED = "invited"
     ACTIVE = "active"
     INACTIVE = "inactive"
+
+
+class InactiveReason(StrEnum):
+    """Why an inactive member is inactive: only the season's schedule undoes its own."""
+
+    DISABLED = "disabled"  # by an admin (or a bulk action): stays until an admin activates
+    SEASON = "season"  # outside a seasonal member's window: the schedule activates it
+
+
+# Folded search keys sort byte by byte on PostgreSQL too, so a prefix is an index range.
+def search_key(length: int) -> TypeEngine[str]:
+    return String(length).with_variant(String(length, collation="C"), "postgresql")
 
 
 class Identity(Base):
@@ -64,6 +77,14 @@ class Membership(Base):
         # The seat count (R7) on every new member reads only this index.
         Index("ix_memberships_seats", "account_id", "user_type", "status", "seasonal_start",
               "seasonal_end"),
+        # The member list walks an account in id order (keyset pages) and finds a search's
+        # prefix in the folded keys (members.search); byte order, so a prefix is a range.
+        Index("ix_memberships_list", "account_id", "id"),
+        Index("ix_memberships_search_name", "account_id", "search_name"),
+        Index("ix_memberships_search_surname", "account_id", "search_surname"),
+        Index("ix_memberships_search_email", "account_id", "search_email"),
+        # The seasonal schedule finds who crosses a window's edge without reading an account.
+        Index("ix_memberships_season", "user_type", "status", "seasonal_start", "seasonal_end"),
     )
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
@@ -84,6 +105,15 @@ class Membership(Base):
     # Session tokens issued up to this moment are refused in this account (set by a disable;
     # an activation leaves it, so the member logs in again).
     sessions_valid_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    inactive_reason: Mapped[str | None] = mapped_column(String(16))
+    # What the member list's search reads (members.search.search_keys): the name the account
+    # sees, that name from its second word, and the email, each folded.
+    search_name: Mapped[str] = mapped_column(search_key(200), default="",
+                                             server_default="")
+    search_surname: Mapped[str] = mapped_column(search_key(200), default="",
+                                                server_default="")
+    search_email: Mapped[str] = mapped_column(search_key(320), default="",
+                                              server_default="")
 
     identity: Mapped[Identity] = relationship(foreign_keys=[identity_id], lazy="joined")
     role: Mapped[Role] = relationship(lazy="joined")

@@ -63,3 +63,47 @@ def test_create_account_prints_the_account_and_a_working_admin_token(postgres: P
     bad = provision("create-account", "--name", "X", "--admin-email", "nope",
                     "--admin-password", "short", database_url=url)
     assert bad.returncode == 2 and "admin_password" in bad.stderr
+
+
+def test_create_account_takes_seasonal_seats(postgres: PostgresServer):
+    url = postgres.create_database(f"cli_{uuid.uuid4().hex[:6]}")
+    assert provision("migrate", database_url=url).returncode == 0
+    made = provision("create-account", "--name", "Ski", "--admin-email", "boss@ski.example.com",
+                     "--admin-password", "a long password", "--plan", "base", "--seats", "5",
+                     "--seasonal-seats", "3", database_url=url)
+    assert made.returncode == 0, made.stderr
+    import psycopg
+
+    account_id = json.loads(made.stdout)["account_id"]
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as connection:
+        seats = connection.execute("SELECT seasonal_seats FROM accounts WHERE id = %s",
+                                   (account_id,)).fetchone()
+    assert seats == (3,)
+
+
+def test_the_search_keys_of_members_already_there_are_filled(tmp_path: Path):
+    """0017 folds the names and emails of the members a database already holds."""
+    from sqlalchemy import create_engine, text
+
+    url = f"sqlite:///{tmp_path / 'keys.sqlite3'}"
+    upgrade(url, "0013")
+    engine = create_engine(url)
+    with engine.begin() as connection:
+        for statement in (
+            "INSERT INTO accounts (id, name, default_language, seasonal_seats, created_at) "
+            "VALUES (1, 'A', 'en', 0, '2026-01-01')",
+            "INSERT INTO roles (id, account_id, name, permissions, is_builtin) "
+            "VALUES (1, 1, 'member', '[]', 1)",
+            "INSERT INTO identities (id, email, name, totp_enabled, created_at, updated_at) "
+            "VALUES (1, 'jose@example.com', 'José Álvarez', 0, '2026-01-01', '2026-01-01')",
+            "INSERT INTO memberships (id, account_id, identity_id, role_id, user_type, status, "
+            "language, created_at) VALUES (1, 1, 1, 1, 'full', 'inactive', 'en', '2026-01-01')",
+        ):
+            connection.execute(text(statement))
+    upgrade(url)
+    with engine.connect() as connection:
+        row = connection.execute(text(
+            "SELECT search_name, search_surname, search_email, inactive_reason "
+            "FROM memberships")).one()
+    engine.dispose()
+    assert tuple(row) == ("jose alvarez", "alvarez", "jose@example.com", "disabled")

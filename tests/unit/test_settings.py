@@ -242,7 +242,7 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
                                  job_sweep_seconds=8, outbox_purge_seconds=60,
                                  job_purge_seconds=90, notification_digest_seconds=120,
                                  push_sweep_seconds=15, billing_announce_seconds=20,
-                                 billing_webhook_sweep_seconds=25)
+                                 billing_webhook_sweep_seconds=25, season_sweep_seconds=600)
     app = create_app(config)
     assert app.conf.worker_concurrency == 5
     schedule = {name: entry["schedule"] for name, entry in app.conf.beat_schedule.items()}
@@ -252,7 +252,8 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
         "purge-notifications": timedelta(seconds=60),
         "send-digests": timedelta(seconds=120), "send-pushes": timedelta(seconds=15),
         "announce-billing-events": timedelta(seconds=20),
-        "send-billing-webhooks": timedelta(seconds=25)}
+        "send-billing-webhooks": timedelta(seconds=25),
+        "apply-seasons": timedelta(seconds=600)}
     one_per_core = create_app(dataclasses.replace(config, worker_concurrency=0))
     assert one_per_core.conf.worker_concurrency is None
 
