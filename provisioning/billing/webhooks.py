@@ -29,11 +29,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from provisioning.billing.models import BillingEvent, BillingWebhook, WebhookStatus
 from provisioning.core.config import Settings, settings
-from provisioning.core.db import session_scope
+from provisioning.core.db import delete_in_chunks, session_scope
 from provisioning.core.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -238,18 +238,9 @@ def purge(*, chunk: int = 5_000) -> int:
     """Forget delivered and failed webhooks after ``outbox_retention_days``; returns how
     many. The announcement stays, so a purged event is never announced again."""
     cutoff = utcnow() - timedelta(days=settings().outbox_retention_days)
-    old = (select(BillingWebhook.id)
-           .where(or_(and_(BillingWebhook.status == WebhookStatus.DELIVERED.value,
-                           BillingWebhook.delivered_at < cutoff),
-                      and_(BillingWebhook.status == WebhookStatus.FAILED.value,
-                           BillingWebhook.next_attempt_at < cutoff)))
-           .limit(chunk))
-    purged = 0
-    while True:
-        with session_scope() as session:
-            ids = list(session.scalars(old))
-            if ids:
-                session.execute(delete(BillingWebhook).where(BillingWebhook.id.in_(ids)))
-        purged += len(ids)
-        if len(ids) < chunk:
-            return purged
+    old = select(BillingWebhook.id).where(
+        or_(and_(BillingWebhook.status == WebhookStatus.DELIVERED.value,
+                 BillingWebhook.delivered_at < cutoff),
+            and_(BillingWebhook.status == WebhookStatus.FAILED.value,
+                 BillingWebhook.next_attempt_at < cutoff)))
+    return delete_in_chunks(BillingWebhook, old, chunk)

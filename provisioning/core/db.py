@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import BindParameter, Engine, bindparam, create_engine, event
+from sqlalchemy import BindParameter, Engine, Select, bindparam, create_engine, delete, event
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Session, SessionTransaction, sessionmaker
 
@@ -151,3 +151,17 @@ def is_conflict(error: IntegrityError) -> bool:
     if sqlstate is not None:
         return sqlstate in _CONFLICT_SQLSTATES
     return getattr(original, "sqlite_errorname", None) in _CONFLICT_SQLITE
+
+
+def delete_in_chunks(model: Any, old: Select[Any], chunk: int) -> int:
+    """Delete the rows of ``model`` whose ids ``old`` selects, ``chunk`` at a time, one
+    transaction each, so a large backlog never holds a long lock; returns how many went."""
+    purged = 0
+    while True:
+        with session_scope() as session:
+            ids = list(session.scalars(old.limit(chunk)))
+            if ids:
+                session.execute(delete(model).where(model.id.in_(ids)))
+        purged += len(ids)
+        if len(ids) < chunk:
+            return purged

@@ -20,7 +20,6 @@ from sqlalchemy import (
     Select,
     Table,
     and_,
-    delete,
     insert,
     or_,
     select,
@@ -31,7 +30,7 @@ from sqlalchemy.orm import Session
 from provisioning.core import dispatch
 from provisioning.core.bulk import insert_new
 from provisioning.core.config import Settings, settings
-from provisioning.core.db import after_commit, prefixed_values, session_scope
+from provisioning.core.db import after_commit, delete_in_chunks, prefixed_values, session_scope
 from provisioning.core.models import utcnow
 from provisioning.mail.message import make_message_id
 from provisioning.mail.models import EmailStatus, OutboxEmail
@@ -245,13 +244,4 @@ def purge(*, chunk: int = 5_000) -> int:
                                        OutboxEmail.next_attempt_at < cutoff)
     for still_read in STILL_READ:
         old = old.where(OutboxEmail.id.not_in(still_read(now)))
-    old = old.limit(chunk)
-    purged = 0
-    while True:
-        with session_scope() as session:
-            ids = list(session.scalars(old))
-            if ids:
-                session.execute(delete(OutboxEmail).where(OutboxEmail.id.in_(ids)))
-        purged += len(ids)
-        if len(ids) < chunk:
-            return purged
+    return delete_in_chunks(OutboxEmail, old, chunk)

@@ -9,12 +9,11 @@ day can still come round in some time zone, so marks are kept a week.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
-from sqlalchemy import Select, delete, select
+from sqlalchemy import select
 
 from provisioning.core.config import settings
-from provisioning.core.db import session_scope
+from provisioning.core.db import delete_in_chunks
 from provisioning.core.models import utcnow
 from provisioning.notifications.models import (
     Notification,
@@ -33,23 +32,12 @@ def purge(*, now: datetime | None = None, chunk: int = 5_000) -> dict[str, int]:
     moment = now or utcnow()
     cutoff = moment - timedelta(days=settings().notification_retention_days)
     return {
-        "notifications": _in_chunks(Notification, select(Notification.id).where(
+        "notifications": delete_in_chunks(Notification, select(Notification.id).where(
             Notification.created_at < cutoff, Notification.digest_pending.is_(False)), chunk),
-        "push_messages": _in_chunks(PushMessage, select(PushMessage.id).where(
+        "push_messages": delete_in_chunks(PushMessage, select(PushMessage.id).where(
             PushMessage.status.in_(FINISHED_PUSHES), PushMessage.next_attempt_at < cutoff),
             chunk),
-        "digest_marks": _in_chunks(NotificationDigest, select(NotificationDigest.id).where(
+        "digest_marks": delete_in_chunks(NotificationDigest, select(NotificationDigest.id).where(
             NotificationDigest.local_date < (moment - DIGEST_MARKS_KEPT).date()), chunk),
     }
 
-
-def _in_chunks(model: Any, old: Select[Any], chunk: int) -> int:
-    purged = 0
-    while True:
-        with session_scope() as session:
-            ids = list(session.scalars(old.limit(chunk)))
-            if ids:
-                session.execute(delete(model).where(model.id.in_(ids)))
-        purged += len(ids)
-        if len(ids) < chunk:
-            return purged
