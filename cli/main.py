@@ -41,6 +41,7 @@ def _create(args: argparse.Namespace) -> CreatedAccount:
             plan=args.plan,
             seats=args.seats,
             language=args.language,
+            period=getattr(args, "period", "monthly"),
         )
 
 
@@ -134,6 +135,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--admin-name", default="")
     create.add_argument("--plan", default="trial")
     create.add_argument("--seats", type=int, default=None)
+    create.add_argument("--period", default="monthly", help="monthly or annual")
     create.add_argument("--language", default="en")
     create.set_defaults(run=cmd_create_account)
     commands.add_parser("demo", help="create the demo workspace and print its login").set_defaults(

@@ -8,6 +8,8 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_shutdown, worker_ready
 
+from provisioning.billing import changes as billing
+from provisioning.billing import due
 from provisioning.core.config import settings
 from provisioning.core.db import session_scope
 from provisioning.imports import kind, options, planning
@@ -104,7 +106,18 @@ def purge_jobs() -> int:
         return runs.purge(session)
 
 
+@app.task(name=billing.ALL_TASK)
+def recalculate_billing(account_id: int | None = None) -> dict[str, int]:
+    return billing.recalculate_billing(account_id)
+
+
+@app.task(name=due.DUE_TASK)
+def recalculate_due_billing() -> dict[str, int]:
+    return billing.recalculate_due_billing()
+
+
 # importing the modules registers their job kinds
-assert {kind.IMPORT.name, reassignment.REASSIGNMENT.name, bulk.BULK.name} <= set(KINDS)
+assert {kind.IMPORT.name, reassignment.REASSIGNMENT.name, bulk.BULK.name,
+        billing.RECALCULATION.name} <= set(KINDS)
 # importing the module keeps the emails the member list reads from the outbox's purge
 assert directory.open_invitations_last_emails in outbox.STILL_READ

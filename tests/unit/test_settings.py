@@ -109,6 +109,8 @@ SPECIAL = {
     "mailsink_url": ("http://0.0.0.0:9025/", "http://0.0.0.0:9025"),
     "worker_concurrency": ("0", 0),
     "trusted_proxies": ("10.0.0.0/8, 192.0.2.7", ("10.0.0.0/8", "192.0.2.7")),
+    "billing_prices_cents": ("base=1000, gold=9900", (("base", 1000), ("gold", 9900))),
+    "billing_max_seats": ("pro=500", (("pro", 500),)),
 }
 
 
@@ -236,14 +238,17 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
     config = dataclasses.replace(load_settings(), worker_concurrency=5, outbox_sweep_seconds=7,
                                  job_sweep_seconds=8, outbox_purge_seconds=60,
                                  job_purge_seconds=90, notification_digest_seconds=120,
-                                 push_sweep_seconds=15)
+                                 push_sweep_seconds=15, billing_recalc_seconds=3600,
+                                 billing_due_sweep_seconds=45)
     app = create_app(config)
     assert app.conf.worker_concurrency == 5
     schedule = {name: entry["schedule"] for name, entry in app.conf.beat_schedule.items()}
     assert schedule == {
         "sweep-outbox": timedelta(seconds=7), "sweep-jobs": timedelta(seconds=8),
         "purge-outbox": timedelta(seconds=60), "purge-jobs": timedelta(seconds=90),
-        "send-digests": timedelta(seconds=120), "send-pushes": timedelta(seconds=15)}
+        "send-digests": timedelta(seconds=120), "send-pushes": timedelta(seconds=15),
+        "recalculate-billing": timedelta(seconds=3600),
+        "recalculate-due-billing": timedelta(seconds=45)}
     one_per_core = create_app(dataclasses.replace(config, worker_concurrency=0))
     assert one_per_core.conf.worker_concurrency is None
 
