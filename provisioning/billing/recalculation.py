@@ -99,7 +99,14 @@ def _record(connection: Connection, events: list[dict[str, Any]]) -> int:
     if not events:
         return 0
     statement: Insert = _insert_once(connection)(BillingEvent).on_conflict_do_nothing()
-    result = connection.execute(statement, events)
+    return _rows(connection, statement, events)
+
+
+def _rows(connection: Connection, statement: Any, parameters: Any = None) -> int:
+    """Runs ``statement``; how many rows it wrote (SQLAlchemy keeps an INSERT's count only
+    when asked)."""
+    result = connection.execute(statement, parameters,
+                                execution_options={"preserve_rowcount": True})
     return max(int(getattr(result, "rowcount", 0) or 0), 0)
 
 
@@ -210,12 +217,11 @@ def _snapshot(connection: Connection, today: date, now: datetime,
         ["account_id", "taken_on", "purchased", "used", "seasonal_used", "free_members",
          "unused", "taken_at"], rows)
     fresh = insert.excluded
-    result = connection.execute(insert.on_conflict_do_update(
+    return _rows(connection, insert.on_conflict_do_update(
         index_elements=["account_id", "taken_on"],
         set_={"purchased": fresh.purchased, "used": fresh.used,
               "seasonal_used": fresh.seasonal_used, "free_members": fresh.free_members,
               "unused": fresh.unused, "taken_at": fresh.taken_at}))
-    return max(int(getattr(result, "rowcount", 0) or 0), 0)
 
 
 def _unused_seats(connection: Connection, now: datetime, scope: list[ColumnElement[bool]]
@@ -240,5 +246,4 @@ def _unused_seats(connection: Connection, now: datetime, scope: list[ColumnEleme
     )
     insert = _insert_once(connection)(BillingEvent).from_select(
         ["account_id", "kind", "quantity", "details", "created_at", "period_start"], rows)
-    result = connection.execute(insert.on_conflict_do_nothing())
-    return max(int(getattr(result, "rowcount", 0) or 0), 0)
+    return _rows(connection, insert.on_conflict_do_nothing())
