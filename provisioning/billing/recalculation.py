@@ -11,32 +11,33 @@ advisory lock also queues recalculations one behind the other.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     Date,
-    Insert,
+    Table,
     and_,
     bindparam,
-    case,
     func,
     literal,
+    or_,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
 from provisioning.billing.models import BillingEvent, SeatSnapshot, Subscription
 from provisioning.billing.plans import TRIAL, next_period_end, period_price_cents
-from provisioning.billing.seats import HOLDING_STATUSES, seat_consuming
+from provisioning.billing.seats import HOLDING_STATUSES
 from provisioning.core.config import settings
+from provisioning.core.db import Base
 from provisioning.core.models import UTCDateTime
 from provisioning.members.models import Membership, UserType
 
@@ -63,16 +64,19 @@ def recalculate(connection: Connection, now: datetime,
     """Recalculate the accounts named (None: every account) as of ``now``, in the caller's
     transaction."""
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:key)"),
+        # Derived and idempotent: a commit lost in a crash is recalculated by the next run, so
+        # it need not wait for the disk.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key), "
+                                "set_config('synchronous_commit', 'off', true)"),
                            {"key": RECALCULATION_LOCK})
     scope = _scope(account_ids)
     renewed, events = _renew(connection, now, scope)
     events += _trial_events(connection, now, scope)
-    counted = _snapshot(connection, now.date(), now, scope)
-    events += _unused_seats(connection, now, scope)
-    connection.execute(update(Subscription).where(*scope).values(
-        recalculated_at=now, recalculations=Subscription.recalculations + 1))
-    return Recalculated(accounts=counted, events=events, renewed=renewed)
+    counted, unused = _snapshot(connection, now.date(), now, scope)
+    if scope:  # an account's own runs (after changes, on demand) are stamped and counted
+        connection.execute(update(Subscription).where(*scope).values(
+            recalculated_at=now, recalculations=Subscription.recalculations + 1))
+    return Recalculated(accounts=counted, events=events + unused, renewed=renewed)
 
 
 def claim_due(connection: Connection, now: datetime) -> list[int]:
@@ -90,16 +94,8 @@ def _scope(account_ids: Sequence[int] | None) -> list[ColumnElement[bool]]:
     return [] if account_ids is None else [Subscription.account_id.in_(list(account_ids))]
 
 
-def _insert_once(connection: Connection) -> Any:
-    """An INSERT that skips rows already there (the unique keys make a run idempotent)."""
-    return postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert
-
-
 def _record(connection: Connection, events: list[dict[str, Any]]) -> int:
-    if not events:
-        return 0
-    statement: Insert = _insert_once(connection)(BillingEvent).on_conflict_do_nothing()
-    return _rows(connection, statement, events)
+    return write_rows(connection, BillingEvent, events)
 
 
 def _rows(connection: Connection, statement: Any, parameters: Any = None) -> int:
@@ -184,66 +180,98 @@ def _trial_events(connection: Connection, now: datetime, scope: list[ColumnEleme
 
 
 def _snapshot(connection: Connection, today: date, now: datetime,
-              scope: list[ColumnElement[bool]]) -> int:
-    """Every account's seats today, in one INSERT … SELECT … GROUP BY; the day's row is
-    replaced by the latest count."""
-    holding = Membership.status.in_(HOLDING_STATUSES)
+              scope: list[ColumnElement[bool]]) -> tuple[int, int]:
+    """Every account's seats today (one ``SELECT … GROUP BY account_id``, which PostgreSQL
+    runs in parallel), written as one row per account and day (the latest count wins), and
+    ``seats_unused`` for the paid accounts holding seats they do not use, once a period (the
+    admin may lower them for the next one). Returns accounts counted and events recorded."""
+    in_window = and_(Membership.user_type == UserType.SEASONAL.value,
+                     Membership.seasonal_start <= today, Membership.seasonal_end >= today)
     counts = (
         select(Membership.account_id,
-               func.count().filter(seat_consuming(today)).label("used"),
-               func.count().filter(and_(seat_consuming(today), Membership.user_type
-                                        == UserType.SEASONAL.value)).label("seasonal"),
-               func.count().filter(and_(holding, Membership.user_type
-                                        == UserType.FREE.value)).label("free"))
+               func.count().filter(or_(Membership.user_type == UserType.FULL.value,
+                                       in_window)).label("used"),
+               func.count().filter(in_window).label("seasonal"),
+               func.count().filter(Membership.user_type == UserType.FREE.value).label("free"))
+        .where(Membership.status.in_(HOLDING_STATUSES))
         .group_by(Membership.account_id)
     )
     if scope:
         counts = counts.where(Membership.account_id.in_(
             select(Subscription.account_id).where(*scope).scalar_subquery()))
     counted = counts.subquery("counted")
-    used = func.coalesce(counted.c.used, 0)
-    rows = (
-        select(Subscription.account_id, literal(today, Date()),
-               Subscription.seats_purchased, used, func.coalesce(counted.c.seasonal, 0),
-               func.coalesce(counted.c.free, 0),
-               case((Subscription.seats_purchased > used,
-                     Subscription.seats_purchased - used), else_=0),
-               literal(now, UTCDateTime()))
+    found = connection.execute(
+        select(Subscription.account_id, Subscription.seats_purchased,
+               func.coalesce(counted.c.used, 0),
+               func.coalesce(counted.c.seasonal, 0), func.coalesce(counted.c.free, 0))
         .select_from(Subscription)
         .outerjoin(counted, counted.c.account_id == Subscription.account_id)
-        .where(true(), *scope)  # SQLite: a WHERE tells its ON CONFLICT from the join's ON
-    )
-    insert = _insert_once(connection)(SeatSnapshot).from_select(
-        ["account_id", "taken_on", "purchased", "used", "seasonal_used", "free_members",
-         "unused", "taken_at"], rows)
-    fresh = insert.excluded
-    return _rows(connection, insert.on_conflict_do_update(
-        index_elements=["account_id", "taken_on"],
-        set_={"purchased": fresh.purchased, "used": fresh.used,
-              "seasonal_used": fresh.seasonal_used, "free_members": fresh.free_members,
-              "unused": fresh.unused, "taken_at": fresh.taken_at}))
+        .where(*scope)).all()
+    snapshots = [{"account_id": account_id, "purchased": purchased, "used": used,
+                  "seasonal_used": seasonal, "free_members": free,
+                  "unused": max(purchased - used, 0)}
+                 for account_id, purchased, used, seasonal, free in found]
+    write_rows(connection, SeatSnapshot, snapshots, key=("account_id", "taken_on"),
+               same={"taken_on": today, "taken_at": now})
+    return len(found), _unused_seats(connection, today, now, scope)
 
 
-def _unused_seats(connection: Connection, now: datetime, scope: list[ColumnElement[bool]]
-                  ) -> int:
-    """``seats_unused``: a paid account holding more seats than it uses, once a period (the
-    admin may lower them for the next one)."""
-    if connection.dialect.name == "postgresql":
-        details: ColumnElement[Any] = func.jsonb_build_object(
-            "unused", SeatSnapshot.unused, "purchased", SeatSnapshot.purchased,
-            "used", SeatSnapshot.used)
-    else:
-        details = func.json(func.json_object(
-            "unused", SeatSnapshot.unused, "purchased", SeatSnapshot.purchased,
-            "used", SeatSnapshot.used))
+def _unused_seats(connection: Connection, today: date, now: datetime,
+                  scope: list[ColumnElement[bool]]) -> int:
+    """``seats_unused`` from today's snapshot: a paid account holding seats it does not use,
+    once a period (the admin may lower them for the next one)."""
+    numbers = ("unused", SeatSnapshot.unused, "purchased", SeatSnapshot.purchased,
+               "used", SeatSnapshot.used)
+    details = (func.jsonb_build_object(*numbers) if connection.dialect.name == "postgresql"
+               else func.json(func.json_object(*numbers)))
     rows = (
         select(SeatSnapshot.account_id, literal(SEATS_UNUSED), SeatSnapshot.unused, details,
-               literal(now, UTCDateTime()),
-               Subscription.current_period_start)
+               literal(now, UTCDateTime()), Subscription.current_period_start)
         .join(Subscription, Subscription.account_id == SeatSnapshot.account_id)
-        .where(SeatSnapshot.taken_on == literal(now.date(), Date()), SeatSnapshot.unused > 0,
+        .where(SeatSnapshot.taken_on == literal(today, Date()), SeatSnapshot.unused > 0,
                Subscription.plan != TRIAL, *scope)
     )
-    insert = _insert_once(connection)(BillingEvent).from_select(
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)
+    return _rows(connection, insert(BillingEvent).from_select(
         ["account_id", "kind", "quantity", "details", "created_at", "period_start"], rows)
-    return _rows(connection, insert.on_conflict_do_nothing())
+        .on_conflict_do_nothing())
+
+
+def write_rows(connection: Connection, model: type[Base], rows: list[dict[str, Any]], *,
+               key: Sequence[str] | None = None, same: dict[str, Any] | None = None) -> int:
+    """Insert ``rows`` in one statement, each with the values ``same`` gives them all; a row
+    whose ``key`` is taken replaces the other (without ``key``: one whose unique key is
+    taken is skipped). Returns rows written.
+
+    PostgreSQL takes each column as one array (``unnest``): one statement and one round
+    trip for ten thousand rows; SQLite takes them as an executemany.
+    """
+    if not rows:
+        return 0
+    table = cast(Table, model.__table__)
+    same = same or {}
+    columns = list(rows[0])
+    replaced = [name for name in [*columns, *same] if key is not None and name not in key]
+    if connection.dialect.name != "postgresql":
+        rows = [{**row, **same} for row in rows]
+        statement = sqlite.insert(table)
+        statement = (statement.on_conflict_do_update(index_elements=list(key), set_={
+            name: statement.excluded[name] for name in replaced}) if key is not None
+            else statement.on_conflict_do_nothing())
+        return _rows(connection, statement, rows)
+    arrays = ", ".join(f"CAST(:{name} AS {_pg_type(table, name, connection)}[])"
+                       for name in columns)
+    conflict = (f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+                + ", ".join(f"{name} = excluded.{name}" for name in replaced)
+                if key is not None else "ON CONFLICT DO NOTHING")
+    values = {name: [json.dumps(row[name]) if isinstance(row[name], dict) else row[name]
+                     for row in rows] for name in columns}
+    # Values alike for every row go once, not as arrays.
+    alike = "".join(f", CAST(:{name} AS {_pg_type(table, name, connection)})" for name in same)
+    return _rows(connection, text(
+        f"INSERT INTO {table.name} ({', '.join([*columns, *same])}) "  # noqa: S608 - the model's
+        f"SELECT *{alike} FROM unnest({arrays}) {conflict}"), {**values, **same})
+
+
+def _pg_type(table: Table, column: str, connection: Connection) -> str:
+    return str(table.c[column].type.compile(dialect=connection.dialect))
