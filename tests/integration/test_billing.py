@@ -22,7 +22,7 @@ from provisioning.core.models import utcnow
 from provisioning.members.models import Membership, MemberStatus
 from tests.conftest import AdminAccount, Stack
 from tests.support.imports import finished_job, run_import
-from tests.support.members import accept, fresh_email, set_status
+from tests.support.members import accept, active_member, fresh_email, set_status
 from tests.support.processes import wait_until
 
 DELAY = 20  # seconds a membership change waits before its account is recalculated
@@ -294,6 +294,22 @@ def test_bad_billing_input_names_the_field(stack: Stack):
         answer = stack.api.simulate_get(f"/v1/accounts/{admin.id}/billing/preview",
                                         params={"add": add}, headers=admin.headers)
         assert answer.status_code == 422 and answer.json["errors"][0]["field"] == "add"
+
+
+def test_billing_view_sees_billing_and_only_admins_change_it(stack: Stack):
+    admin = stack.create_account(plan="base", seats=5)
+    made = stack.api.simulate_post(f"/v1/accounts/{admin.id}/roles", headers=admin.headers,
+                                   json={"name": "Finance", "permissions": ["billing.view"]})
+    assert made.status_code == 201, made.json
+    _, _, finance = active_member(stack, admin, role="Finance")
+    _, _, member = active_member(stack, admin)
+    base = f"/v1/accounts/{admin.id}/billing"
+    for path in (base, f"{base}/events", f"{base}/seats", f"{base}/preview?add=1"):
+        assert stack.api.simulate_get(path, headers=finance).status_code == 200, path
+        assert stack.api.simulate_get(path, headers=member).status_code == 403, path
+    assert stack.api.simulate_patch(base, json={"seats": 9}, headers=finance).status_code == 403
+    assert stack.api.simulate_post(f"{base}/recalculate", headers=finance).status_code == 403
+    assert billing_of(stack, admin)["seats"]["purchased"] == 5
 
 
 def scenario(stack: Stack) -> list[int]:
