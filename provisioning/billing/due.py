@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
+from datetime import timedelta
 
+from sqlalchemy import func, update
 from sqlalchemy.orm import Session
 
+from provisioning.billing.models import Subscription
 from provisioning.core import dispatch
 from provisioning.core.config import settings
 from provisioning.core.db import after_commit
+from provisioning.core.models import utcnow
 
 DUE_TASK = "provisioning.recalculate_due_billing"
 
@@ -24,6 +29,17 @@ _last_sent = [float("-inf")]
 
 def wake_after_commit(session: Session) -> None:
     after_commit(session, _wake)
+
+
+def mark_changed(session: Session, account_ids: Sequence[int]) -> None:
+    """For a path that changes who takes a seat without the seat statements (e.g. seasonal
+    members flipping at their window's edges): the accounts are due for recalculation."""
+    if not account_ids:
+        return
+    due_at = utcnow() + timedelta(seconds=settings().billing_recalc_delay_seconds)
+    session.execute(update(Subscription).where(Subscription.account_id.in_(list(account_ids)))
+                    .values(recalc_due_at=func.coalesce(Subscription.recalc_due_at, due_at)))
+    wake_after_commit(session)
 
 
 def _wake() -> None:

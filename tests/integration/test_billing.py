@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import select, update
 
 from provisioning.accounts.models import Account
-from provisioning.billing import changes
+from provisioning.billing import changes, due
 from provisioning.billing.models import BillingEvent, SeatSnapshot, Subscription
 from provisioning.billing.seats import seats_in_use
 from provisioning.core.db import session_scope
@@ -383,6 +383,28 @@ def test_a_recalculation_on_demand_is_a_job(stack: Stack):
     events = stack.api.simulate_get(f"/v1/accounts/{admin.id}/billing/events",
                                     headers=admin.headers).json["items"]
     assert [(event["kind"], event["quantity"]) for event in events] == [("seats_unused", 3)]
+
+
+def test_a_path_outside_the_seat_statements_marks_its_account_due(stack: Stack):
+    admin = stack.create_account(plan="base", seats=3)
+    with session_scope() as session:
+        due.mark_changed(session, [admin.id])
+    with session_scope() as session:  # as if the delay had passed
+        marked = session.scalar(select(Subscription.recalc_due_at)
+                                .where(Subscription.account_id == admin.id))
+        assert marked is not None and marked > utcnow()
+        session.execute(update(Subscription).where(Subscription.account_id == admin.id)
+                        .values(recalc_due_at=utcnow() - timedelta(seconds=1)))
+    changes.recalculate_due_billing()
+
+    def recalculated() -> bool:
+        with session_scope() as session:
+            count, due_at = session.execute(
+                select(Subscription.recalculations, Subscription.recalc_due_at)
+                .where(Subscription.account_id == admin.id)).one()
+        return count == 1 and due_at is None
+
+    wait_until(recalculated, timeout=30, message="the due account recalculated once")
 
 
 def test_five_hundred_changes_within_the_delay_make_one_recalculation(stack: Stack):

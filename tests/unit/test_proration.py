@@ -53,13 +53,11 @@ def test_splits_of_a_period_sum_to_the_whole_within_a_cent(plan: str, period: st
                                                            data: st.DataObject):
     days = PERIOD_DAYS[period]
     whole = period_price_cents(plan, period, seats)
-    split = data.draw(st.integers(min_value=0, max_value=days))
-    # The seats held for the first ``split`` days, then for the rest: two charges.
-    first = prorate(whole, days, days) - prorate(whole, days - split, days)
-    rest = prorate(whole, days - split, days)
-    assert first + rest == whole
-    # Held as two separate purchases priced on their own days: within one cent.
-    assert abs(prorate(whole, split, days) + prorate(whole, days - split, days) - whole) <= 1
+    cuts = sorted(data.draw(st.lists(st.integers(min_value=0, max_value=days), max_size=1)))
+    # The period cut where the seats change hands; each part priced on its own days.
+    parts = [end - start for start, end in zip([0, *cuts], [*cuts, days], strict=True)]
+    assert sum(parts) == days
+    assert abs(sum(prorate(whole, part, days) for part in parts) - whole) <= 1
 
 
 @given(PLANS, SEATS)
