@@ -18,7 +18,6 @@ from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor
 from provisioning.access.policy import Permission, require
-from provisioning.billing import due
 from provisioning.billing.account import billing_view, seat_counts, subscription_of
 from provisioning.billing.models import BillingEvent, Subscription
 from provisioning.billing.plans import (
@@ -29,14 +28,14 @@ from provisioning.billing.plans import (
     prorated_charge_cents,
 )
 from provisioning.billing.recalculation import (
+    PLAN_UPGRADED,
     SEATS_ADDED,
     Recalculated,
     claim_due,
-    next_due,
     recalculate,
 )
 from provisioning.billing.seats import refuse_seat
-from provisioning.core import audit, dispatch
+from provisioning.core import audit
 from provisioning.core.db import after_commit, session_scope
 from provisioning.core.errors import Conflict, FieldError
 from provisioning.core.models import utcnow
@@ -49,7 +48,6 @@ from provisioning.jobs.states import SUCCEEDED, move
 log = logging.getLogger(__name__)
 
 KIND = "billing"
-PLAN_UPGRADED = "plan_upgraded"
 MOST_SEATS = 1_000_000
 ALL_TASK = "provisioning.recalculate_billing"
 
@@ -190,16 +188,11 @@ def recalculate_billing(account_id: int | None = None) -> dict[str, int]:
 
 
 def recalculate_due_billing() -> dict[str, int]:
-    """Recalculate the accounts whose membership changes are due, together; wake again for
-    changes not yet due."""
+    """Recalculate the accounts whose membership changes are due, together."""
     now = utcnow()
     with session_scope() as session:
         accounts = claim_due(session.connection(), now)
         done = (recalculate(session.connection(), now, accounts) if accounts
                 else Recalculated(0, 0, 0))
-        later = next_due(session.connection())
-    if later is not None:
-        dispatch.send_task(due.DUE_TASK, countdown=max((later - utcnow()).total_seconds(), 0)
-                           + 1)
     return asdict(done)
 

@@ -23,8 +23,43 @@ from provisioning.core.models import utcnow
 
 DUE_TASK = "provisioning.recalculate_due_billing"
 
-_lock = threading.Lock()
-_last_sent = [float("-inf")]
+
+class _Wake:
+    """At most one delayed task per process and delay; a change inside the delay gets a
+    trailing send at the delay's end, so every change is followed by a run after it is due
+    (the run claims what is due; nothing re-sends itself, so no chain of tasks can grow)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._last = float("-inf")
+        self._trailing: threading.Timer | None = None
+
+    def __call__(self) -> None:
+        delay = settings().billing_recalc_delay_seconds
+        with self._lock:
+            if self._trailing is not None:
+                return  # a send after this change is already scheduled
+            wait = self._last + delay - time.monotonic()
+            if wait > 0:
+                self._trailing = threading.Timer(wait, self._send_trailing)
+                self._trailing.daemon = True
+                self._trailing.start()
+                return
+            self._last = time.monotonic()
+        _send(delay)
+
+    def _send_trailing(self) -> None:
+        with self._lock:
+            self._trailing = None
+            self._last = time.monotonic()
+        _send(settings().billing_recalc_delay_seconds)
+
+
+def _send(delay: float) -> None:
+    dispatch.send_task(DUE_TASK, countdown=delay + 1)
+
+
+_wake = _Wake()
 
 
 def wake_after_commit(session: Session) -> None:
@@ -40,12 +75,3 @@ def mark_changed(session: Session, account_ids: Sequence[int]) -> None:
     session.execute(update(Subscription).where(Subscription.account_id.in_(list(account_ids)))
                     .values(recalc_due_at=func.coalesce(Subscription.recalc_due_at, due_at)))
     wake_after_commit(session)
-
-
-def _wake() -> None:
-    delay = settings().billing_recalc_delay_seconds
-    with _lock:
-        if time.monotonic() - _last_sent[0] < delay:
-            return  # a task sent within the delay runs after this change is due, or re-sends
-        _last_sent[0] = time.monotonic()
-    dispatch.send_task(DUE_TASK, countdown=delay + 1)

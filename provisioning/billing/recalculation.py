@@ -47,7 +47,8 @@ RENEWED = "period_renewed"
 TRIAL_ENDING = "trial_ending"
 TRIAL_EXPIRED = "trial_expired"
 SEATS_UNUSED = "seats_unused"
-KINDS = (SEATS_ADDED, RENEWED, TRIAL_ENDING, TRIAL_EXPIRED, SEATS_UNUSED)
+PLAN_UPGRADED = "plan_upgraded"
+KINDS = (SEATS_ADDED, PLAN_UPGRADED, RENEWED, TRIAL_ENDING, TRIAL_EXPIRED, SEATS_UNUSED)
 
 RECALCULATION_LOCK = 0x6269_6C6C  # "bill": one recalculation at a time on PostgreSQL
 
@@ -84,10 +85,6 @@ def claim_due(connection: Connection, now: datetime) -> list[int]:
     return list(connection.execute(
         update(Subscription).where(Subscription.recalc_due_at <= now)
         .values(recalc_due_at=None).returning(Subscription.account_id)).scalars())
-
-
-def next_due(connection: Connection) -> datetime | None:
-    return connection.execute(select(func.min(Subscription.recalc_due_at))).scalar()
 
 
 def _scope(account_ids: Sequence[int] | None) -> list[ColumnElement[bool]]:
