@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from provisioning.access.policy import CATALOG
+from provisioning.billing.plans import PERIODS, PLAN_NAMES
 from provisioning.core.pages import MAX_PAGE
 from provisioning.core.validation import LANGUAGES
 from provisioning.crm.notes import MAX_TEXT_LENGTH
@@ -234,7 +235,31 @@ SCHEMAS: dict[str, Any] = {
                           after=JSON_VALUE, at=TIME),
     "AuditPage": _page("AuditEntry"),
     "JobSummary": {"oneOf": [ref("ImportSummary"), ref("BulkSummary"),
-                             ref("ReassignmentSummary")]},
+                             ref("ReassignmentSummary"), ref("BillingSummary")]},
+    "BillingSummary": _object("accounts events", accounts=INTEGER, events=INTEGER),
+    "Billing": _object(
+        "plan period period_start period_end currency seats pending trial_ends_at",
+        plan={"enum": list(PLAN_NAMES)}, period={"enum": list(PERIODS)}, period_start=TIME,
+        period_end=TIME, currency=STRING,
+        seats=_object("purchased used seasonal_used free_members unused", purchased=INTEGER,
+                      used=INTEGER, seasonal_used=INTEGER, free_members=INTEGER,
+                      unused=INTEGER),
+        pending={"type": "array", "items": _object(
+            "change effective_at", "seats plan", change={"enum": ["seats", "plan"]},
+            effective_at=TIME, seats=INTEGER, plan={"enum": list(PLAN_NAMES)})},
+        trial_ends_at=TIME_OR_NULL),
+    "BillingChange": _object("", "seats plan", seats={"type": "integer", "minimum": 1},
+                             plan={"enum": list(PLAN_NAMES[1:])}),
+    "BillingEvent": _object("id kind quantity details period_start created_at", id=ID,
+                            kind=STRING, quantity=INTEGER, details={"type": "object"},
+                            period_start=TIME_OR_NULL, created_at=TIME),
+    "BillingEventPage": _page("BillingEvent"),
+    "SeatHolder": _object("user_id takes_seat reason", user_id=ID, takes_seat=BOOLEAN,
+                          reason=STRING),
+    "SeatHolderPage": _page("SeatHolder"),
+    "BillingPreview": _object("charge_cents currency days_left", "seats_to_add",
+                              charge_cents=INTEGER, currency=STRING, days_left=INTEGER,
+                              seats_to_add=INTEGER),
     "ImportSummary": {**_object("created updated skipped failed", created=INTEGER,
                                 updated=INTEGER, skipped=INTEGER, failed=INTEGER),
                       "additionalProperties": INTEGER},

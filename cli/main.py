@@ -43,6 +43,7 @@ def _create(args: argparse.Namespace) -> CreatedAccount:
             seats=args.seats,
             language=args.language,
             seasonal_seats=getattr(args, "seasonal_seats", 0),
+            period=getattr(args, "period", "monthly"),
         )
 
 
@@ -138,6 +139,7 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("--seats", type=int, default=None)
     create.add_argument("--seasonal-seats", type=int, default=0,
                         help="seasonal seats on the contract (R10); none: no seasonal users")
+    create.add_argument("--period", default="monthly", help="monthly or annual")
     create.add_argument("--language", default="en")
     create.set_defaults(run=cmd_create_account)
     commands.add_parser("demo", help="create the demo workspace and print its login").set_defaults(

@@ -136,6 +136,14 @@ def create_app(config: Settings | None = None) -> Celery:
                 "task": "provisioning.apply_seasons",
                 "schedule": timedelta(seconds=config.season_sweep_seconds),
             },
+            "recalculate-billing": {  # every account, set-based (SPEC §7)
+                "task": "provisioning.recalculate_billing",
+                "schedule": timedelta(seconds=config.billing_recalc_seconds),
+            },
+            "recalculate-due-billing": {  # accounts changed, should a wake-up be lost
+                "task": "provisioning.recalculate_due_billing",
+                "schedule": timedelta(seconds=config.billing_due_sweep_seconds),
+            },
             "purge-jobs": {
                 "task": "provisioning.purge_jobs",
                 "schedule": timedelta(seconds=config.job_purge_seconds),

@@ -8,7 +8,8 @@ from typing import Any
 from celery import Task
 from celery.signals import worker_process_shutdown, worker_ready
 
-from provisioning.billing import announcements, webhooks
+from provisioning.billing import announcements, due, webhooks
+from provisioning.billing import changes as billing
 from provisioning.core.config import settings
 from provisioning.core.db import session_scope
 from provisioning.core.models import utcnow
@@ -136,7 +137,18 @@ def purge_jobs() -> int:
         return runs.purge(session)
 
 
+@app.task(name=billing.ALL_TASK)
+def recalculate_billing(account_id: int | None = None) -> dict[str, int]:
+    return billing.recalculate_billing(account_id)
+
+
+@app.task(name=due.DUE_TASK)
+def recalculate_due_billing() -> dict[str, int]:
+    return billing.recalculate_due_billing()
+
+
 # importing the modules registers their job kinds
-assert {kind.IMPORT.name, reassignment.REASSIGNMENT.name, bulk.BULK.name} <= set(KINDS)
+assert {kind.IMPORT.name, reassignment.REASSIGNMENT.name, bulk.BULK.name,
+        billing.RECALCULATION.name} <= set(KINDS)
 # importing the module keeps the emails the member list reads from the outbox's purge
 assert directory.open_invitations_last_emails in outbox.STILL_READ

@@ -12,8 +12,9 @@ from provisioning.access.auth import issue_api_key
 from provisioning.access.policy import ADMIN_ROLE, BUILTIN_ROLES
 from provisioning.accounts.models import Account, Group, Role
 from provisioning.billing.models import Subscription
-from provisioning.billing.plans import CATALOG, PERIOD_DAYS, plan_named
+from provisioning.billing.plans import PERIODS, PLAN_NAMES, next_period_end, plan_named
 from provisioning.core import audit
+from provisioning.core.config import settings
 from provisioning.core.errors import FieldError, InvalidInput
 from provisioning.core.models import utcnow
 from provisioning.core.security import hash_password
@@ -49,9 +50,9 @@ def create_account(
     errors: list[FieldError] = []
     if not name.strip():
         errors.append(FieldError("name", "The account needs a name."))
-    if plan not in CATALOG:
-        errors.append(FieldError("plan", f"Use one of: {', '.join(CATALOG)}."))
-    if period not in PERIOD_DAYS:
+    if plan not in PLAN_NAMES:
+        errors.append(FieldError("plan", f"Use one of: {', '.join(PLAN_NAMES)}."))
+    if period not in PERIODS:
         errors.append(FieldError("period", "Use monthly or annual."))
     if seasonal_seats < 0:
         errors.append(FieldError("seasonal_seats", "Use 0 or more seasonal seats."))
@@ -84,8 +85,10 @@ def create_account(
                 period=period,
                 seats_purchased=purchased,
                 full_seats_taken=1,  # the first admin, below
+                currency=settings().billing_currency,
                 current_period_start=now,
-                current_period_end=now + timedelta(days=PERIOD_DAYS[period]),
+                current_period_end=(now + timedelta(days=chosen.trial_days) if chosen.is_trial
+                                    else next_period_end(now, period)),
                 trial_ends_at=now + timedelta(days=chosen.trial_days) if chosen.is_trial else None,
             ),
         ]
@@ -119,6 +122,7 @@ def create_account(
         action="account.create",
         target_type="account",
         target_id=account.id,
-        after={"name": account.name, "plan": plan, "seats": purchased, "admin": email},
+        after={"name": account.name, "plan": plan, "period": period, "seats": purchased,
+               "admin": email},
     )
     return CreatedAccount(account_id=account.id, admin_id=admin.id, admin_token=token)

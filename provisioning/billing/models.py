@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    Date,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -20,6 +22,7 @@ from provisioning.core.models import Id, JSONType, StrEnum, UTCDateTime, utcnow
 
 class Subscription(Base):
     __tablename__ = "subscriptions"
+    __table_args__ = (Index("ix_subscriptions_recalc_due", "recalc_due_at"),)
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     account_id: Mapped[int] = mapped_column(
@@ -34,11 +37,29 @@ class Subscription(Base):
     current_period_start: Mapped[datetime] = mapped_column(UTCDateTime)
     current_period_end: Mapped[datetime] = mapped_column(UTCDateTime)
     trial_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    currency: Mapped[str] = mapped_column(String(3), default="USD", server_default="USD")
+    # Lowering seats and downgrading wait for the next period (R8); the renewal applies them.
+    pending_seats: Mapped[int | None] = mapped_column(Integer)
+    pending_plan: Mapped[str | None] = mapped_column(String(32))
+    # A membership change marks the account due; the recalculation claims it once due
+    # (debounced: a burst of changes makes one recalculation).
+    recalc_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recalculated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    recalculations: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class BillingEvent(Base):
+    """What happened to an account's bill; other parts (emails, webhooks) read these rows.
+
+    Events of the recalculation carry the period (or trial) they belong to in
+    ``period_start``: the unique key makes one event per account, kind and period however
+    often and on however many workers it runs. Seat purchases leave it empty (one a
+    purchase)."""
+
     __tablename__ = "billing_events"
-    __table_args__ = (Index("ix_billing_events_account", "account_id", "created_at"),)
+    __table_args__ = (Index("ix_billing_events_account", "account_id", "created_at"),
+                      UniqueConstraint("account_id", "kind", "period_start",
+                                       name="uq_billing_events_period"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
@@ -46,6 +67,24 @@ class BillingEvent(Base):
     quantity: Mapped[int] = mapped_column(Integer, default=0)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    period_start: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SeatSnapshot(Base):
+    """An account's seats as the recalculation counted them, one row a day (the last count)."""
+
+    __tablename__ = "seat_snapshots"
+    __table_args__ = (UniqueConstraint("account_id", "taken_on", name="uq_seat_snapshots_day"),)
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    taken_on: Mapped[date] = mapped_column(Date)
+    purchased: Mapped[int] = mapped_column(Integer)
+    used: Mapped[int] = mapped_column(Integer)
+    seasonal_used: Mapped[int] = mapped_column(Integer)
+    free_members: Mapped[int] = mapped_column(Integer)
+    unused: Mapped[int] = mapped_column(Integer)
+    taken_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class BillingAnnouncement(Base):

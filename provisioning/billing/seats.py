@@ -11,17 +11,29 @@ seats count for real (``settle_seats`` resets the counter to what it counted).
 
 from __future__ import annotations
 
-from datetime import date
-from typing import NamedTuple
+from datetime import date, datetime, timedelta
+from typing import NamedTuple, NoReturn
 
-from sqlalchemy import BindParameter, ColumnElement, and_, bindparam, func, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
+from provisioning.billing import due
 from provisioning.billing.models import BillingEvent, Subscription
-from provisioning.billing.plans import plan_named, prorated_charge_cents
+from provisioning.billing.plans import TRIAL, plan_named, prorated_charge_cents
 from provisioning.core import audit
-from provisioning.core.errors import SeatLimitReached
-from provisioning.core.models import utcnow
+from provisioning.core.config import settings
+from provisioning.core.errors import FieldError, SeatLimitReached
+from provisioning.core.models import UTCDateTime, utcnow
 from provisioning.members.models import Membership, MemberStatus, UserType
 
 HOLDING_STATUSES = (MemberStatus.INVITED.value, MemberStatus.ACTIVE.value)
@@ -63,6 +75,7 @@ def _seasonal_in_window(today: date | BindParameter[date]) -> ColumnElement[bool
 
 
 def seats_in_use(session: Session, account_id: int, today: date) -> int:
+    """R7: how many seats the account's members take on ``today`` (the public count)."""
     return session.scalar(
         select(func.count())
         .select_from(Membership)
@@ -91,6 +104,7 @@ def take_seat(
     read; past them the members are counted for real before any seat is bought.
     Returns how many seats were bought.
     """
+    due.wake_after_commit(session)
     seasonal = counted.seasonal
     if seasonal is None:
         # A statement of its own: under READ COMMITTED it takes a fresh snapshot after the
@@ -112,19 +126,42 @@ def seat_change(user_type: str) -> int:
 def free_seat(session: Session, account_id: int, *, user_type: str, status: str) -> None:
     """A member leaves a seat (revoked, disabled, removed): lower the counter ``take_seat``
     reads. Purchased seats stay as they are (R8)."""
-    if user_type == UserType.FULL.value and status in HOLDING_STATUSES:
-        session.connection().execute(COUNT_SEAT, {"seat_account_id": account_id,
-                                                  "seat_change": -1})
+    held = user_type == UserType.FULL.value and status in HOLDING_STATUSES
+    # Every leaving member marks the account due for recalculation (the counter moves by 0
+    # for the others).
+    session.connection().execute(COUNT_SEAT, {"seat_account_id": account_id,
+                                              "seat_change": -1 if held else 0})
+    due.wake_after_commit(session)
+
+
+def _now() -> datetime:
+    return utcnow()
+
+
+def _due() -> datetime:
+    return utcnow() + timedelta(seconds=settings().billing_recalc_delay_seconds)
+
+
+def trial_over(subscription: Subscription, now: datetime) -> bool:
+    """A trial whose days are spent gives no seat at all."""
+    return (plan_named(subscription.plan).is_trial and subscription.trial_ends_at is not None
+            and subscription.trial_ends_at <= now)
 
 
 # Built once: on the invite path, building a statement costs more than running it.
-# Changes the counter of full members' seats by ``seat_change`` and returns what
-# ``take_seat`` needs.
+# Changes the counter of full members' seats by ``seat_change``, marks the account due for
+# recalculation (the first change of a burst sets when), and returns what ``take_seat``
+# needs: a trial past its end has no purchased seat, so any seat goes to ``settle_seats``.
 COUNT_SEAT = (
     update(Subscription)
     .where(Subscription.account_id == bindparam("seat_account_id"))
-    .values(full_seats_taken=Subscription.full_seats_taken + bindparam("seat_change"))
-    .returning(Subscription.seats_purchased, Subscription.full_seats_taken)
+    .values(full_seats_taken=Subscription.full_seats_taken + bindparam("seat_change"),
+            recalc_due_at=func.coalesce(Subscription.recalc_due_at, bindparam(
+                "seat_due", type_=UTCDateTime(), callable_=_due)))
+    .returning(case((and_(Subscription.plan == TRIAL, Subscription.trial_ends_at <= bindparam(
+                        "seat_now", type_=UTCDateTime(), callable_=_now)), 0),
+                    else_=Subscription.seats_purchased).label("seats_purchased"),
+               Subscription.full_seats_taken)
 )
 SEASONAL_SEATS = (
     select(func.count()).select_from(Membership)
@@ -155,6 +192,9 @@ def settle_seats(
         .where(Membership.account_id == account_id, seat_consuming(today))
     ).one()
     subscription.full_seats_taken = full
+    if subscription.recalc_due_at is None:
+        subscription.recalc_due_at = _due()
+    due.wake_after_commit(session)
     return _buy_seats(session, subscription, needed, actor_id=actor_id, actor_label=actor_label)
 
 
@@ -164,21 +204,21 @@ def _buy_seats(
 ) -> int:
     """R8: a paid plan buys the seats ``needed`` beyond the purchased ones; a trial or a cap
     refuses."""
+    now = utcnow()
+    plan = plan_named(subscription.plan)
+    if trial_over(subscription, now) and needed > 0:
+        refuse_seat("The trial has ended. Choose a paid plan (PATCH …/billing with a plan) to "
+                "add or activate users.", "trial_ended")
     if needed <= subscription.seats_purchased:
         return 0
     account_id = subscription.account_id
-    plan = plan_named(subscription.plan)
     cap = subscription.max_seats if subscription.max_seats is not None else plan.max_seats
     if plan.is_trial:
-        raise SeatLimitReached(
-            f"All {subscription.seats_purchased} seats of the trial are taken. "
-            "Choose a paid plan to add more users.",
-            code="seat_limit_trial",
-        )
+        refuse_seat(f"All {subscription.seats_purchased} seats of the trial are taken. "
+                "Choose a paid plan to add more users.", "seat_limit_trial")
     if cap is not None and needed > cap:
-        raise SeatLimitReached(
-            f"The plan allows at most {cap} seats and all are taken.", code="seat_limit_plan"
-        )
+        refuse_seat(f"The {plan.name} plan allows at most {cap} seats and all are taken. "
+                "Remove or disable a user, or choose a larger plan.", "seat_limit_plan")
     added = needed - subscription.seats_purchased
     before = subscription.seats_purchased
     subscription.seats_purchased = needed
@@ -188,8 +228,8 @@ def _buy_seats(
             kind="seats_added",
             quantity=added,
             details={"from": before, "to": needed, "plan": subscription.plan,
-                     "prorated_charge_cents": prorated_charge_cents(subscription, added,
-                                                                    utcnow())},
+                     "currency": subscription.currency,
+                     "prorated_charge_cents": prorated_charge_cents(subscription, added, now)},
         )
     )
     audit.record(
@@ -204,3 +244,9 @@ def _buy_seats(
         after={"seats_purchased": needed},
     )
     return added
+
+
+def refuse_seat(detail: str, reason: str) -> NoReturn:
+    """R8: 402 ``seat_limit``, the reason in the field error's code."""
+    raise SeatLimitReached(detail, code="seat_limit",
+                           errors=[FieldError("seats", detail, reason)])

@@ -85,6 +85,19 @@ def _list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+def _amounts(text: str) -> tuple[tuple[str, int], ...]:
+    """``name=number`` pairs, comma-separated (e.g. plan prices in cents)."""
+    pairs = []
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, _, number = part.partition("=")
+        if not name.strip() or int(number) < 0:  # ValueError names a bad number
+            raise ValueError(f"not name=number: {part!r}")
+        pairs.append((name.strip(), int(number)))
+    return tuple(pairs)
+
+
 @dataclass(frozen=True)
 class Settings:
     var_dir: Path = setting(
@@ -308,6 +321,27 @@ class Settings:
         "21600", "the longest delay between two billing webhook retries")
     billing_webhook_sweep_seconds: float = setting(
         "30", "how often beat sends billing webhooks that are due (retries, lost wake-ups)")
+    # Billing (SPEC §7, docs/billing.md): the plan catalog and the recalculation's schedule.
+    billing_currency: str = setting("USD", "the currency of every price and charge")
+    billing_prices_cents: tuple[tuple[str, int], ...] = setting(
+        "base=1500,advanced=2500,pro=4500", "the paid plans and their price per seat per month "
+        "in cents (`enterprise` is priced by contract)", parse=_amounts)
+    billing_max_seats: tuple[tuple[str, int], ...] = setting(
+        "", "seat caps of paid plans (`plan=seats`, comma-separated); none unless set",
+        parse=_amounts)
+    billing_annual_months: int = setting(
+        "12", "how many months of the monthly price an annual period costs")
+    billing_trial_days: int = setting("14", "how long a trial lasts")
+    billing_trial_seats: int = setting("10", "the most seats a trial holds")
+    billing_trial_ending_days: int = setting(
+        "3", "a trial that ends within this many days records a `trial_ending` event")
+    billing_recalc_delay_seconds: float = setting(
+        "60", "a membership change waits this long before its account's billing is "
+        "recalculated, so a burst of changes is recalculated once")
+    billing_recalc_seconds: float = setting(
+        "86400", "how often beat recalculates every account's billing")
+    billing_due_sweep_seconds: float = setting(
+        "60", "how often beat recalculates accounts whose changes are due (lost wake-ups)")
     # Built from the smtp_* settings above, checked when the settings are read.
     smtp: SmtpServer = field(init=False, compare=False, repr=False)
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from provisioning.access.policy import CannotGrant
 from provisioning.billing.models import Subscription
 from provisioning.billing.plans import plan_named
-from provisioning.billing.seats import consumes_seat, seats_in_use
+from provisioning.billing.seats import consumes_seat, seats_in_use, trial_over
 from provisioning.core.bulk import among
 from provisioning.core.models import utcnow
 from provisioning.imports.formats import (
@@ -189,6 +189,8 @@ def subscription_for(session: Session, plan: Plan) -> Subscription:
 def _seat_cap(subscription: Subscription) -> tuple[int | None, str]:
     """The most seats the account may hold (None: a paid plan buys more), and the refusal."""
     catalog_plan = plan_named(subscription.plan)
+    if trial_over(subscription, utcnow()):
+        return 0, "No seat left: the trial has ended. Choose a paid plan to add more users."
     if catalog_plan.is_trial:
         purchased = subscription.seats_purchased
         return purchased, (f"No seat left: all {purchased} seats of the trial are taken. "

@@ -156,8 +156,7 @@ def activate(session: Session, acting: Acting, member_id: int) -> Done:
         except SeatLimitReached as refused:
             raise SeatLimitReached(
                 f"{member.identity.email} cannot be activated: {refused.detail}",
-                code="seat_limit",
-                errors=[FieldError("seats", refused.detail, refused.code)]) from None
+                code="seat_limit", errors=refused.errors) from None
     audit.record(session, account_id=member.account_id, actor_id=acting.identity_id,
                  actor_label=acting.label, action="member.activate", target_type="member",
                  target_id=member.id, before=before, after=snapshot(member))

@@ -23,6 +23,7 @@ from sqlalchemy import Row, and_, or_, update
 from sqlalchemy.orm import Session
 
 from provisioning.access import limits
+from provisioning.billing import due
 from provisioning.core import audit
 from provisioning.core.models import utcnow
 from provisioning.members.models import InactiveReason, Membership, MemberStatus, UserType
@@ -70,6 +71,8 @@ def apply_seasons(session: Session, today: date | None = None) -> SeasonRun:
                           MemberStatus.INACTIVE, today))
     if entries:
         connection.execute(audit.INSERT, entries)
+    # who takes a seat changed: the accounts' bills are recalculated (R7)
+    due.mark_changed(session, sorted({row[1] for row in [*activated, *deactivated]}))
     return SeasonRun(len(activated), len(deactivated))
 
 

@@ -107,3 +107,35 @@ def test_the_search_keys_of_members_already_there_are_filled(tmp_path: Path):
             "FROM memberships")).one()
     engine.dispose()
     assert tuple(row) == ("jose alvarez", "alvarez", "jose@example.com", "disabled")
+
+
+def test_create_account_takes_the_plan_seats_and_period(postgres: PostgresServer):
+    url = postgres.create_database(f"cli_{uuid.uuid4().hex[:6]}")
+    assert provision("migrate", database_url=url).returncode == 0
+    made = provision("create-account", "--name", "Annual", "--admin-email",
+                     f"annual-{uuid.uuid4().hex[:6]}@example.com", "--admin-password",
+                     "a long password", "--plan", "pro", "--seats", "3", "--period", "annual",
+                     database_url=url)
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)
+
+    from falcon.testing import TestClient
+
+    from tests.conftest import activate, deactivate
+
+    previous = activate({"PROVISIONING_DATABASE_URL": url})
+    try:
+        from api.app import create_app
+
+        billing = TestClient(create_app()).simulate_get(
+            f"/v1/accounts/{created['account_id']}/billing",
+            headers={"Authorization": f"Bearer {created['admin_token']}"}).json
+    finally:
+        deactivate(previous)
+    assert (billing["plan"], billing["period"], billing["seats"]["purchased"]) == (
+        "pro", "annual", 3)
+    assert billing["trial_ends_at"] is None
+    bad = provision("create-account", "--name", "X", "--admin-email", "x@example.com",
+                    "--admin-password", "a long password", "--period", "weekly",
+                    database_url=url)
+    assert bad.returncode == 2 and "period" in bad.stderr

@@ -127,6 +127,13 @@ EXPECTED: dict[tuple[str, str], dict[str, str]] = {
     ("PATCH", f"{A}/groups/{{group_id}}"): ADMINS,
     ("DELETE", f"{A}/groups/{{group_id}}"): ADMINS,
     ("GET", f"{A}/audit"): ADMINS,
+    # billing.view reads (users.manage implies it), users.manage changes (R1)
+    ("GET", f"{A}/billing"): ADMINS,
+    ("PATCH", f"{A}/billing"): ADMINS,
+    ("GET", f"{A}/billing/events"): ADMINS,
+    ("GET", f"{A}/billing/seats"): ADMINS,
+    ("GET", f"{A}/billing/preview"): ADMINS,
+    ("POST", f"{A}/billing/recalculate"): ADMINS,
     ("GET", f"{A}/jobs"): ADMINS,
     ("GET", f"{A}/imports"): ADMINS,
     ("POST", f"{A}/imports"): ADMINS,

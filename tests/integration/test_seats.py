@@ -173,7 +173,8 @@ def test_a_seasonal_member_inside_its_window_takes_a_seat_the_counter_does_not_h
              "seasonal_end": str(TODAY + timedelta(days=20))}
     invited(stack, trial, email=fresh_email("season"), user_type="seasonal", **window)
     refused = stack.invite(trial, email=fresh_email())
-    assert refused.status_code == 402 and refused.json["code"] == "seat_limit_trial"
+    assert refused.status_code == 402 and refused.json["code"] == "seat_limit"
+    assert refused.json["errors"][0]["code"] == "seat_limit_trial"
     invited(stack, trial, email=fresh_email("later"), user_type="seasonal", **later)
     assert_counter_true(trial, 1)
 
@@ -199,7 +200,8 @@ def test_seasonal_members_keep_their_seats_when_the_contract_drops_its_seasonal_
     with session_scope() as session:
         session.execute(update(Account).where(Account.id == trial.id).values(seasonal_seats=0))
     refused = stack.invite(trial, email=fresh_email())
-    assert refused.status_code == 402 and refused.json["code"] == "seat_limit_trial"
+    assert refused.status_code == 402 and refused.json["code"] == "seat_limit"
+    assert refused.json["errors"][0]["code"] == "seat_limit_trial"
 
 
 def test_a_counter_that_ran_high_makes_nobody_pay_and_starts_over_from_the_truth(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from types import SimpleNamespace
 from typing import Any
 
@@ -138,9 +139,11 @@ def test_r8_seats_bought_mid_period_cost_what_is_left_of_that_period(period: str
     start = datetime(2026, 1, 1, tzinfo=UTC)
     subscription = SimpleNamespace(plan="base", period=period, current_period_start=start,
                                    current_period_end=start + timedelta(days=days))
-    halfway = start + timedelta(days=days / 2)
-    # base: 15.00 a seat a month; three seats for half of the period
-    assert prorated_charge_cents(subscription, 3, halfway) == round(1500 * months * 3 / 2)
+    halfway = start + timedelta(days=days // 2, hours=12)  # day-based: the hour does not count
+    left = days - days // 2
+    # base: 15.00 a seat a month; three seats for the days left, rounded half up once
+    assert prorated_charge_cents(subscription, 3, halfway) == int(
+        Decimal(1500 * months * 3 * left) / days + Decimal("0.5"))
     assert prorated_charge_cents(subscription, 3, start) == 1500 * months * 3
     assert prorated_charge_cents(subscription, 3, start + timedelta(days=days + 1)) == 0
     assert prorated_charge_cents(subscription, 0, halfway) == 0

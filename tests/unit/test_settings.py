@@ -113,6 +113,8 @@ SPECIAL = {
     "web_push_services": (" push.example.com, http://127.0.0.1:9000 ",
                           ("push.example.com", "http://127.0.0.1:9000")),
     "billing_webhook_lease_seconds": ("70.5", 70.5),  # beyond the POST's timeout
+    "billing_prices_cents": ("base=1000, gold=9900", (("base", 1000), ("gold", 9900))),
+    "billing_max_seats": ("pro=500", (("pro", 500),)),
 }
 
 
@@ -242,7 +244,8 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
                                  job_sweep_seconds=8, outbox_purge_seconds=60,
                                  job_purge_seconds=90, notification_digest_seconds=120,
                                  push_sweep_seconds=15, billing_announce_seconds=20,
-                                 billing_webhook_sweep_seconds=25, season_sweep_seconds=600)
+                                 billing_webhook_sweep_seconds=25, season_sweep_seconds=600,
+                                 billing_recalc_seconds=3600, billing_due_sweep_seconds=45)
     app = create_app(config)
     assert app.conf.worker_concurrency == 5
     schedule = {name: entry["schedule"] for name, entry in app.conf.beat_schedule.items()}
@@ -253,7 +256,9 @@ def test_the_celery_app_takes_concurrency_and_beat_intervals_from_the_settings()
         "send-digests": timedelta(seconds=120), "send-pushes": timedelta(seconds=15),
         "announce-billing-events": timedelta(seconds=20),
         "send-billing-webhooks": timedelta(seconds=25),
-        "apply-seasons": timedelta(seconds=600)}
+        "apply-seasons": timedelta(seconds=600),
+        "recalculate-billing": timedelta(seconds=3600),
+        "recalculate-due-billing": timedelta(seconds=45)}
     one_per_core = create_app(dataclasses.replace(config, worker_concurrency=0))
     assert one_per_core.conf.worker_concurrency is None
 

@@ -1,7 +1,7 @@
 """Billing announcements and the billing webhook outbox
 
 Revision ID: 0015
-Revises: 0013
+Revises: 0014
 Create Date: 2026-12-06 03:30:00.000000
 
 ``billing_announcements`` holds one row per billing event once it is announced (the admins'
@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = '0015'
-down_revision: str | None = '0013'
+down_revision: str | None = '0014'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,47 @@
+"""Billing: the plan and seats, what each member takes, events, previews and changes."""
+
+from __future__ import annotations
+
+import falcon
+
+from api.resources import body, int_param
+from provisioning.billing import account, changes
+
+
+class Billing:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        resp.media = account.get_billing(req.context.session, req.context.actor, account_id)
+
+    def on_patch(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        resp.media = changes.change_billing(req.context.session, req.context.actor,
+                                            account_id, body(req))
+
+
+class BillingEvents:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        items, next_cursor = account.list_events(
+            req.context.session, req.context.actor, account_id, req.get_param("cursor"),
+            int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}
+
+
+class BillingSeats:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        items, next_cursor = account.list_seats(
+            req.context.session, req.context.actor, account_id, req.get_param("cursor"),
+            int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}
+
+
+class BillingPreview:
+    def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        resp.media = account.preview(req.context.session, req.context.actor, account_id,
+                                     req.get_param("add"))
+
+
+class BillingRecalculation:
+    def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
+        job = changes.start_recalculation(req.context.session, req.context.actor, account_id)
+        resp.status = falcon.HTTP_202
+        resp.location = f"/v1/jobs/{job['id']}"
+        resp.media = {"job": job}

@@ -1,0 +1,273 @@
+"""The billing recalculation (SPEC §7): set-based, idempotent, for one account or all.
+
+A handful of statements whatever the number of accounts: the renewals of periods that
+ended (pending lowering and downgrades applied), trial expiry and trials ending soon,
+one seat snapshot per account and day (R7's count, grouped by account), and the unused
+seats an admin can act on. Every event it records names its period, and the unique key
+``(account_id, kind, period_start)`` with ``ON CONFLICT DO NOTHING`` makes running it
+twice, or on two workers at once, record what running it once does. On PostgreSQL an
+advisory lock also queues recalculations one behind the other.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Date,
+    Table,
+    and_,
+    bindparam,
+    func,
+    literal,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+
+from provisioning.billing.models import BillingEvent, SeatSnapshot, Subscription
+from provisioning.billing.plans import TRIAL, next_period_end, period_price_cents
+from provisioning.billing.seats import HOLDING_STATUSES
+from provisioning.core.config import settings
+from provisioning.core.db import Base
+from provisioning.core.models import UTCDateTime
+from provisioning.members.models import Membership, UserType
+
+# Kinds of billing events (docs/billing.md); other parts read them by these names.
+SEATS_ADDED = "seats_added"
+RENEWED = "period_renewed"
+TRIAL_ENDING = "trial_ending"
+TRIAL_EXPIRED = "trial_expired"
+SEATS_UNUSED = "seats_unused"
+PLAN_UPGRADED = "plan_upgraded"
+KINDS = (SEATS_ADDED, PLAN_UPGRADED, RENEWED, TRIAL_ENDING, TRIAL_EXPIRED, SEATS_UNUSED)
+
+RECALCULATION_LOCK = 0x6269_6C6C  # "bill": one recalculation at a time on PostgreSQL
+
+
+@dataclass(frozen=True)
+class Recalculated:
+    accounts: int  # accounts whose seats were counted
+    events: int  # events recorded by this run (0 when a run before it already did)
+    renewed: int
+
+
+def recalculate(connection: Connection, now: datetime,
+                account_ids: Sequence[int] | None = None) -> Recalculated:
+    """Recalculate the accounts named (None: every account) as of ``now``, in the caller's
+    transaction."""
+    if connection.dialect.name == "postgresql":
+        # Derived and idempotent: a commit lost in a crash is recalculated by the next run, so
+        # it need not wait for the disk.
+        connection.execute(text("SELECT pg_advisory_xact_lock(:key), "
+                                "set_config('synchronous_commit', 'off', true)"),
+                           {"key": RECALCULATION_LOCK})
+    scope = _scope(account_ids)
+    renewed, events = _renew(connection, now, scope)
+    events += _trial_events(connection, now, scope)
+    counted, unused = _snapshot(connection, now.date(), now, scope)
+    if scope:  # an account's own runs (after changes, on demand) are stamped and counted
+        connection.execute(update(Subscription).where(*scope).values(
+            recalculated_at=now, recalculations=Subscription.recalculations + 1))
+    return Recalculated(accounts=counted, events=events + unused, renewed=renewed)
+
+
+def claim_due(connection: Connection, now: datetime) -> list[int]:
+    """The accounts whose membership changes are due, taken off the due list."""
+    return list(connection.execute(
+        update(Subscription).where(Subscription.recalc_due_at <= now)
+        .values(recalc_due_at=None).returning(Subscription.account_id)).scalars())
+
+
+def _scope(account_ids: Sequence[int] | None) -> list[ColumnElement[bool]]:
+    return [] if account_ids is None else [Subscription.account_id.in_(list(account_ids))]
+
+
+def _record(connection: Connection, events: list[dict[str, Any]]) -> int:
+    return write_rows(connection, BillingEvent, events)
+
+
+def _rows(connection: Connection, statement: Any, parameters: Any = None) -> int:
+    """Runs ``statement``; how many rows it wrote (SQLAlchemy keeps an INSERT's count only
+    when asked)."""
+    result = connection.execute(statement, parameters,
+                                execution_options={"preserve_rowcount": True})
+    return max(int(getattr(result, "rowcount", 0) or 0), 0)
+
+
+def _renew(connection: Connection, now: datetime, scope: list[ColumnElement[bool]]
+           ) -> tuple[int, int]:
+    """Periods that ended roll on, with the lowering or downgrade that waited for them."""
+    ended = connection.execute(
+        select(Subscription.account_id, Subscription.plan, Subscription.period,
+               Subscription.seats_purchased, Subscription.pending_seats,
+               Subscription.pending_plan, Subscription.current_period_start,
+               Subscription.current_period_end)
+        .where(Subscription.current_period_end <= now, Subscription.plan != TRIAL, *scope)
+    ).all()
+    events: list[dict[str, Any]] = []
+    rolls: list[dict[str, Any]] = []
+    for row in ended:
+        plan, seats = row.pending_plan or row.plan, row.pending_seats or row.seats_purchased
+        start, end = row.current_period_start, row.current_period_end
+        while end <= now:  # a period missed while nothing ran is still billed once
+            start, end = end, next_period_end(end, row.period)
+            events.append(_event(row.account_id, RENEWED, seats, start, now, {
+                "period_start": start.isoformat(), "period_end": end.isoformat(),
+                "plan": plan, "seats": seats, "from_plan": row.plan,
+                "from_seats": row.seats_purchased,
+                "charge_cents": period_price_cents(plan, row.period, seats)}))
+        rolls.append({"b_account": row.account_id, "b_old_end": row.current_period_end,
+                      "b_start": start, "b_end": end, "b_plan": plan, "b_seats": seats})
+    recorded = _record(connection, events)
+    if rolls:
+        connection.execute(ROLL_PERIOD, rolls)
+    return len(rolls), recorded
+
+
+# Compare-and-set on the period's end: a second run over the same period changes nothing.
+ROLL_PERIOD = (
+    update(Subscription)
+    .where(Subscription.account_id == bindparam("b_account"),
+           Subscription.current_period_end == bindparam("b_old_end", type_=UTCDateTime()))
+    .values(current_period_start=bindparam("b_start", type_=UTCDateTime()),
+            current_period_end=bindparam("b_end", type_=UTCDateTime()),
+            plan=bindparam("b_plan"), seats_purchased=bindparam("b_seats"),
+            pending_plan=None, pending_seats=None)
+)
+
+
+def _event(account_id: int, kind: str, quantity: int, period_start: datetime, now: datetime,
+           details: dict[str, Any]) -> dict[str, Any]:
+    return {"account_id": account_id, "kind": kind, "quantity": quantity, "details": details,
+            "created_at": now, "period_start": period_start}
+
+
+def _trial_events(connection: Connection, now: datetime, scope: list[ColumnElement[bool]]
+                  ) -> int:
+    """``trial_ending`` once a trial has ``billing_trial_ending_days`` left, ``trial_expired``
+    once it is over: one of each per account and trial."""
+    soon = now + timedelta(days=settings().billing_trial_ending_days)
+    trials = connection.execute(
+        select(Subscription.account_id, Subscription.current_period_start,
+               Subscription.trial_ends_at)
+        .where(Subscription.plan == TRIAL, Subscription.trial_ends_at <= soon, *scope)
+    ).all()
+    events = []
+    for account_id, trial_start, ends_at in trials:
+        if ends_at is None:
+            continue
+        details = {"trial_ends_at": ends_at.isoformat()}
+        events.append(_event(account_id, TRIAL_ENDING if ends_at > now else TRIAL_EXPIRED, 0,
+                             trial_start, now, details))
+    if any(event["kind"] == TRIAL_EXPIRED for event in events):
+        # A trial that ended before any run saw it ending still says so once.
+        events += [_event(event["account_id"], TRIAL_ENDING, 0, event["period_start"], now,
+                          event["details"])
+                   for event in events if event["kind"] == TRIAL_EXPIRED]
+    return _record(connection, events)
+
+
+def _snapshot(connection: Connection, today: date, now: datetime,
+              scope: list[ColumnElement[bool]]) -> tuple[int, int]:
+    """Every account's seats today (one ``SELECT … GROUP BY account_id``, which PostgreSQL
+    runs in parallel), written as one row per account and day (the latest count wins), and
+    ``seats_unused`` for the paid accounts holding seats they do not use, once a period (the
+    admin may lower them for the next one). Returns accounts counted and events recorded."""
+    in_window = and_(Membership.user_type == UserType.SEASONAL.value,
+                     Membership.seasonal_start <= today, Membership.seasonal_end >= today)
+    counts = (
+        select(Membership.account_id,
+               func.count().filter(or_(Membership.user_type == UserType.FULL.value,
+                                       in_window)).label("used"),
+               func.count().filter(in_window).label("seasonal"),
+               func.count().filter(Membership.user_type == UserType.FREE.value).label("free"))
+        .where(Membership.status.in_(HOLDING_STATUSES))
+        .group_by(Membership.account_id)
+    )
+    if scope:
+        counts = counts.where(Membership.account_id.in_(
+            select(Subscription.account_id).where(*scope).scalar_subquery()))
+    counted = counts.subquery("counted")
+    found = connection.execute(
+        select(Subscription.account_id, Subscription.seats_purchased,
+               func.coalesce(counted.c.used, 0),
+               func.coalesce(counted.c.seasonal, 0), func.coalesce(counted.c.free, 0))
+        .select_from(Subscription)
+        .outerjoin(counted, counted.c.account_id == Subscription.account_id)
+        .where(*scope)).all()
+    snapshots = [{"account_id": account_id, "purchased": purchased, "used": used,
+                  "seasonal_used": seasonal, "free_members": free,
+                  "unused": max(purchased - used, 0)}
+                 for account_id, purchased, used, seasonal, free in found]
+    write_rows(connection, SeatSnapshot, snapshots, key=("account_id", "taken_on"),
+               same={"taken_on": today, "taken_at": now})
+    return len(found), _unused_seats(connection, today, now, scope)
+
+
+def _unused_seats(connection: Connection, today: date, now: datetime,
+                  scope: list[ColumnElement[bool]]) -> int:
+    """``seats_unused`` from today's snapshot: a paid account holding seats it does not use,
+    once a period (the admin may lower them for the next one)."""
+    numbers = ("unused", SeatSnapshot.unused, "purchased", SeatSnapshot.purchased,
+               "used", SeatSnapshot.used)
+    details = (func.jsonb_build_object(*numbers) if connection.dialect.name == "postgresql"
+               else func.json(func.json_object(*numbers)))
+    rows = (
+        select(SeatSnapshot.account_id, literal(SEATS_UNUSED), SeatSnapshot.unused, details,
+               literal(now, UTCDateTime()), Subscription.current_period_start)
+        .join(Subscription, Subscription.account_id == SeatSnapshot.account_id)
+        .where(SeatSnapshot.taken_on == literal(today, Date()), SeatSnapshot.unused > 0,
+               Subscription.plan != TRIAL, *scope)
+    )
+    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)
+    return _rows(connection, insert(BillingEvent).from_select(
+        ["account_id", "kind", "quantity", "details", "created_at", "period_start"], rows)
+        .on_conflict_do_nothing())
+
+
+def write_rows(connection: Connection, model: type[Base], rows: list[dict[str, Any]], *,
+               key: Sequence[str] | None = None, same: dict[str, Any] | None = None) -> int:
+    """Insert ``rows`` in one statement, each with the values ``same`` gives them all; a row
+    whose ``key`` is taken replaces the other (without ``key``: one whose unique key is
+    taken is skipped). Returns rows written.
+
+    PostgreSQL takes the rows as one JSON document (``json_to_recordset``): one statement,
+    one parameter and one round trip for ten thousand rows, serialised by the json module
+    rather than value by value; SQLite takes them as an executemany.
+    """
+    if not rows:
+        return 0
+    table = cast(Table, model.__table__)
+    same = same or {}
+    columns = list(rows[0])
+    replaced = [name for name in [*columns, *same] if key is not None and name not in key]
+    if connection.dialect.name != "postgresql":
+        rows = [{**row, **same} for row in rows]
+        statement = sqlite.insert(table)
+        statement = (statement.on_conflict_do_update(index_elements=list(key), set_={
+            name: statement.excluded[name] for name in replaced}) if key is not None
+            else statement.on_conflict_do_nothing())
+        return _rows(connection, statement, rows)
+    shape = ", ".join(f"{name} {_pg_type(table, name, connection)}" for name in columns)
+    conflict = (f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
+                + ", ".join(f"{name} = excluded.{name}" for name in replaced)
+                if key is not None else "ON CONFLICT DO NOTHING")
+    # Values alike for every row go once, not in every row.
+    alike = "".join(f", CAST(:{name} AS {_pg_type(table, name, connection)})" for name in same)
+    return _rows(connection, text(
+        f"INSERT INTO {table.name} ({', '.join([*columns, *same])}) "  # noqa: S608 - the model's
+        f"SELECT *{alike} FROM json_to_recordset(CAST(:write_rows AS json)) AS written({shape}) "
+        f"{conflict}"), {"write_rows": json.dumps(rows, default=str), **same})
+
+
+def _pg_type(table: Table, column: str, connection: Connection) -> str:
+    return str(table.c[column].type.compile(dialect=connection.dialect))
