@@ -19,9 +19,11 @@ from sqlalchemy import func, insert, select, update
 from api.app import create_app
 from provisioning.access.codes import seal_secret
 from provisioning.billing.models import Subscription
+from provisioning.core.config import settings
 from provisioning.core.db import session_scope
 from provisioning.core.migrate import upgrade
 from provisioning.core.models import AuditEntry
+from provisioning.core.security import key_id
 from provisioning.mail.models import OutboxEmail
 from provisioning.members.models import Identity, Invitation, Membership
 from tests.conftest import AdminAccount, Stack, activate, deactivate
@@ -138,7 +140,7 @@ def written_rows(member_id: int) -> dict[str, Any]:
         assert abs((rows[name]["created_at"] - invited_at).total_seconds()) < 5
     assert rows["email"]["context"].pop("derived_links") == {"link": {
         "path": "/invitations/{token}", "purpose": "invitation",
-        "nonce": rows["invitation"]["token_nonce"]}}
+        "nonce": rows["invitation"]["token_nonce"], "key": key_id(settings().secret_key)}}
     assert rows["email"]["message_id"].startswith("<")
     assert rows["entry"]["actor_id"] == rows["member"]["invited_by_id"]
     for name, keys in (("identity", ("id", "created_at", "updated_at")),
