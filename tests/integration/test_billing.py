@@ -103,9 +103,10 @@ def invite(stack: Stack, admin: AdminAccount, kind: str) -> int:
 
 
 def join(stack: Stack, member_id: int) -> None:
-    """invited -> active. A seasonal member outside its window cannot log in to accept; it
-    stands as one who joined during an earlier window."""
-    if accept(stack, member_id, password="member password").status_code != 200:
+    """invited -> active. A seasonal member outside its window joins as inactive until its
+    season (R10); here it stands as one who joined during an earlier window."""
+    accepted = accept(stack, member_id, password="member password")
+    if accepted.status_code != 200 or status_of(member_id) != "active":
         set_status(member_id, MemberStatus.ACTIVE)
     assert status_of(member_id) == "active"
 
@@ -154,9 +155,10 @@ def test_the_seat_matrix_counts_as_r7_says_through_every_path(stack: Stack):
     bulk(stack, admin, "disable", imported)  # the same through a bulk action
     assert {status_of(member_id) for member_id in imported} == {"inactive"}
     assert assert_every_count_agrees(stack, admin) == 1
-    for member_id in by_invite.values():  # inactive -> active
+    for kind, member_id in by_invite.items():  # inactive -> active
         act(stack, admin, member_id, "activate")
-        assert status_of(member_id) == "active"
+        # outside its window a seasonal member waits for its season (R10)
+        assert status_of(member_id) == ("inactive" if kind == "seasonal_out" else "active")
     assert assert_every_count_agrees(stack, admin) == 3
     bulk(stack, admin, "activate", imported)
     assert assert_every_count_agrees(stack, admin) == 5
