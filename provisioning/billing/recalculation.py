@@ -197,20 +197,58 @@ def _snapshot(connection: Connection, today: date, now: datetime,
         counts = counts.where(Membership.account_id.in_(
             select(Subscription.account_id).where(*scope).scalar_subquery()))
     counted = counts.subquery("counted")
-    found = connection.execute(
-        select(Subscription.account_id, Subscription.seats_purchased,
-               func.coalesce(counted.c.used, 0),
-               func.coalesce(counted.c.seasonal, 0), func.coalesce(counted.c.free, 0))
+    seats = (
+        select(Subscription.account_id, Subscription.seats_purchased.label("purchased"),
+               func.coalesce(counted.c.used, 0).label("used"),
+               func.coalesce(counted.c.seasonal, 0).label("seasonal_used"),
+               func.coalesce(counted.c.free, 0).label("free_members"),
+               Subscription.plan, Subscription.current_period_start)
         .select_from(Subscription)
         .outerjoin(counted, counted.c.account_id == Subscription.account_id)
-        .where(*scope)).all()
-    snapshots = [{"account_id": account_id, "purchased": purchased, "used": used,
-                  "seasonal_used": seasonal, "free_members": free,
-                  "unused": max(purchased - used, 0)}
-                 for account_id, purchased, used, seasonal, free in found]
+        .where(*scope))
+    if connection.dialect.name == "postgresql":
+        return _snapshot_in_place(connection, seats, today, now)
+    found = connection.execute(seats).all()
+    snapshots = [{"account_id": row.account_id, "purchased": row.purchased, "used": row.used,
+                  "seasonal_used": row.seasonal_used, "free_members": row.free_members,
+                  "unused": max(row.purchased - row.used, 0)} for row in found]
     write_rows(connection, SeatSnapshot, snapshots, key=("account_id", "taken_on"),
                same={"taken_on": today, "taken_at": now})
     return len(found), _unused_seats(connection, today, now, scope)
+
+
+# PostgreSQL: the counts go into a temporary table (CREATE TABLE AS may count in parallel,
+# which INSERT … SELECT may not), and the snapshot and the events are written from it
+# without a round trip through Python.
+SNAPSHOT_FROM_COUNTS = text(
+    "INSERT INTO seat_snapshots (account_id, purchased, used, seasonal_used, free_members, "
+    "unused, taken_on, taken_at) "
+    "SELECT account_id, purchased, used, seasonal_used, free_members, "
+    "greatest(purchased - used, 0), :today, :now FROM billing_counts "
+    "ON CONFLICT (account_id, taken_on) DO UPDATE SET purchased = excluded.purchased, "
+    "used = excluded.used, seasonal_used = excluded.seasonal_used, "
+    "free_members = excluded.free_members, unused = excluded.unused, "
+    "taken_at = excluded.taken_at")
+UNUSED_FROM_COUNTS = text(
+    "INSERT INTO billing_events (account_id, kind, quantity, details, created_at, "
+    "period_start) "
+    "SELECT account_id, :kind, purchased - used, jsonb_build_object('unused', purchased - used, "
+    "'purchased', purchased, 'used', used), :now, current_period_start FROM billing_counts "
+    "WHERE purchased > used AND plan <> :trial ON CONFLICT DO NOTHING")
+
+
+def _snapshot_in_place(connection: Connection, seats: Any, today: date, now: datetime
+                       ) -> tuple[int, int]:
+    compiled = seats.compile(dialect=connection.dialect,
+                             compile_kwargs={"render_postcompile": True})
+    counted = connection.exec_driver_sql(
+        f"CREATE TEMPORARY TABLE billing_counts ON COMMIT DROP AS {compiled.string}",
+        compiled.params).rowcount
+    connection.execute(SNAPSHOT_FROM_COUNTS, {"today": today, "now": now})
+    unused = _rows(connection, UNUSED_FROM_COUNTS, {"kind": SEATS_UNUSED, "now": now,
+                                                    "trial": TRIAL})
+    connection.exec_driver_sql("DROP TABLE billing_counts")  # a second run in this transaction
+    return int(counted or 0), unused
 
 
 def _unused_seats(connection: Connection, today: date, now: datetime,
