@@ -1,5 +1,5 @@
 """The `provision` command: migrate, create-account, demo, import, seed-records, settings,
-mailsink, reseal-secrets."""
+mailsink, reseal-secrets, retry-webhooks."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from cli.billing import add_retry_webhooks
 from cli.imports import EXIT_FAILED, CommandFailed, add_import
 from cli.records import add_seed_records
 from cli.secrets import add_reseal
@@ -155,6 +156,7 @@ def parser() -> argparse.ArgumentParser:
     add_import(commands)
     add_seed_records(commands)
     add_reseal(commands)
+    add_retry_webhooks(commands)
     return root
 
 

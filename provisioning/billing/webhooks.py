@@ -219,6 +219,25 @@ def _attempt(body: bytes, event_id: int, attempts: int, config: Settings,
     return {"status": WebhookStatus.DELIVERED.value, "delivered_at": now(), "last_error": None}
 
 
+def retry_failed(*, since: datetime | None = None) -> int:
+    """Queue again the webhooks that failed for good (their receiver is fixed): each goes
+    once more, with a fresh count of attempts; ``since`` keeps to events written after it.
+    Returns how many were queued."""
+    failed = select(BillingWebhook.id).where(
+        BillingWebhook.status == WebhookStatus.FAILED.value)
+    if since is not None:
+        failed = failed.where(BillingWebhook.event_id.in_(
+            select(BillingEvent.id).where(BillingEvent.created_at >= since)))
+    with session_scope() as session:
+        queued = session.execute(
+            update(BillingWebhook).where(BillingWebhook.id.in_(failed.scalar_subquery()),
+                                         BillingWebhook.status == WebhookStatus.FAILED.value)
+            .values(status=WebhookStatus.QUEUED.value, attempts=0, next_attempt_at=utcnow(),
+                    claim_token=None, claimed_until=None),
+            execution_options={"synchronize_session": False})
+        return int(getattr(queued, "rowcount", 0) or 0)
+
+
 def retry_delay(attempts: int, config: Settings) -> float:
     """Exponential backoff with jitter, never beyond the configured ceiling."""
     ceiling = min(config.billing_webhook_retry_max_seconds,

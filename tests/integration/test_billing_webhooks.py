@@ -5,6 +5,8 @@ a claim whose worker died is taken over once its lease runs out."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -28,7 +30,7 @@ from provisioning.core.migrate import alembic_config, upgrade
 from provisioning.core.models import utcnow
 from provisioning.mail.models import OutboxEmail
 from tests.conftest import Stack, activate, deactivate
-from tests.support.processes import wait_until
+from tests.support.processes import VENV_BIN, wait_until
 from tests.support.webhooks import SECRET, Receiver, billing_event, running_receiver, webhook_row
 
 RETRY_BASE = 60.0
@@ -292,3 +294,35 @@ def test_the_upgrade_marks_the_events_already_there_as_announced(tmp_path: Path)
         assert connection.execute(text("SELECT count(*) FROM billing_webhooks")).scalar() == 0
     command.downgrade(alembic_config(url), "0013")  # and back down cleanly
     engine.dispose()
+
+
+def test_webhooks_that_failed_for_good_go_once_more_when_asked(
+        stack: Stack, receiver: Receiver) -> None:
+    account = stack.create_account()
+    attempts = settings().billing_webhook_max_attempts
+    event_id = billing_event(account.id, "plan_changed", {"from": "base", "to": "pro"},
+                             receiver=receiver, answers=[500] * attempts)
+    announce_billing_events()
+    clock = MovingClock()
+    for _ in range(attempts):
+        deliver_webhooks(now=clock)
+        clock.advance(7200)  # past the longest backoff
+    row = webhook_row(event_id)
+    assert row is not None and (row.status, row.attempts) == (WebhookStatus.FAILED, attempts)
+
+    def retry(*options: str) -> dict[str, int]:
+        done = subprocess.run([str(VENV_BIN / "provision"), "retry-webhooks", *options],
+                              env={**os.environ, **stack.env}, capture_output=True, text=True,
+                              timeout=60)
+        assert done.returncode == 0, done.stderr
+        return dict(json.loads(done.stdout))
+
+    tomorrow = (utcnow() + timedelta(days=1)).date().isoformat()
+    assert retry("--since", tomorrow) == {"queued": 0}  # only events written since then
+    assert retry() == {"queued": 1}
+    assert event_id in deliver_webhooks(now=clock).delivered
+    assert [delivery.answered for delivery in receiver.of(event_id)] == [500] * attempts + [200]
+    assert retry() == {"queued": 0}  # delivered: nothing left to send again
+    clock.advance(7200)
+    deliver_webhooks(now=clock)
+    assert len(receiver.of(event_id)) == attempts + 1
