@@ -108,7 +108,8 @@ def send_billing_webhooks(self: Task, _wake: list[int] | None = None) -> dict[st
 
 
 @app.task(name=push.PUSH_TASK, acks_late=True)
-def send_pushes() -> dict[str, int]:
+def send_pushes(_wake: list[int] | None = None) -> dict[str, int]:
+    # A wake-up (core.dispatch.Debounced) carries an empty list: the task claims what is due.
     report = push.deliver_pushes(adapters.configured_adapters())
     return {"sent": len(report.sent), "failed": len(report.failed),
             "deferred": len(report.deferred)}
