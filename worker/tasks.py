@@ -144,7 +144,7 @@ def recalculate_billing(account_id: int | None = None) -> dict[str, int]:
 
 
 @app.task(name=due.DUE_TASK)
-def recalculate_due_billing() -> dict[str, int]:
+def recalculate_due_billing(_wake: list[int] | None = None) -> dict[str, int]:
     return billing.recalculate_due_billing()
 
 

@@ -21,7 +21,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, event, exists, literal, or_, select
@@ -239,19 +238,14 @@ def event_context(kind: str, quantity: int, details: dict[str, Any]) -> dict[str
     return {}
 
 
-@lru_cache(maxsize=4)
-def _waker(name: str, window: float) -> dispatch.Debounced:
-    return dispatch.Debounced(name, window)
-
-
 def wake_announcer() -> None:
     """Wake an announcing task (at most one wake-up per window per process)."""
-    _waker(ANNOUNCE_TASK, settings().outbox_dispatch_window_seconds)()
+    dispatch.debounced(ANNOUNCE_TASK, settings().outbox_dispatch_window_seconds)()
 
 
 def wake_webhook_sender() -> None:
     """Wake a billing webhook send task (at most one wake-up per window per process)."""
-    _waker(WEBHOOK_TASK, settings().outbox_dispatch_window_seconds)()
+    dispatch.debounced(WEBHOOK_TASK, settings().outbox_dispatch_window_seconds)()
 
 
 # Whatever path writes a billing event (an ORM object or a Core insert through the session),

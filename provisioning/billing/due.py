@@ -7,8 +7,6 @@ a burst of a thousand changes costs a few broker messages and one recalculation.
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -24,42 +22,12 @@ from provisioning.core.models import utcnow
 DUE_TASK = "provisioning.recalculate_due_billing"
 
 
-class _Wake:
+def _wake() -> None:
     """At most one delayed task per process and delay; a change inside the delay gets a
     trailing send at the delay's end, so every change is followed by a run after it is due
     (the run claims what is due; nothing re-sends itself, so no chain of tasks can grow)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._last = float("-inf")
-        self._trailing: threading.Timer | None = None
-
-    def __call__(self) -> None:
-        delay = settings().billing_recalc_delay_seconds
-        with self._lock:
-            if self._trailing is not None:
-                return  # a send after this change is already scheduled
-            wait = self._last + delay - time.monotonic()
-            if wait > 0:
-                self._trailing = threading.Timer(wait, self._send_trailing)
-                self._trailing.daemon = True
-                self._trailing.start()
-                return
-            self._last = time.monotonic()
-        _send(delay)
-
-    def _send_trailing(self) -> None:
-        with self._lock:
-            self._trailing = None
-            self._last = time.monotonic()
-        _send(settings().billing_recalc_delay_seconds)
-
-
-def _send(delay: float) -> None:
-    dispatch.send_task(DUE_TASK, countdown=delay + 1)
-
-
-_wake = _Wake()
+    delay = settings().billing_recalc_delay_seconds
+    dispatch.debounced(DUE_TASK, delay, daemon=True, countdown=delay + 1)()
 
 
 def wake_after_commit(session: Session) -> None:

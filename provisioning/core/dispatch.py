@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -47,14 +48,18 @@ class Debounced:
     A call inside the window schedules one trailing send at the window's end, so
     every caller is followed by a send that happens after its call: work committed
     before the call is always seen by a task. Turns a thousand invitations a
-    second into a few dozen broker messages.
+    second into a few dozen broker messages. ``options`` go with every send (e.g. a
+    ``countdown``); a ``daemon`` trailing send does not hold a process at its exit.
     """
 
-    def __init__(self, name: str, window: float) -> None:
+    def __init__(self, name: str, window: float, *, daemon: bool = False,
+                 **options: Any) -> None:
         self.name = name
         self.window = window
+        self.daemon = daemon
+        self.options = options
         self._lock = threading.Lock()
-        self._last = 0.0
+        self._last = float("-inf")
         self._trailing: threading.Timer | None = None
 
     def __call__(self) -> None:
@@ -64,13 +69,23 @@ class Debounced:
                 return  # a send after this call is already scheduled
             if wait > 0:
                 self._trailing = threading.Timer(wait, self._send_trailing)
+                self._trailing.daemon = self.daemon
                 self._trailing.start()
                 return
             self._last = time.monotonic()
-        send_task(self.name, [])
+        send_task(self.name, [], **self.options)
 
     def _send_trailing(self) -> None:
         with self._lock:
             self._trailing = None
             self._last = time.monotonic()
-        send_task(self.name, [])
+        send_task(self.name, [], **self.options)
+
+
+@lru_cache(maxsize=32)
+def debounced(name: str, window: float, *, daemon: bool = False,
+              countdown: float | None = None) -> Debounced:
+    """The process's one ``Debounced`` sender of ``name`` with these settings (the settings
+    are read when work is first queued, not at import)."""
+    options = {} if countdown is None else {"countdown": countdown}
+    return Debounced(name, window, daemon=daemon, **options)

@@ -12,7 +12,6 @@ import logging
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any, TypedDict, Unpack, cast
 
 from sqlalchemy import (
@@ -39,15 +38,10 @@ log = logging.getLogger(__name__)
 SEND_TASK = "provisioning.send_emails"
 
 
-@lru_cache(maxsize=4)
-def _waker(window: float) -> dispatch.Debounced:
-    return dispatch.Debounced(SEND_TASK, window)
-
-
 def wake_sender() -> None:
     """Wake a send task: one wake-up per window however many emails are queued (the task
     claims whatever is due); the window is read when mail is first queued, not at import."""
-    _waker(settings().outbox_dispatch_window_seconds)()
+    dispatch.debounced(SEND_TASK, settings().outbox_dispatch_window_seconds)()
 
 
 def queue_email(session: Session, **fields: Unpack[Email]) -> int:

@@ -18,7 +18,6 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import and_, delete, or_, select, update
@@ -41,14 +40,9 @@ log = logging.getLogger(__name__)
 PUSH_TASK = "provisioning.send_pushes"
 
 
-@lru_cache(maxsize=4)
-def _waker(window: float) -> dispatch.Debounced:
-    return dispatch.Debounced(PUSH_TASK, window)
-
-
 def wake_pusher() -> None:
     """Wake a push send task (at most one wake-up per window per process)."""
-    _waker(settings().outbox_dispatch_window_seconds)()
+    dispatch.debounced(PUSH_TASK, settings().outbox_dispatch_window_seconds)()
 
 
 @dataclass

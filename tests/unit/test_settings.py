@@ -228,7 +228,7 @@ def test_the_send_wake_up_window_is_read_when_mail_is_queued(
         settings.cache_clear()
         outbox.wake_sender()
         outbox.wake_sender()  # inside the window: one trailing send, in 123 s
-        waker = outbox._waker(123.0)
+        waker = dispatch.debounced(outbox.SEND_TASK, 123.0)
         assert waker.window == 123.0 and sent == [outbox.SEND_TASK]
         assert waker._trailing is not None
         waker._trailing.cancel()

@@ -7,14 +7,14 @@ import inspect
 
 import pytest
 
-from provisioning.billing import announcements
+from provisioning.billing import announcements, due
 from provisioning.mail import outbox
 from provisioning.notifications import push
 from worker import tasks  # noqa: F401 - registers the tasks
 from worker.celery_app import app
 
 WOKEN = (outbox.SEND_TASK, push.PUSH_TASK, announcements.ANNOUNCE_TASK,
-         announcements.WEBHOOK_TASK)
+         announcements.WEBHOOK_TASK, due.DUE_TASK)
 
 
 @pytest.mark.parametrize("name", WOKEN)
