@@ -19,7 +19,6 @@ import hmac
 import http.client
 import json
 import logging
-import random
 import secrets
 import time
 import urllib.error
@@ -32,6 +31,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 
 from provisioning.billing.models import BillingEvent, BillingWebhook, WebhookStatus
+from provisioning.core import dispatch
 from provisioning.core.config import Settings, settings
 from provisioning.core.db import delete_in_chunks, session_scope
 from provisioning.core.models import utcnow
@@ -215,7 +215,9 @@ def _attempt(body: bytes, event_id: int, attempts: int, config: Settings,
         log.info("billing webhook for event %s deferred (attempt %s): %s",
                  event_id, attempts, refused)
         return {"status": WebhookStatus.DEFERRED.value, "last_error": str(refused),
-                "next_attempt_at": moment + timedelta(seconds=retry_delay(attempts, config))}
+                "next_attempt_at": moment + timedelta(seconds=dispatch.backoff_seconds(
+                    attempts, config.billing_webhook_retry_base_seconds,
+                    config.billing_webhook_retry_max_seconds))}
     return {"status": WebhookStatus.DELIVERED.value, "delivered_at": now(), "last_error": None}
 
 
@@ -236,13 +238,6 @@ def retry_failed(*, since: datetime | None = None) -> int:
                     claim_token=None, claimed_until=None),
             execution_options={"synchronize_session": False})
         return int(getattr(queued, "rowcount", 0) or 0)
-
-
-def retry_delay(attempts: int, config: Settings) -> float:
-    """Exponential backoff with jitter, never beyond the configured ceiling."""
-    ceiling = min(config.billing_webhook_retry_max_seconds,
-                  config.billing_webhook_retry_base_seconds * 2 ** max(attempts - 1, 0))
-    return random.uniform(ceiling / 2, max(ceiling, 0.001))
 
 
 def earliest_due() -> datetime | None:

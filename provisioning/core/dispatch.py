@@ -10,6 +10,7 @@ sender that ``worker.celery_app`` provides with ``use_sender``.
 from __future__ import annotations
 
 import logging
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -89,3 +90,10 @@ def debounced(name: str, window: float, *, daemon: bool = False,
     are read when work is first queued, not at import)."""
     options = {} if countdown is None else {"countdown": countdown}
     return Debounced(name, window, daemon=daemon, **options)
+
+
+def backoff_seconds(attempts: int, base: float, most: float) -> float:
+    """The wait before retrying after ``attempts``: from ``base``, doubling each attempt, with
+    jitter in the upper half, never beyond ``most``."""
+    ceiling = min(most, base * 2 ** max(attempts - 1, 0))
+    return random.uniform(ceiling / 2, max(ceiling, 0.001))

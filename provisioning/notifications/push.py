@@ -12,7 +12,6 @@ the mark can repeat one.
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 from collections import defaultdict
 from collections.abc import Mapping
@@ -122,13 +121,8 @@ def _send(push: Push, adapter: PushAdapter | None, attempts: int, now: datetime,
         if failure.permanent or attempts >= config.push_max_attempts:
             return {"status": PushStatus.FAILED.value, "last_error": str(failure)}, failure.gone
         return ({"status": PushStatus.DEFERRED.value, "last_error": str(failure),
-                 "next_attempt_at": now + timedelta(seconds=retry_delay(attempts, config))},
+                 "next_attempt_at": now + timedelta(seconds=dispatch.backoff_seconds(
+                     attempts, config.push_retry_base_seconds, config.push_retry_max_seconds))},
                 failure.gone)
     return {"status": PushStatus.SENT.value, "sent_at": now, "last_error": None}, delivered.gone
 
-
-def retry_delay(attempts: int, config: Settings) -> float:
-    """Exponential backoff with jitter, never beyond the configured ceiling."""
-    ceiling = min(config.push_retry_max_seconds,
-                  config.push_retry_base_seconds * 2 ** max(attempts - 1, 0))
-    return random.uniform(ceiling / 2, max(ceiling, 0.001))

@@ -75,6 +75,13 @@ def test_retry_delay_grows_with_jitter_and_stays_under_the_ceiling():
     assert config.outbox_retry_max_seconds < config.broker_visibility_timeout
 
 
+def test_the_push_and_webhook_backoff_doubles_in_its_upper_half_up_to_the_most():
+    for attempts, low, high in ((1, 15, 30), (2, 30, 60), (3, 50, 100), (9, 50, 100)):
+        delays = [dispatch.backoff_seconds(attempts, 30, 100) for _ in range(200)]
+        assert all(low <= d <= high for d in delays), attempts
+        assert len(set(delays)) > 150, "jitter spreads the retries"
+
+
 def test_debounced_wake_up_always_follows_the_last_call():
     sent: list[float] = []
     previous = dispatch.use_sender(lambda name, args, options: sent.append(time.monotonic()))
