@@ -167,13 +167,7 @@ def _emails(connection: Connection, events: Sequence[Any], config: Settings
     names = {account_id: name for account_id, name in connection.execute(
         select(Account.id, Account.name).where(Account.id.in_(account_ids)))}
     emails: list[Email] = []
-    for row in _seat_purchases_together(events):
-        said = event_context(row.kind, row.quantity, row.details or {})
-        if said is None:
-            # One malformed event must not hold back the others: it goes to the webhook only.
-            log.warning("billing event %s (%s) lacks what its email needs; no email sent",
-                        row.id, row.kind)
-            continue
+    for row, said in _contexts(events):
         context = {"account_name": names.get(row.account_id, ""),
                    "product_name": config.product_name,
                    "billing_url": config.public_url + BILLING_PATH, **said}
@@ -185,39 +179,28 @@ def _emails(connection: Connection, events: Sequence[Any], config: Settings
     return emails
 
 
-@dataclass(frozen=True)
-class _Event:
-    id: int
-    account_id: int
-    kind: str
-    quantity: int
-    details: dict[str, Any]
-
-
-def _seat_purchases_together(events: Sequence[Any]) -> list[Any]:
-    """The events to email about, an account's seat purchases of this run folded into one:
+def _contexts(events: Sequence[Any]) -> list[tuple[Any, dict[str, Any]]]:
+    """What each event's email says; an account's seat purchases of this run are told once,
     the seats added and the charges summed, the total the last one reached."""
-    folded: list[Any] = []
-    purchases: dict[int, list[Any]] = defaultdict(list)
-    for row in events:
-        if row.kind == SEATS_ADDED and event_context(row.kind, row.quantity,
-                                                     row.details or {}) is not None:
-            purchases[row.account_id].append(row)
-        else:
-            folded.append(row)
-    for account_id, rows in purchases.items():
-        if len(rows) == 1:
-            folded.append(rows[0])
+    told: list[tuple[Any, dict[str, Any]]] = []
+    purchases: dict[int, dict[str, Any]] = {}  # an account's seat purchase already told
+    for row in events:  # in the order written
+        said = event_context(row.kind, row.quantity, row.details or {})
+        if said is None:
+            # One malformed event must not hold back the others: it goes to the webhook only.
+            log.warning("billing event %s (%s) lacks what its email needs; no email sent",
+                        row.id, row.kind)
             continue
-        said = [event_context(row.kind, row.quantity, row.details or {}) or {} for row in rows]
-        last = rows[-1].details or {}
-        folded.append(_Event(rows[-1].id, account_id, SEATS_ADDED,
-                             sum(part["seats_added"] for part in said), {
-                                 **last, "from": int(last["to"]) - sum(
-                                     part["seats_added"] for part in said),
-                                 "prorated_charge_cents": sum(
-                                     part["charge_cents"] for part in said)}))
-    return sorted(folded, key=lambda row: row.id)
+        earlier = purchases.get(row.account_id) if row.kind == SEATS_ADDED else None
+        if earlier is not None:
+            earlier.update(seats_added=earlier["seats_added"] + said["seats_added"],
+                           charge_cents=earlier["charge_cents"] + said["charge_cents"],
+                           seats_total=said["seats_total"])
+            continue
+        if row.kind == SEATS_ADDED:
+            purchases[row.account_id] = said
+        told.append((row, said))
+    return told
 
 
 def event_context(kind: str, quantity: int, details: dict[str, Any]) -> dict[str, Any] | None:
