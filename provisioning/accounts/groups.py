@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from provisioning.access.auth import Actor
 from provisioning.access.policy import Permission, require
+from provisioning.accounts import names
 from provisioning.accounts.models import Group
 from provisioning.core import audit
 from provisioning.core.errors import Conflict, FieldError, InvalidInput, NotFound
@@ -42,15 +43,6 @@ def _name(body: Any) -> str:
     return name
 
 
-def _refuse_taken(session: Session, account_id: int, name: str, group_id: int | None) -> None:
-    taken = session.scalars(select(Group.name).where(Group.account_id == account_id,
-                                                     Group.id != (group_id or 0))).all()
-    if rules.name_key(name) in {rules.name_key(existing) for existing in taken}:
-        raise Conflict(f"A group named {name!r} already exists (names ignore case).",
-                       code="group_exists", errors=[FieldError("name", "Taken.",
-                                                               "group_exists")])
-
-
 def _group(session: Session, account_id: int, group_id: int, *, changing: bool) -> Group:
     """The account's group, locked; the built-in one refused when it is to change."""
     group = session.scalars(select(Group).where(Group.id == group_id,
@@ -76,7 +68,7 @@ def create_group(session: Session, actor: Actor, account_id: int, body: Any
     """``POST …/groups {"name"}``."""
     require(session, actor, account_id, Permission.USERS_MANAGE)
     name = _name(body)
-    _refuse_taken(session, account_id, name, None)
+    names.refuse_taken(session, Group, "group", account_id, name)
     group = Group(account_id=account_id, name=name, is_builtin=False)
     session.add(group)
     session.flush()
@@ -91,7 +83,7 @@ def rename_group(session: Session, actor: Actor, account_id: int, group_id: int,
     name = _name(body)
     group = _group(session, account_id, group_id, changing=True)
     if name != group.name:
-        _refuse_taken(session, account_id, name, group.id)
+        names.refuse_taken(session, Group, "group", account_id, name, group.id)
         before = {"name": group.name}
         group.name = name
         session.flush()

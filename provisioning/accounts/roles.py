@@ -20,6 +20,7 @@ from provisioning.access.policy import (
     standing_of,
     unknown_permissions,
 )
+from provisioning.accounts import names
 from provisioning.accounts.models import Role
 from provisioning.core import audit
 from provisioning.core.errors import Conflict, FieldError, NotFound
@@ -57,14 +58,6 @@ def _permissions(form: Form, *, required: bool) -> list[str] | None:
     return None
 
 
-def _refuse_taken(session: Session, account_id: int, name: str, role_id: int | None) -> None:
-    taken = session.scalars(select(Role.name).where(Role.account_id == account_id,
-                                                    Role.id != (role_id or 0))).all()
-    if rules.name_key(name) in {rules.name_key(existing) for existing in taken}:
-        raise Conflict(f"A role named {name!r} already exists (names ignore case).",
-                       code="role_exists", errors=[FieldError("name", "Taken.", "role_exists")])
-
-
 def _view(role: Role) -> dict[str, object]:
     return {"id": role.id, "name": role.name, "permissions": role_permissions(role.permissions),
             "builtin": role.is_builtin}
@@ -79,7 +72,7 @@ def create_role(session: Session, actor: Actor, account_id: int, body: Any) -> d
     form.finish()
     assert name is not None and permissions is not None
     refuse_beyond_grant(standing_of(session, actor, account_id), permissions, "permissions")
-    _refuse_taken(session, account_id, name, None)
+    names.refuse_taken(session, Role, "role", account_id, name)
     role = Role(account_id=account_id, name=name, permissions=permissions)
     session.add(role)
     session.flush()
@@ -123,7 +116,7 @@ def update_role(session: Session, actor: Actor, account_id: int, role_id: int, b
     before: dict[str, object] = {}
     after: dict[str, object] = {}
     if name is not None and name != role.name:
-        _refuse_taken(session, account_id, name, role.id)
+        names.refuse_taken(session, Role, "role", account_id, name, role.id)
         before["name"], after["name"] = role.name, name
         role.name = name
     if permissions is not None and permissions != sorted(role.permissions or ()):
