@@ -35,8 +35,7 @@ def list_groups(session: Session, actor: Actor, account_id: int) -> list[dict[st
 
 def _name(body: Any) -> str:
     form = Form(body)
-    form.errors += [FieldError(key, "Only the name can be set here.", "unknown_field")
-                    for key in form.body if key != "name"]
+    form.only(("name",), "Only the name can be set here.")
     name = form.text("name", required=True, max_length=rules.MAX_ROLE_OR_GROUP_NAME)
     form.finish()
     assert name is not None

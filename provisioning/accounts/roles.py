@@ -101,8 +101,7 @@ def update_role(session: Session, actor: Actor, account_id: int, role_id: int, b
     holds what it held and what it will hold: nobody widens a role beyond their own."""
     require(session, actor, account_id, Permission.USERS_MANAGE)
     form = Form(body)
-    form.errors += [FieldError(key, f"Change only {', '.join(EDITABLE)} here.",
-                               "unknown_field") for key in form.body if key not in EDITABLE]
+    form.only(EDITABLE, f"Change only {', '.join(EDITABLE)} here.")
     name = form.text("name", max_length=rules.MAX_ROLE_OR_GROUP_NAME)
     if "name" in form.body and name is None and not form.errors:
         form.errors.append(FieldError("name", "Name the role.", "required"))

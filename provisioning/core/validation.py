@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -115,6 +115,12 @@ class Form:
             self.errors.append(FieldError(name, f"At most {max_length} characters.", "too_long"))
             return None
         return value
+
+    def only(self, allowed: Iterable[str], message: str) -> None:
+        """Refuse every field of the body that is not ``allowed``, with ``message``."""
+        allowed = set(allowed)
+        self.errors += [FieldError(key, message, "unknown_field")
+                        for key in self.body if key not in allowed]
 
     def secret(self, name: str, *, required: bool = False) -> str | None:
         """Like text, but never trimmed: spaces are part of a password."""

@@ -44,8 +44,7 @@ class MemberChanges:
     @classmethod
     def parse(cls, body: Any) -> MemberChanges:
         form = Form(body)
-        form.errors += [FieldError(key, f"Change only {', '.join(CHANGEABLE)} here.",
-                                   "unknown_field") for key in form.body if key not in CHANGEABLE]
+        form.only(CHANGEABLE, f"Change only {', '.join(CHANGEABLE)} here.")
         role = form.text("role", max_length=rules.MAX_ROLE_OR_GROUP_NAME)
         if "role" in form.body and role is None and not form.errors:
             form.errors.append(FieldError("role", "Name a role.", "required"))
