@@ -45,15 +45,14 @@ def reseal(*, chunk: int = 1_000) -> dict[str, int]:
                     column.is_not(None), id_column > after).order_by(id_column).limit(chunk)
                 ).all()
                 for row_id, sealed in rows:
-                    if security.unseal(current, purpose, sealed) is not None:
-                        continue
-                    opened = security.unseal(keys, purpose, sealed)
+                    opened = security.open_sealed(keys, purpose, sealed)
                     if opened is None:
                         unreadable += 1
-                        continue
-                    session.execute(update(id_column.table).where(id_column == row_id).values(
-                        {column.key: security.seal(current, purpose, opened)}))
-                    moved += 1
+                    elif opened[1] > 0:  # only a previous key opens it
+                        session.execute(update(id_column.table).where(id_column == row_id)
+                                        .values({column.key: security.seal(current, purpose,
+                                                                           opened[0])}))
+                        moved += 1
             if len(rows) < chunk:
                 break
             after = rows[-1][0]

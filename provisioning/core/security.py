@@ -80,14 +80,21 @@ def seal(secret_key: str, purpose: str, secret: str) -> str:
     return _sealer(secret_key, purpose).encrypt(secret.encode()).decode()
 
 
-def unseal(secret_keys: str | Sequence[str], purpose: str, sealed: str | None) -> str | None:
+def unseal(secret_keys: Sequence[str], purpose: str, sealed: str | None) -> str | None:
     """What ``seal`` sealed with any of ``secret_keys`` (the current one first, then those it
     replaced); None when absent or sealed with none of them."""
+    opened = open_sealed(secret_keys, purpose, sealed)
+    return None if opened is None else opened[0]
+
+
+def open_sealed(secret_keys: Sequence[str], purpose: str, sealed: str | None
+                ) -> tuple[str, int] | None:
+    """What ``seal`` sealed, and the position in ``secret_keys`` of the key that opened it."""
     if not sealed:
         return None
-    for secret_key in (secret_keys,) if isinstance(secret_keys, str) else secret_keys:
+    for position, secret_key in enumerate(secret_keys):
         try:
-            return _sealer(secret_key, purpose).decrypt(sealed.encode()).decode()
+            return _sealer(secret_key, purpose).decrypt(sealed.encode()).decode(), position
         except InvalidToken:
             continue
     return None

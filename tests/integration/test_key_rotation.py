@@ -91,7 +91,7 @@ def test_a_rotation_keeps_links_codes_and_sealed_secrets_working(stack: Stack, c
                 Identity.email == admin.email))
             device_keys = session.scalar(select(PushDevice.sealed_keys))
         assert sealed_after != sealed_before
-        assert security.unseal(NEW, "totp-secret-at-rest", sealed_after) == secret
+        assert security.unseal((NEW,), "totp-secret-at-rest", sealed_after) == secret
 
         rotate(stack, previous_secret_keys="")  # the old key is gone for good
         assert open_keys(device_keys) == browser.subscription("x")["keys"]
