@@ -55,10 +55,12 @@ class PushFailed(Exception):
     """The channel's service did not take the notification; ``permanent`` if retrying is
     pointless (a 4xx answer, nowhere to send to, no adapter for the channel)."""
 
-    def __init__(self, reason: str, *, permanent: bool, gone: Iterable[int] = ()) -> None:
+    def __init__(self, reason: str, *, permanent: bool, gone: Iterable[int] = (),
+                 status: int | None = None) -> None:
         super().__init__(reason)
         self.permanent = permanent
         self.gone = tuple(gone)
+        self.status = status  # the service's HTTP answer, if it gave one
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,8 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float, servic
             return bytes(answer.read())
     except urllib.error.HTTPError as refused:
         temporary = refused.code == 429 or refused.code >= 500
-        raise PushFailed(f"{service} answered {refused.code}", permanent=not temporary
-                         ) from None
+        raise PushFailed(f"{service} answered {refused.code}", permanent=not temporary,
+                         status=refused.code) from None
     except (urllib.error.URLError, OSError) as unreachable:
         raise PushFailed(f"{service} unreachable: {unreachable}", permanent=False) from None
 
@@ -190,6 +192,9 @@ def application_server_key(private_key: str) -> str:
                                                 serialization.PublicFormat.UncompressedPoint)))
 
 
+GONE = (404, 410)  # a push service's answers for a subscription it no longer knows
+
+
 class WebPushAdapter:
     """Web Push (RFC 8030) to each of a person's browsers: the payload encrypted for the
     subscription (RFC 8291, aes128gcm) and the request signed with VAPID (RFC 8292)."""
@@ -217,10 +222,11 @@ class WebPushAdapter:
             try:
                 self._send_one(device, payload)
                 delivered += 1
-            except _Gone:
-                gone.append(device.id)
             except PushFailed as refused:
-                failure = refused if failure is None or failure.permanent else failure
+                if refused.status in GONE:
+                    gone.append(device.id)  # the push service no longer knows it
+                else:
+                    failure = refused if failure is None or failure.permanent else failure
         if delivered:
             return Delivered(tuple(gone))
         if failure is not None:
@@ -241,24 +247,7 @@ class WebPushAdapter:
         headers = {**self._vapid.sign(claims), "TTL": str(self.TTL_SECONDS),
                    "Content-Encoding": "aes128gcm", "Content-Type": "application/octet-stream",
                    "Urgency": "normal"}
-        request = urllib.request.Request(device.address, data=body, headers=headers,
-                                         method="POST")
-        try:
-            with _OPENER.open(request, timeout=self.timeout):
-                return
-        except urllib.error.HTTPError as refused:
-            if refused.code in (404, 410):
-                raise _Gone() from None
-            temporary = refused.code == 429 or refused.code >= 500
-            raise PushFailed(f"the push service answered {refused.code}",
-                             permanent=not temporary) from None
-        except (urllib.error.URLError, OSError) as unreachable:
-            raise PushFailed(f"the push service is unreachable: {unreachable}",
-                             permanent=False) from None
-
-
-class _Gone(Exception):
-    """The push service no longer knows the subscription (404 or 410)."""
+        _post(device.address, body, headers, self.timeout, "the push service")
 
 
 def configured_adapters(config: Settings | None = None) -> dict[str, PushAdapter]:
