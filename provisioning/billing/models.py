@@ -62,7 +62,8 @@ class BillingEvent(Base):
                                        name="uq_billing_events_period"))
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
+    # No foreign key: the record of what was charged outlives the account, as invoices do.
+    account_id: Mapped[int] = mapped_column(Id)
     kind: Mapped[str] = mapped_column(String(32))
     quantity: Mapped[int] = mapped_column(Integer, default=0)
     details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
@@ -71,14 +72,14 @@ class BillingEvent(Base):
 
 
 class SeatSnapshot(Base):
-    """An account's seats as the recalculation counted them, one row a day (the last count)."""
+    """An account's seats as the recalculation counted them, one row a day (the last count).
+    Kept, like the events, when the account is deleted."""
 
     __tablename__ = "seat_snapshots"
-    __table_args__ = (UniqueConstraint("account_id", "taken_on", name="uq_seat_snapshots_day"),)
 
-    id: Mapped[int] = mapped_column(Id, primary_key=True)
-    account_id: Mapped[int] = mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"))
-    taken_on: Mapped[date] = mapped_column(Date)
+    # Keyed by day first: a day's run finds its rows in one range, and appends at the end.
+    taken_on: Mapped[date] = mapped_column(Date, primary_key=True)
+    account_id: Mapped[int] = mapped_column(Id, primary_key=True)
     purchased: Mapped[int] = mapped_column(Integer)
     used: Mapped[int] = mapped_column(Integer)
     seasonal_used: Mapped[int] = mapped_column(Integer)

@@ -15,6 +15,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -26,7 +27,6 @@ from sqlalchemy import (
     bindparam,
     func,
     literal,
-    or_,
     select,
     text,
     update,
@@ -71,13 +71,14 @@ def recalculate(connection: Connection, now: datetime,
                                 "set_config('synchronous_commit', 'off', true)"),
                            {"key": RECALCULATION_LOCK})
     scope = _scope(account_ids)
-    renewed, events = _renew(connection, now, scope)
-    events += _trial_events(connection, now, scope)
+    renewals, rolls = _renewals(connection, now, scope)
+    events = _record(connection, renewals + _trial_events(connection, now, scope))
+    _roll(connection, rolls)
     counted, unused = _snapshot(connection, now.date(), now, scope)
     if scope:  # an account's own runs (after changes, on demand) are stamped and counted
         connection.execute(update(Subscription).where(*scope).values(
             recalculated_at=now, recalculations=Subscription.recalculations + 1))
-    return Recalculated(accounts=counted, events=events + unused, renewed=renewed)
+    return Recalculated(accounts=counted, events=events + unused, renewed=len(rolls))
 
 
 def claim_due(connection: Connection, now: datetime) -> list[int]:
@@ -103,9 +104,10 @@ def _rows(connection: Connection, statement: Any, parameters: Any = None) -> int
     return max(int(getattr(result, "rowcount", 0) or 0), 0)
 
 
-def _renew(connection: Connection, now: datetime, scope: list[ColumnElement[bool]]
-           ) -> tuple[int, int]:
-    """Periods that ended roll on, with the lowering or downgrade that waited for them."""
+def _renewals(connection: Connection, now: datetime, scope: list[ColumnElement[bool]]
+              ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Periods that ended roll on, with the lowering or downgrade that waited for them: the
+    events to record, and the periods to roll (``_roll``)."""
     ended = connection.execute(
         select(Subscription.account_id, Subscription.plan, Subscription.period,
                Subscription.seats_purchased, Subscription.pending_seats,
@@ -113,6 +115,7 @@ def _renew(connection: Connection, now: datetime, scope: list[ColumnElement[bool
                Subscription.current_period_end)
         .where(Subscription.current_period_end <= now, Subscription.plan != TRIAL, *scope)
     ).all()
+    price = cache(period_price_cents)  # the catalog is read once a run, not once a renewal
     events: list[dict[str, Any]] = []
     rolls: list[dict[str, Any]] = []
     for row in ended:
@@ -124,16 +127,23 @@ def _renew(connection: Connection, now: datetime, scope: list[ColumnElement[bool
                 "period_start": start.isoformat(), "period_end": end.isoformat(),
                 "plan": plan, "seats": seats, "from_plan": row.plan,
                 "from_seats": row.seats_purchased,
-                "charge_cents": period_price_cents(plan, row.period, seats)}))
+                "charge_cents": price(plan, row.period, seats)}))
         rolls.append({"b_account": row.account_id, "b_old_end": row.current_period_end,
                       "b_start": start, "b_end": end, "b_plan": plan, "b_seats": seats})
-    recorded = _record(connection, events)
-    if rolls:
+    return events, rolls
+
+
+def _roll(connection: Connection, rolls: list[dict[str, Any]]) -> None:
+    """Compare-and-set on each period's end: a second run over the same period changes
+    nothing. PostgreSQL takes them all in one statement."""
+    if not rolls:
+        return
+    if connection.dialect.name == "postgresql":
+        connection.execute(ROLL_PERIODS, {"rolls": json.dumps(rolls, default=str)})
+    else:
         connection.execute(ROLL_PERIOD, rolls)
-    return len(rolls), recorded
 
 
-# Compare-and-set on the period's end: a second run over the same period changes nothing.
 ROLL_PERIOD = (
     update(Subscription)
     .where(Subscription.account_id == bindparam("b_account"),
@@ -143,6 +153,15 @@ ROLL_PERIOD = (
             plan=bindparam("b_plan"), seats_purchased=bindparam("b_seats"),
             pending_plan=None, pending_seats=None)
 )
+ROLL_PERIODS = text(
+    "UPDATE subscriptions SET current_period_start = rolled.b_start, "
+    "current_period_end = rolled.b_end, plan = rolled.b_plan, seats_purchased = rolled.b_seats, "
+    "pending_plan = NULL, pending_seats = NULL "
+    "FROM json_to_recordset(CAST(:rolls AS json)) AS rolled(b_account bigint, "
+    "b_old_end timestamptz, b_start timestamptz, b_end timestamptz, b_plan varchar, "
+    "b_seats integer) "
+    "WHERE subscriptions.account_id = rolled.b_account "
+    "AND subscriptions.current_period_end = rolled.b_old_end")
 
 
 def _event(account_id: int, kind: str, quantity: int, period_start: datetime, now: datetime,
@@ -152,7 +171,7 @@ def _event(account_id: int, kind: str, quantity: int, period_start: datetime, no
 
 
 def _trial_events(connection: Connection, now: datetime, scope: list[ColumnElement[bool]]
-                  ) -> int:
+                  ) -> list[dict[str, Any]]:
     """``trial_ending`` once a trial has ``billing_trial_ending_days`` left, ``trial_expired``
     once it is over: one of each per account and trial."""
     soon = now + timedelta(days=settings().billing_trial_ending_days)
@@ -173,7 +192,7 @@ def _trial_events(connection: Connection, now: datetime, scope: list[ColumnEleme
         events += [_event(event["account_id"], TRIAL_ENDING, 0, event["period_start"], now,
                           event["details"])
                    for event in events if event["kind"] == TRIAL_EXPIRED]
-    return _record(connection, events)
+    return events
 
 
 def _snapshot(connection: Connection, today: date, now: datetime,
@@ -186,8 +205,7 @@ def _snapshot(connection: Connection, today: date, now: datetime,
                      Membership.seasonal_start <= today, Membership.seasonal_end >= today)
     counts = (
         select(Membership.account_id,
-               func.count().filter(or_(Membership.user_type == UserType.FULL.value,
-                                       in_window)).label("used"),
+               func.count().filter(Membership.user_type == UserType.FULL.value).label("full"),
                func.count().filter(in_window).label("seasonal"),
                func.count().filter(Membership.user_type == UserType.FREE.value).label("free"))
         .where(Membership.status.in_(HOLDING_STATUSES))
@@ -199,7 +217,7 @@ def _snapshot(connection: Connection, today: date, now: datetime,
     counted = counts.subquery("counted")
     seats = (
         select(Subscription.account_id, Subscription.seats_purchased.label("purchased"),
-               func.coalesce(counted.c.used, 0).label("used"),
+               func.coalesce(counted.c.full + counted.c.seasonal, 0).label("used"),
                func.coalesce(counted.c.seasonal, 0).label("seasonal_used"),
                func.coalesce(counted.c.free, 0).label("free_members"),
                Subscription.plan, Subscription.current_period_start)
@@ -212,29 +230,30 @@ def _snapshot(connection: Connection, today: date, now: datetime,
     snapshots = [{"account_id": row.account_id, "purchased": row.purchased, "used": row.used,
                   "seasonal_used": row.seasonal_used, "free_members": row.free_members,
                   "unused": max(row.purchased - row.used, 0)} for row in found]
-    write_rows(connection, SeatSnapshot, snapshots, key=("account_id", "taken_on"),
+    write_rows(connection, SeatSnapshot, snapshots, key=("taken_on", "account_id"),
                same={"taken_on": today, "taken_at": now})
     return len(found), _unused_seats(connection, today, now, scope)
 
 
 # PostgreSQL: the counts go into a temporary table (CREATE TABLE AS may count in parallel,
 # which INSERT … SELECT may not), and the snapshot and the events are written from it
-# without a round trip through Python.
-SNAPSHOT_FROM_COUNTS = text(
-    "INSERT INTO seat_snapshots (account_id, purchased, used, seasonal_used, free_members, "
-    "unused, taken_on, taken_at) "
-    "SELECT account_id, purchased, used, seasonal_used, free_members, "
-    "greatest(purchased - used, 0), :today, :now FROM billing_counts "
-    "ON CONFLICT (account_id, taken_on) DO UPDATE SET purchased = excluded.purchased, "
-    "used = excluded.used, seasonal_used = excluded.seasonal_used, "
-    "free_members = excluded.free_members, unused = excluded.unused, "
-    "taken_at = excluded.taken_at")
+# without a round trip through Python. The advisory lock makes this run the only writer of
+# snapshots, so a later run of the same day replaces its accounts' rows by a delete and a
+# plain insert (half the cost of an upsert's speculative insertion).
+SNAPSHOT_FROM_COUNTS = (
+    text("DELETE FROM seat_snapshots WHERE taken_on = :today "
+         "AND account_id IN (SELECT account_id FROM billing_counts)"),
+    text("INSERT INTO seat_snapshots (taken_on, account_id, purchased, used, seasonal_used, "
+         "free_members, unused, taken_at) "
+         "SELECT :today, account_id, purchased, used, seasonal_used, free_members, "
+         "greatest(purchased - used, 0), :now FROM billing_counts"))
 UNUSED_FROM_COUNTS = text(
     "INSERT INTO billing_events (account_id, kind, quantity, details, created_at, "
     "period_start) "
     "SELECT account_id, :kind, purchased - used, jsonb_build_object('unused', purchased - used, "
     "'purchased', purchased, 'used', used), :now, current_period_start FROM billing_counts "
-    "WHERE purchased > used AND plan <> :trial ON CONFLICT DO NOTHING")
+    "WHERE purchased > used AND plan <> :trial "
+    "ON CONFLICT (account_id, kind, period_start) DO NOTHING")
 
 
 def _snapshot_in_place(connection: Connection, seats: Any, today: date, now: datetime
@@ -244,7 +263,8 @@ def _snapshot_in_place(connection: Connection, seats: Any, today: date, now: dat
     counted = connection.exec_driver_sql(
         f"CREATE TEMPORARY TABLE billing_counts ON COMMIT DROP AS {compiled.string}",
         compiled.params).rowcount
-    connection.execute(SNAPSHOT_FROM_COUNTS, {"today": today, "now": now})
+    for statement in SNAPSHOT_FROM_COUNTS:
+        connection.execute(statement, {"today": today, "now": now})
     unused = _rows(connection, UNUSED_FROM_COUNTS, {"kind": SEATS_UNUSED, "now": now,
                                                     "trial": TRIAL})
     connection.exec_driver_sql("DROP TABLE billing_counts")  # a second run in this transaction

@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import uuid
+from datetime import date
 from pathlib import Path
+from typing import Any
 
 from alembic import command
+from sqlalchemy import Engine, create_engine, text
 
 from provisioning.core.migrate import alembic_config, upgrade
 from tests.support.processes import VENV_BIN
@@ -27,6 +30,49 @@ def test_migrations_match_the_models_on_postgresql_and_sqlite(postgres: Postgres
                 f"sqlite:///{tmp_path / 'schema.sqlite3'}"):
         upgrade(url)
         command.check(alembic_config(url))  # raises if a model change lacks a migration
+
+
+def test_the_billing_ledger_outlives_its_account_and_survives_the_migration_both_ways(
+        postgres: PostgresServer, tmp_path: Path):
+    """0019 keys seat snapshots by day and drops the ledger's key to accounts: a snapshot and
+    an event written before it are still there after it, after going back, and after an
+    account is deleted (the record of what was charged is kept, as invoices are)."""
+    for url in (postgres.create_database(f"ledger_{uuid.uuid4().hex[:6]}"),
+                f"sqlite:///{tmp_path / 'ledger.sqlite3'}"):
+        upgrade(url, "0018")
+        engine = create_engine(url)
+        with engine.begin() as connection:
+            connection.execute(text(
+                "INSERT INTO accounts (id, name, default_language, seasonal_seats, created_at) "
+                "VALUES (7, 'Ledger', 'en', 0, CURRENT_TIMESTAMP)"))
+            connection.execute(text(
+                "INSERT INTO seat_snapshots (account_id, taken_on, purchased, used, "
+                "seasonal_used, free_members, unused, taken_at) "
+                "VALUES (7, '2026-12-01', 5, 3, 0, 1, 2, CURRENT_TIMESTAMP)"))
+            connection.execute(text(
+                "INSERT INTO billing_events (account_id, kind, quantity, details, created_at) "
+                "VALUES (7, 'seats_added', 2, '{}', CURRENT_TIMESTAMP)"))
+
+        kept = ([(7, date(2026, 12, 1), 3, 2)], [(7, "seats_added", 2)])
+        upgrade(url)
+        assert _ledger(engine) == kept
+        command.downgrade(alembic_config(url), "0018")
+        assert _ledger(engine) == kept
+        upgrade(url)
+        with engine.begin() as connection:
+            connection.execute(text("DELETE FROM accounts WHERE id = 7"))
+        assert _ledger(engine) == kept
+        engine.dispose()
+
+
+def _ledger(engine: Engine) -> tuple[list[tuple[Any, ...]], ...]:
+    with engine.connect() as connection:
+        snapshots = connection.execute(text(
+            "SELECT account_id, taken_on, used, unused FROM seat_snapshots")).all()
+        events = connection.execute(text(
+            "SELECT account_id, kind, quantity FROM billing_events")).all()
+    return ([(row[0], date.fromisoformat(str(row[1])), row[2], row[3]) for row in snapshots],
+            [tuple(row) for row in events])
 
 
 def test_create_account_prints_the_account_and_a_working_admin_token(postgres: PostgresServer):
