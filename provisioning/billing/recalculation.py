@@ -25,13 +25,20 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
+    column,
+    delete,
     func,
+    insert,
     literal,
     select,
+    table,
     text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement, Executable, SelectBase
 
 from provisioning.billing.models import BillingEvent, SeatSnapshot, Subscription
 from provisioning.billing.plans import TRIAL, next_period_end, period_price_cents
@@ -72,7 +79,7 @@ def recalculate(connection: Connection, now: datetime,
                            {"key": RECALCULATION_LOCK})
     scope = _scope(account_ids)
     renewals, rolls = _renewals(connection, now, scope)
-    events = _record(connection, renewals + _trial_events(connection, now, scope))
+    events = _record(connection, renewals + _trial_events(connection, now, scope), now)
     _roll(connection, rolls)
     counted, unused = _snapshot(connection, now.date(), now, scope)
     if scope:  # an account's own runs (after changes, on demand) are stamped and counted
@@ -92,8 +99,8 @@ def _scope(account_ids: Sequence[int] | None) -> list[ColumnElement[bool]]:
     return [] if account_ids is None else [Subscription.account_id.in_(list(account_ids))]
 
 
-def _record(connection: Connection, events: list[dict[str, Any]]) -> int:
-    return write_rows(connection, BillingEvent, events)
+def _record(connection: Connection, events: list[dict[str, Any]], now: datetime) -> int:
+    return write_rows(connection, BillingEvent, events, same={"created_at": now})
 
 
 def _rows(connection: Connection, statement: Any, parameters: Any = None) -> int:
@@ -123,7 +130,7 @@ def _renewals(connection: Connection, now: datetime, scope: list[ColumnElement[b
         start, end = row.current_period_start, row.current_period_end
         while end <= now:  # a period missed while nothing ran is still billed once
             start, end = end, next_period_end(end, row.period)
-            events.append(_event(row.account_id, RENEWED, seats, start, now, {
+            events.append(_event(row.account_id, RENEWED, seats, start, {
                 "period_start": start.isoformat(), "period_end": end.isoformat(),
                 "plan": plan, "seats": seats, "from_plan": row.plan,
                 "from_seats": row.seats_purchased,
@@ -164,10 +171,10 @@ ROLL_PERIODS = text(
     "AND subscriptions.current_period_end = rolled.b_old_end")
 
 
-def _event(account_id: int, kind: str, quantity: int, period_start: datetime, now: datetime,
+def _event(account_id: int, kind: str, quantity: int, period_start: datetime,
            details: dict[str, Any]) -> dict[str, Any]:
     return {"account_id": account_id, "kind": kind, "quantity": quantity, "details": details,
-            "created_at": now, "period_start": period_start}
+            "period_start": period_start}
 
 
 def _trial_events(connection: Connection, now: datetime, scope: list[ColumnElement[bool]]
@@ -186,10 +193,10 @@ def _trial_events(connection: Connection, now: datetime, scope: list[ColumnEleme
             continue
         details = {"trial_ends_at": ends_at.isoformat()}
         events.append(_event(account_id, TRIAL_ENDING if ends_at > now else TRIAL_EXPIRED, 0,
-                             trial_start, now, details))
+                             trial_start, details))
     if any(event["kind"] == TRIAL_EXPIRED for event in events):
         # A trial that ended before any run saw it ending still says so once.
-        events += [_event(event["account_id"], TRIAL_ENDING, 0, event["period_start"], now,
+        events += [_event(event["account_id"], TRIAL_ENDING, 0, event["period_start"],
                           event["details"])
                    for event in events if event["kind"] == TRIAL_EXPIRED]
     return events
@@ -197,10 +204,12 @@ def _trial_events(connection: Connection, now: datetime, scope: list[ColumnEleme
 
 def _snapshot(connection: Connection, today: date, now: datetime,
               scope: list[ColumnElement[bool]]) -> tuple[int, int]:
-    """Every account's seats today (one ``SELECT … GROUP BY account_id``, which PostgreSQL
-    runs in parallel), written as one row per account and day (the latest count wins), and
-    ``seats_unused`` for the paid accounts holding seats they do not use, once a period (the
-    admin may lower them for the next one). Returns accounts counted and events recorded."""
+    """Every account's seats today (R7's count, one ``SELECT … GROUP BY account_id``) into
+    the temporary table ``billing_counts``, written from there as one snapshot row per
+    account and day (a later run of the day replaces it), and ``seats_unused`` for the paid
+    accounts whose period renews within ``billing_unused_notice_days`` holding seats that
+    period would bill and they do not use: once a period, while the admin can still lower
+    them. Returns accounts counted and events recorded."""
     in_window = and_(Membership.user_type == UserType.SEASONAL.value,
                      Membership.seasonal_start <= today, Membership.seasonal_end >= today)
     counts = (
@@ -220,83 +229,84 @@ def _snapshot(connection: Connection, today: date, now: datetime,
                func.coalesce(counted.c.full + counted.c.seasonal, 0).label("used"),
                func.coalesce(counted.c.seasonal, 0).label("seasonal_used"),
                func.coalesce(counted.c.free, 0).label("free_members"),
-               Subscription.plan, Subscription.current_period_start)
+               func.coalesce(Subscription.pending_seats, Subscription.seats_purchased)
+               .label("renewing"),
+               Subscription.plan, Subscription.current_period_start,
+               Subscription.current_period_end)
         .select_from(Subscription)
         .outerjoin(counted, counted.c.account_id == Subscription.account_id)
         .where(*scope))
-    if connection.dialect.name == "postgresql":
-        return _snapshot_in_place(connection, seats, today, now)
-    found = connection.execute(seats).all()
-    snapshots = [{"account_id": row.account_id, "purchased": row.purchased, "used": row.used,
-                  "seasonal_used": row.seasonal_used, "free_members": row.free_members,
-                  "unused": max(row.purchased - row.used, 0)} for row in found]
-    write_rows(connection, SeatSnapshot, snapshots, key=("taken_on", "account_id"),
-               same={"taken_on": today, "taken_at": now})
-    return len(found), _unused_seats(connection, today, now, scope)
-
-
-# PostgreSQL: the counts go into a temporary table (CREATE TABLE AS may count in parallel,
-# which INSERT … SELECT may not), and the snapshot and the events are written from it
-# without a round trip through Python. The advisory lock makes this run the only writer of
-# snapshots, so a later run of the same day replaces its accounts' rows by a delete and a
-# plain insert (half the cost of an upsert's speculative insertion).
-SNAPSHOT_FROM_COUNTS = (
-    text("DELETE FROM seat_snapshots WHERE taken_on = :today "
-         "AND account_id IN (SELECT account_id FROM billing_counts)"),
-    text("INSERT INTO seat_snapshots (taken_on, account_id, purchased, used, seasonal_used, "
-         "free_members, unused, taken_at) "
-         "SELECT :today, account_id, purchased, used, seasonal_used, free_members, "
-         "greatest(purchased - used, 0), :now FROM billing_counts"))
-UNUSED_FROM_COUNTS = text(
-    "INSERT INTO billing_events (account_id, kind, quantity, details, created_at, "
-    "period_start) "
-    "SELECT account_id, :kind, purchased - used, jsonb_build_object('unused', purchased - used, "
-    "'purchased', purchased, 'used', used), :now, current_period_start FROM billing_counts "
-    "WHERE purchased > used AND plan <> :trial "
-    "ON CONFLICT (account_id, kind, period_start) DO NOTHING")
-
-
-def _snapshot_in_place(connection: Connection, seats: Any, today: date, now: datetime
-                       ) -> tuple[int, int]:
-    compiled = seats.compile(dialect=connection.dialect,
-                             compile_kwargs={"render_postcompile": True})
-    counted = connection.exec_driver_sql(
-        f"CREATE TEMPORARY TABLE billing_counts ON COMMIT DROP AS {compiled.string}",
-        compiled.params).rowcount
-    for statement in SNAPSHOT_FROM_COUNTS:
-        connection.execute(statement, {"today": today, "now": now})
-    unused = _rows(connection, UNUSED_FROM_COUNTS, {"kind": SEATS_UNUSED, "now": now,
-                                                    "trial": TRIAL})
-    connection.exec_driver_sql("DROP TABLE billing_counts")  # a second run in this transaction
-    return int(counted or 0), unused
-
-
-def _unused_seats(connection: Connection, today: date, now: datetime,
-                  scope: list[ColumnElement[bool]]) -> int:
-    """``seats_unused`` from today's snapshot: a paid account holding seats it does not use,
-    once a period (the admin may lower them for the next one)."""
-    numbers = ("unused", SeatSnapshot.unused, "purchased", SeatSnapshot.purchased,
-               "used", SeatSnapshot.used)
-    details = (func.jsonb_build_object(*numbers) if connection.dialect.name == "postgresql"
-               else func.json(func.json_object(*numbers)))
-    rows = (
-        select(SeatSnapshot.account_id, literal(SEATS_UNUSED), SeatSnapshot.unused, details,
-               literal(now, UTCDateTime()), Subscription.current_period_start)
-        .join(Subscription, Subscription.account_id == SeatSnapshot.account_id)
-        .where(SeatSnapshot.taken_on == literal(today, Date()), SeatSnapshot.unused > 0,
-               Subscription.plan != TRIAL, *scope)
-    )
-    insert = (postgresql.insert if connection.dialect.name == "postgresql" else sqlite.insert)
-    return _rows(connection, insert(BillingEvent).from_select(
+    connection.execute(CreateTemporaryTableAs(COUNTS.name, seats))
+    # The advisory lock (PostgreSQL) and BEGIN IMMEDIATE (SQLite) make this run the only
+    # writer of snapshots: the day's rows are replaced by a delete and a plain insert, half
+    # the cost of an upsert's speculative insertion.
+    connection.execute(delete(SeatSnapshot).where(
+        SeatSnapshot.taken_on == today,
+        SeatSnapshot.account_id.in_(select(COUNTS.c.account_id))))
+    snapshots = _rows(connection, insert(SeatSnapshot).from_select(
+        ["taken_on", "account_id", "purchased", "used", "seasonal_used", "free_members",
+         "unused", "taken_at"],
+        select(literal(today, Date()), COUNTS.c.account_id, COUNTS.c.purchased,
+               COUNTS.c.used, COUNTS.c.seasonal_used, COUNTS.c.free_members,
+               _unused(COUNTS.c.purchased), literal(now, UTCDateTime()))))
+    unused = _unused(COUNTS.c.renewing)
+    notice = now + timedelta(days=settings().billing_unused_notice_days)
+    rows = select(COUNTS.c.account_id, literal(SEATS_UNUSED), unused,
+                  _json_object(connection, "unused", unused, "seats", COUNTS.c.renewing,
+                               "used", COUNTS.c.used),
+                  literal(now, UTCDateTime()), COUNTS.c.current_period_start).where(
+        COUNTS.c.plan != TRIAL, COUNTS.c.renewing > COUNTS.c.used,
+        COUNTS.c.current_period_end <= literal(notice, UTCDateTime()))
+    recorded = _rows(connection, _insert(connection, BillingEvent).from_select(
         ["account_id", "kind", "quantity", "details", "created_at", "period_start"], rows)
-        .on_conflict_do_nothing())
+        .on_conflict_do_nothing(index_elements=["account_id", "kind", "period_start"]))
+    connection.execute(text(f"DROP TABLE {COUNTS.name}"))  # a second run in this transaction
+    return snapshots, recorded
+
+
+COUNTS = table("billing_counts", *(column(name) for name in (
+    "account_id", "purchased", "used", "seasonal_used", "free_members", "renewing", "plan",
+    "current_period_start", "current_period_end")))
+
+
+class CreateTemporaryTableAs(Executable, ClauseElement):
+    """``CREATE TEMPORARY TABLE name AS select``, dropped at the transaction's end on
+    PostgreSQL. There ``CREATE TABLE AS`` may count in parallel, which ``INSERT … SELECT``
+    may not."""
+
+    inherit_cache = False
+
+    def __init__(self, name: str, query: SelectBase) -> None:
+        self.name, self.query = name, query
+
+
+@compiles(CreateTemporaryTableAs)
+def _create_temporary_table_as(element: CreateTemporaryTableAs, compiler: Any,
+                               **kw: Any) -> str:
+    dropped = " ON COMMIT DROP" if compiler.dialect.name == "postgresql" else ""
+    return (f"CREATE TEMPORARY TABLE {element.name}{dropped} AS "
+            f"{compiler.process(element.query, **kw)}")
+
+
+def _unused(seats: ColumnElement[Any]) -> ColumnElement[int]:
+    return case((seats > COUNTS.c.used, seats - COUNTS.c.used), else_=0)
+
+
+def _json_object(connection: Connection, *pairs: Any) -> ColumnElement[Any]:
+    if connection.dialect.name == "postgresql":
+        return func.jsonb_build_object(*pairs)
+    return func.json(func.json_object(*pairs))
+
+
+def _insert(connection: Connection, model: type[Base]) -> Any:
+    return (postgresql.insert if connection.dialect.name == "postgresql"
+            else sqlite.insert)(model)
 
 
 def write_rows(connection: Connection, model: type[Base], rows: list[dict[str, Any]], *,
-               key: Sequence[str] | None = None, same: dict[str, Any] | None = None) -> int:
+               same: dict[str, Any] | None = None) -> int:
     """Insert ``rows`` in one statement, each with the values ``same`` gives them all; a row
-    whose ``key`` is taken replaces the other (without ``key``: one whose unique key is
-    taken is skipped). Returns rows written.
+    whose unique key is taken is skipped. Returns rows written.
 
     PostgreSQL takes the rows as one JSON document (``json_to_recordset``): one statement,
     one parameter and one round trip for ten thousand rows, serialised by the json module
@@ -306,25 +316,17 @@ def write_rows(connection: Connection, model: type[Base], rows: list[dict[str, A
         return 0
     table = cast(Table, model.__table__)
     same = same or {}
-    columns = list(rows[0])
-    replaced = [name for name in [*columns, *same] if key is not None and name not in key]
     if connection.dialect.name != "postgresql":
-        rows = [{**row, **same} for row in rows]
-        statement = sqlite.insert(table)
-        statement = (statement.on_conflict_do_update(index_elements=list(key), set_={
-            name: statement.excluded[name] for name in replaced}) if key is not None
-            else statement.on_conflict_do_nothing())
-        return _rows(connection, statement, rows)
+        return _rows(connection, sqlite.insert(table).on_conflict_do_nothing(),
+                     [{**row, **same} for row in rows])
+    columns = list(rows[0])
     shape = ", ".join(f"{name} {_pg_type(table, name, connection)}" for name in columns)
-    conflict = (f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET "
-                + ", ".join(f"{name} = excluded.{name}" for name in replaced)
-                if key is not None else "ON CONFLICT DO NOTHING")
     # Values alike for every row go once, not in every row.
     alike = "".join(f", CAST(:{name} AS {_pg_type(table, name, connection)})" for name in same)
     return _rows(connection, text(
         f"INSERT INTO {table.name} ({', '.join([*columns, *same])}) "  # noqa: S608 - the model's
         f"SELECT *{alike} FROM json_to_recordset(CAST(:write_rows AS json)) AS written({shape}) "
-        f"{conflict}"), {"write_rows": json.dumps(rows, default=str), **same})
+        "ON CONFLICT DO NOTHING"), {"write_rows": json.dumps(rows, default=str), **same})
 
 
 def _pg_type(table: Table, column: str, connection: Connection) -> str:

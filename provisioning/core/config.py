@@ -335,6 +335,9 @@ class Settings:
     billing_trial_seats: int = setting("10", "the most seats a trial holds")
     billing_trial_ending_days: int = setting(
         "3", "a trial that ends within this many days records a `trial_ending` event")
+    billing_unused_notice_days: int = setting(
+        "7", "a paid period that renews within this many days with seats its account does not "
+        "use records a `seats_unused` event, while the admin can still lower them")
     billing_recalc_delay_seconds: float = setting(
         "60", "a membership change waits this long before its account's billing is "
         "recalculated, so a burst of changes is recalculated once")

@@ -8,19 +8,22 @@ import time
 import uuid
 from collections import Counter
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from provisioning.accounts.models import Account
 from provisioning.billing import changes, due
 from provisioning.billing.models import BillingEvent, SeatSnapshot, Subscription
 from provisioning.billing.seats import seats_in_use
 from provisioning.core.db import session_scope
+from provisioning.core.migrate import upgrade
 from provisioning.core.models import utcnow
 from provisioning.members.models import Membership, MemberStatus
-from tests.conftest import AdminAccount, Stack
+from tests.conftest import AdminAccount, Stack, activate, deactivate
 from tests.support.imports import finished_job, run_import
 from tests.support.members import accept, active_member, fresh_email, set_status
 from tests.support.processes import wait_until
@@ -315,10 +318,11 @@ def test_billing_view_sees_billing_and_only_admins_change_it(stack: Stack):
 
 
 def scenario(stack: Stack) -> list[int]:
-    """A trial ending in two days, one that ended, and a paid period that ended with seats
-    left unused: each has events to record."""
+    """A trial ending in two days, one that ended, a paid period that ended, and one that
+    renews in five days with seats left unused: each has events to record."""
     ending, ended = stack.create_account(plan="trial"), stack.create_account(plan="trial")
-    paid = stack.create_account(plan="pro", seats=5)
+    paid, renewing = (stack.create_account(plan="pro", seats=5),
+                      stack.create_account(plan="base", seats=4))
     now = utcnow()
     with session_scope() as session:
         for account, ends in ((ending, now + timedelta(days=2)), (ended, now - timedelta(days=1))):
@@ -327,7 +331,15 @@ def scenario(stack: Stack) -> list[int]:
         session.execute(update(Subscription).where(Subscription.account_id == paid.id).values(
             current_period_end=now - timedelta(hours=1),
             current_period_start=now - timedelta(days=30, hours=1)))
-    return [ending.id, ended.id, paid.id]
+        renews_soon(session, renewing.id)
+    return [ending.id, ended.id, paid.id, renewing.id]
+
+
+def renews_soon(session: Session, account_id: int, days: int = 5) -> None:
+    now = utcnow()
+    session.execute(update(Subscription).where(Subscription.account_id == account_id).values(
+        current_period_end=now + timedelta(days=days),
+        current_period_start=now + timedelta(days=days - 30)))
 
 
 def recorded(account_ids: list[int]) -> Counter[tuple[int, str]]:
@@ -340,10 +352,10 @@ def test_the_recalculation_run_twice_or_by_two_workers_at_once_records_each_even
         stack: Stack):
     once = scenario(stack)
     changes.recalculate_billing()
-    ending, ended, paid = once
+    ending, ended, paid, renewing = once
     expected = Counter({(ending, "trial_ending"): 1, (ended, "trial_ending"): 1,
                         (ended, "trial_expired"): 1, (paid, "period_renewed"): 1,
-                        (paid, "seats_unused"): 1})
+                        (renewing, "seats_unused"): 1})
     assert recorded(once) == expected
     changes.recalculate_billing()
     assert recorded(once) == expected
@@ -374,8 +386,32 @@ def test_the_recalculation_run_twice_or_by_two_workers_at_once_records_each_even
     assert timedelta(days=29) < end - utcnow() < timedelta(days=30)
 
 
+def test_on_sqlite_the_recalculation_records_the_same_events_and_snapshots(
+        stack: Stack, tmp_path: Path):
+    previous = activate({"PROVISIONING_DATABASE_URL": f"sqlite:///{tmp_path / 'bill.sqlite3'}"})
+    try:
+        upgrade()
+        ending, ended, paid, renewing = accounts = scenario(stack)
+        expected = Counter({(ending, "trial_ending"): 1, (ended, "trial_ending"): 1,
+                            (ended, "trial_expired"): 1, (paid, "period_renewed"): 1,
+                            (renewing, "seats_unused"): 1})
+        for _ in range(2):
+            assert changes.recalculate_billing()["accounts"] == len(accounts)
+            assert recorded(accounts) == expected
+        with session_scope() as session:
+            snapshots = session.execute(select(
+                SeatSnapshot.account_id, SeatSnapshot.purchased, SeatSnapshot.used,
+                SeatSnapshot.unused).where(SeatSnapshot.taken_on == utcnow().date())).all()
+        assert sorted(snapshots) == sorted([(ending, 10, 1, 9), (ended, 10, 1, 9),
+                                            (paid, 5, 1, 4), (renewing, 4, 1, 3)])
+    finally:
+        deactivate(previous)
+
+
 def test_a_recalculation_on_demand_is_a_job(stack: Stack):
     admin = stack.create_account(plan="base", seats=4)
+    with session_scope() as session:
+        renews_soon(session, admin.id)
     answer = stack.api.simulate_post(f"/v1/accounts/{admin.id}/billing/recalculate",
                                      headers=admin.headers)
     assert answer.status_code == 202, answer.json
@@ -385,6 +421,31 @@ def test_a_recalculation_on_demand_is_a_job(stack: Stack):
     events = stack.api.simulate_get(f"/v1/accounts/{admin.id}/billing/events",
                                     headers=admin.headers).json["items"]
     assert [(event["kind"], event["quantity"]) for event in events] == [("seats_unused", 3)]
+
+
+def test_unused_seats_are_noticed_once_a_period_while_the_admin_can_still_lower_them(
+        stack: Stack):
+    """``seats_unused`` comes in the last days before a renewal
+    (``PROVISIONING_BILLING_UNUSED_NOTICE_DAYS``), not earlier; it counts the seats the
+    coming period will bill (a lowering already asked for counts), and comes once."""
+    early, lowered, soon = (stack.create_account(plan="base", seats=4) for _ in range(3))
+    with session_scope() as session:
+        renews_soon(session, early.id, days=20)
+        for account, pending in ((lowered, 1), (soon, 2)):  # each admin uses one seat
+            renews_soon(session, account.id)
+            session.execute(update(Subscription).where(Subscription.account_id == account.id)
+                            .values(pending_seats=pending))
+    changes.recalculate_billing()
+    changes.recalculate_billing()
+    accounts = [early.id, lowered.id, soon.id]
+    assert recorded(accounts) == Counter({(soon.id, "seats_unused"): 1})
+    with session_scope() as session:
+        event = session.scalars(select(BillingEvent).where(
+            BillingEvent.account_id == soon.id)).one()
+        assert (event.quantity, event.details) == (1, {"unused": 1, "seats": 2, "used": 1})
+        snapshot = session.get(SeatSnapshot, (utcnow().date(), early.id))
+        assert snapshot is not None and (snapshot.purchased, snapshot.used, snapshot.unused) == (
+            4, 1, 3)
 
 
 def test_a_path_outside_the_seat_statements_marks_its_account_due(stack: Stack):

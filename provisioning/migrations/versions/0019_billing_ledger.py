@@ -14,6 +14,7 @@ instead of a surrogate key and a unique one, in which a day's rows are one range
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -29,7 +30,7 @@ COUNTS = ('purchased', 'used', 'seasonal_used', 'free_members', 'unused')
 
 
 def _snapshots(name: str, *, keyed_by_day: bool) -> sa.Table:
-    key: list[sa.SchemaItem] = (
+    key: list[Any] = (
         [sa.PrimaryKeyConstraint('taken_on', 'account_id', name='pk_seat_snapshots')]
         if keyed_by_day else
         [sa.PrimaryKeyConstraint('id'),
