@@ -31,14 +31,19 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    literal_column,
+    or_,
     select,
     table,
     text,
+    true,
+    union_all,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ClauseElement, Executable, SelectBase
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from provisioning.billing.models import BillingEvent, SeatSnapshot, Subscription
 from provisioning.billing.plans import TRIAL, next_period_end, period_price_cents
@@ -79,7 +84,7 @@ def recalculate(connection: Connection, now: datetime,
                            {"key": RECALCULATION_LOCK})
     scope = _scope(account_ids)
     renewals, rolls = _renewals(connection, now, scope)
-    events = _record(connection, renewals + _trial_events(connection, now, scope), now)
+    events = _record(connection, renewals, now) + _trial_events(connection, now, scope)
     _roll(connection, rolls)
     counted, unused = _snapshot(connection, now.date(), now, scope)
     if scope:  # an account's own runs (after changes, on demand) are stamped and counted
@@ -125,18 +130,17 @@ def _renewals(connection: Connection, now: datetime, scope: list[ColumnElement[b
     price = cache(period_price_cents)  # the catalog is read once a run, not once a renewal
     events: list[dict[str, Any]] = []
     rolls: list[dict[str, Any]] = []
-    for row in ended:
-        plan, seats = row.pending_plan or row.plan, row.pending_seats or row.seats_purchased
-        start, end = row.current_period_start, row.current_period_end
+    for account_id, was_plan, period, was_seats, pending_seats, pending_plan, start, end in ended:
+        plan, seats = pending_plan or was_plan, pending_seats or was_seats
+        ended_at = end
         while end <= now:  # a period missed while nothing ran is still billed once
-            start, end = end, next_period_end(end, row.period)
-            events.append(_event(row.account_id, RENEWED, seats, start, {
+            start, end = end, next_period_end(end, period)
+            events.append(_event(account_id, RENEWED, seats, start, {
                 "period_start": start.isoformat(), "period_end": end.isoformat(),
-                "plan": plan, "seats": seats, "from_plan": row.plan,
-                "from_seats": row.seats_purchased,
-                "charge_cents": price(plan, row.period, seats)}))
-        rolls.append({"b_account": row.account_id, "b_old_end": row.current_period_end,
-                      "b_start": start, "b_end": end, "b_plan": plan, "b_seats": seats})
+                "plan": plan, "seats": seats, "from_plan": was_plan, "from_seats": was_seats,
+                "charge_cents": price(plan, period, seats)}))
+        rolls.append({"b_account": account_id, "b_old_end": ended_at, "b_start": start,
+                      "b_end": end, "b_plan": plan, "b_seats": seats})
     return events, rolls
 
 
@@ -178,28 +182,22 @@ def _event(account_id: int, kind: str, quantity: int, period_start: datetime,
 
 
 def _trial_events(connection: Connection, now: datetime, scope: list[ColumnElement[bool]]
-                  ) -> list[dict[str, Any]]:
+                  ) -> int:
     """``trial_ending`` once a trial has ``billing_trial_ending_days`` left, ``trial_expired``
-    once it is over: one of each per account and trial."""
+    once it is over (with a ``trial_ending`` of its own when no run saw it ending): one of
+    each per account and trial, in one ``INSERT … SELECT``."""
     soon = now + timedelta(days=settings().billing_trial_ending_days)
-    trials = connection.execute(
-        select(Subscription.account_id, Subscription.current_period_start,
-               Subscription.trial_ends_at)
-        .where(Subscription.plan == TRIAL, Subscription.trial_ends_at <= soon, *scope)
-    ).all()
-    events = []
-    for account_id, trial_start, ends_at in trials:
-        if ends_at is None:
-            continue
-        details = {"trial_ends_at": ends_at.isoformat()}
-        events.append(_event(account_id, TRIAL_ENDING if ends_at > now else TRIAL_EXPIRED, 0,
-                             trial_start, details))
-    if any(event["kind"] == TRIAL_EXPIRED for event in events):
-        # A trial that ended before any run saw it ending still says so once.
-        events += [_event(event["account_id"], TRIAL_ENDING, 0, event["period_start"],
-                          event["details"])
-                   for event in events if event["kind"] == TRIAL_EXPIRED]
-    return events
+    moment = literal(now, UTCDateTime())
+    kinds = union_all(select(literal(TRIAL_ENDING).label("kind")),
+                      select(literal(TRIAL_EXPIRED))).subquery("kinds")
+    ends_at = Subscription.trial_ends_at
+    return _insert_events(connection, select(
+        Subscription.account_id, kinds.c.kind, literal(0),
+        _json_object(connection, "trial_ends_at", _iso(connection, ends_at)), moment,
+        Subscription.current_period_start,
+    ).select_from(Subscription).join(kinds, true()).where(
+        Subscription.plan == TRIAL, ends_at <= literal(soon, UTCDateTime()),
+        or_(kinds.c.kind == TRIAL_ENDING, ends_at <= moment), *scope))
 
 
 def _snapshot(connection: Connection, today: date, now: datetime,
@@ -257,9 +255,7 @@ def _snapshot(connection: Connection, today: date, now: datetime,
                   literal(now, UTCDateTime()), COUNTS.c.current_period_start).where(
         COUNTS.c.plan != TRIAL, COUNTS.c.renewing > COUNTS.c.used,
         COUNTS.c.current_period_end <= literal(notice, UTCDateTime()))
-    recorded = _rows(connection, _insert(connection, BillingEvent).from_select(
-        ["account_id", "kind", "quantity", "details", "created_at", "period_start"], rows)
-        .on_conflict_do_nothing(index_elements=["account_id", "kind", "period_start"]))
+    recorded = _insert_events(connection, rows)
     connection.execute(text(f"DROP TABLE {COUNTS.name}"))  # a second run in this transaction
     return snapshots, recorded
 
@@ -274,7 +270,9 @@ class CreateTemporaryTableAs(Executable, ClauseElement):
     PostgreSQL. There ``CREATE TABLE AS`` may count in parallel, which ``INSERT … SELECT``
     may not."""
 
-    inherit_cache = False
+    inherit_cache = True  # cached like the query it wraps: compiled once, not once a run
+    _traverse_internals = [("name", InternalTraversal.dp_string),
+                           ("query", InternalTraversal.dp_clauseelement)]
 
     def __init__(self, name: str, query: SelectBase) -> None:
         self.name, self.query = name, query
@@ -298,9 +296,21 @@ def _json_object(connection: Connection, *pairs: Any) -> ColumnElement[Any]:
     return func.json(func.json_object(*pairs))
 
 
-def _insert(connection: Connection, model: type[Base]) -> Any:
-    return (postgresql.insert if connection.dialect.name == "postgresql"
-            else sqlite.insert)(model)
+def _iso(connection: Connection, moment: Any) -> ColumnElement[str]:
+    """A UTC moment as ISO 8601 text, as ``datetime.isoformat`` writes it."""
+    if connection.dialect.name == "postgresql":
+        return func.to_char(func.timezone("UTC", moment),
+                            literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'"))
+    return func.replace(moment, " ", "T").concat("+00:00")  # stored as naive UTC text
+
+
+def _insert_events(connection: Connection, rows: SelectBase) -> int:
+    """Events from ``rows`` (account, kind, quantity, details, created_at, period_start);
+    one already recorded for its account, kind and period is skipped."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return _rows(connection, dialect.insert(BillingEvent).from_select(
+        ["account_id", "kind", "quantity", "details", "created_at", "period_start"], rows)
+        .on_conflict_do_nothing(index_elements=["account_id", "kind", "period_start"]))
 
 
 def write_rows(connection: Connection, model: type[Base], rows: list[dict[str, Any]], *,

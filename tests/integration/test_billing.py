@@ -7,7 +7,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +342,16 @@ def renews_soon(session: Session, account_id: int, days: int = 5) -> None:
         current_period_start=now + timedelta(days=days - 30)))
 
 
+def trial_end_as_recorded(account_id: int) -> None:
+    """The ``trial_ending`` event names the trial's end, to the microsecond, in ISO 8601."""
+    with session_scope() as session:
+        details = session.scalar(select(BillingEvent.details).where(
+            BillingEvent.account_id == account_id, BillingEvent.kind == "trial_ending"))
+        ends_at = session.scalar(select(Subscription.trial_ends_at)
+                                 .where(Subscription.account_id == account_id))
+    assert details is not None and datetime.fromisoformat(details["trial_ends_at"]) == ends_at
+
+
 def recorded(account_ids: list[int]) -> Counter[tuple[int, str]]:
     with session_scope() as session:
         return Counter(session.execute(select(BillingEvent.account_id, BillingEvent.kind).where(
@@ -359,6 +369,7 @@ def test_the_recalculation_run_twice_or_by_two_workers_at_once_records_each_even
     assert recorded(once) == expected
     changes.recalculate_billing()
     assert recorded(once) == expected
+    trial_end_as_recorded(ending)
 
     at_once = scenario(stack)
     barrier = threading.Barrier(2)
@@ -398,6 +409,7 @@ def test_on_sqlite_the_recalculation_records_the_same_events_and_snapshots(
         for _ in range(2):
             assert changes.recalculate_billing()["accounts"] == len(accounts)
             assert recorded(accounts) == expected
+        trial_end_as_recorded(ending)
         with session_scope() as session:
             snapshots = session.execute(select(
                 SeatSnapshot.account_id, SeatSnapshot.purchased, SeatSnapshot.used,
