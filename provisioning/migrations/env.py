@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from alembic import context
+from sqlalchemy import Connection
 
 from provisioning.core.config import settings
 from provisioning.core.db import Base, make_engine
@@ -36,15 +37,32 @@ def run_migrations_online() -> None:
     engine.dispose()
 
 
-def _run(connection: object) -> None:
+def _run(connection: Connection) -> None:
     context.configure(
-        connection=connection,  # type: ignore[arg-type]
+        connection=connection,
         target_metadata=target_metadata,
         render_as_batch=True,  # SQLite alters tables by copying them
         compare_type=True,
     )
-    with context.begin_transaction():
-        context.run_migrations()
+    if connection.dialect.name != "sqlite":
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    # SQLite alters a table by copying it and dropping the old one; with foreign keys on,
+    # the drop first deletes its rows, cascading to the tables that reference it. So, as
+    # SQLite's own procedure for altering tables says: keys off (outside the transaction),
+    # migrate, check every key still holds before committing, keys on again.
+    driver = connection.connection.driver_connection
+    assert driver is not None
+    driver.execute("PRAGMA foreign_keys=OFF")
+    try:
+        with context.begin_transaction():
+            context.run_migrations()
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"the migration broke foreign keys: {broken[:5]}")
+    finally:
+        driver.execute("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():
