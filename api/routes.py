@@ -83,8 +83,8 @@ def record_routes(account: str) -> list[Route]:
         record = f"{account}/{plural}/{{record_id:int}}/participants"
         table += [
             route(record, crm.Participants(plural),
-                  get=Operation(f"The free users taking part in a {noun}",
-                                {200: json_body("ParticipantPage")}),
+                  get=Operation(f"The free users taking part in a {noun}, first added first",
+                                {200: json_body("ParticipantPage")}, query=PAGE),
                   post=Operation(f"Add a free user to a {noun} (they are told)",
                                  {201: json_body("Participant")},
                                  request=json_body("NewParticipant"))),

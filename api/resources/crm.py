@@ -80,9 +80,10 @@ class Participants:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                record_id: int) -> None:
-        resp.media = {"items": participants.list_participants(
-            req.context.session, req.context.actor, account_id, self.kind, record_id),
-            "next_cursor": None}
+        items, next_cursor = participants.list_participants(
+            req.context.session, req.context.actor, account_id, self.kind, record_id,
+            req.get_param("cursor"), int_param(req, "limit"))
+        resp.media = {"items": items, "next_cursor": next_cursor}
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                 record_id: int) -> None:

@@ -18,6 +18,7 @@ from provisioning.access.auth import Actor
 from provisioning.core import audit
 from provisioning.core.errors import Conflict, FieldError, InvalidInput, NotFound
 from provisioning.core.models import utcnow
+from provisioning.core.pages import decode_cursor, encode_cursor, page_size
 from provisioning.core.validation import Form
 from provisioning.crm.records import KINDS, Caller, Kind, acting_member
 from provisioning.members.models import Identity, Membership, MemberStatus, UserType
@@ -135,14 +136,23 @@ def remove_participant(session: Session, actor: Actor, account_id: int, kind_nam
 
 
 def list_participants(session: Session, actor: Actor, account_id: int, kind_name: str,
-                      record_id: int) -> list[dict[str, Any]]:
-    """``GET …/{kind}/{id}/participants``: the free users taking part, first added first."""
+                      record_id: int, cursor: str | None, limit: int | None
+                      ) -> tuple[list[dict[str, Any]], str | None]:
+    """``GET …/{kind}/{id}/participants``: the free users taking part, first added first, a
+    page at a time (keyset on the participation's row)."""
     kind = _kind(kind_name)
     caller = acting_member(session, actor, account_id, kind.view, participant_may=False)
+    size = page_size(limit)
     _record_name(session, caller, kind, record_id)
     table: Any = kind.participants
-    rows = session.execute(select(*_columns(kind))
-                           .join(Membership, Membership.id == table.member_id)
-                           .join(Identity, Identity.id == Membership.identity_id)
-                           .where(table.record_id == record_id).order_by(table.id)).all()
-    return [_shaped(row) for row in rows]
+    query = (select(table.id, *_columns(kind))
+             .join(Membership, Membership.id == table.member_id)
+             .join(Identity, Identity.id == Membership.identity_id)
+             .where(table.record_id == record_id))
+    after = decode_cursor(cursor)
+    if after is not None:
+        query = query.where(table.id > after)
+    rows = session.execute(query.order_by(table.id).limit(size + 1)).all()
+    page = rows[:size]
+    items = [_shaped(row[1:]) for row in page]
+    return items, (encode_cursor(page[-1][0]) if len(rows) > size else None)

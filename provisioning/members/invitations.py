@@ -224,6 +224,10 @@ def resend_invitation(session: Session, actor: Actor, account_id: int, member_id
     """A new token and a new email; the old link dies at once."""
     require(session, actor, account_id, Permission.USERS_MANAGE)
     invitation = _open_invitation(session, account_id, member_id)
+    membership = session.get_one(Membership, member_id)
+    # Resending an admin's invitation acts on an admin-to-be: only an admin does that (before
+    # the rate limit counts the send).
+    refuse_changing_admin(standing_of(session, actor, account_id), membership.role.permissions)
     now = utcnow()
     if invitation.accepted_at is not None:
         raise InvalidInput([FieldError("member", "This member already accepted.",
@@ -231,7 +235,7 @@ def resend_invitation(session: Session, actor: Actor, account_id: int, member_id
     if invitation.revoked_at is not None:
         raise InvalidInput([FieldError("member", "This invitation was revoked.", "revoked")])
     _check_resend_allowed(invitation, now)
-    membership = _resend(session, invitation, actor.name or actor.email)
+    _resend(session, invitation, actor.name or actor.email)
     audit.record(session, account_id=account_id, actor_id=actor.identity_id,
                  actor_label=actor.label, action="member.invitation_resend",
                  target_type="member", target_id=member_id)

@@ -179,6 +179,47 @@ def test_notes_and_messages_keep_their_author_whoever_the_lead_moves_to(stack: S
             assert left == 0
 
 
+@pytest.mark.parametrize("kind", ["leads", "customers"])
+def test_participants_are_listed_first_added_first_a_page_at_a_time(stack: Stack, kind: str):
+    admin = stack.create_account(seats=5)
+    record = create(stack, admin.headers, admin.id, kind, name="Crowded").json
+    participants = f"/v1/accounts/{admin.id}/{kind}/{record['id']}/participants"
+    free = [stack.invite(admin, email=fresh_email("free"), user_type="free").json["id"]
+            for _ in range(5)]
+    added = list(reversed(free))  # the order they are added in, not their member ids'
+    for member_id in added:
+        answer = stack.api.simulate_post(participants, headers=admin.headers,
+                                         json={"user_id": member_id})
+        assert answer.status_code == 201, answer.text
+
+    whole = stack.api.simulate_get(participants, headers=admin.headers)
+    assert whole.status_code == 200, whole.text
+    assert whole.json["next_cursor"] is None
+    assert [item["user_id"] for item in whole.json["items"]] == added
+    assert all(set(item) == {"user_id", "email", "name", "added_at"}
+               for item in whole.json["items"])
+    pages = every_page(stack, admin.headers, participants, limit=2)
+    assert [[item["user_id"] for item in page] for page in pages] == [
+        added[:2], added[2:4], added[4:]]
+    assert [item for page in pages for item in page] == whole.json["items"]
+    exact = stack.api.simulate_get(participants, headers=admin.headers, params={"limit": 5})
+    assert exact.json["items"] == whole.json["items"] and exact.json["next_cursor"] is None
+
+    # A participant taken off between two pages moves nothing: the next page starts after
+    # the last one seen.
+    first = stack.api.simulate_get(participants, headers=admin.headers, params={"limit": 2})
+    assert stack.api.simulate_delete(f"{participants}/{added[0]}",
+                                     headers=admin.headers).status_code == 204
+    rest = stack.api.simulate_get(participants, headers=admin.headers, params={
+        "limit": 10, "cursor": first.json["next_cursor"]})
+    assert [item["user_id"] for item in rest.json["items"]] == added[2:]
+
+    for params, field in (({"limit": "0"}, "limit"), ({"limit": "1001"}, "limit"),
+                          ({"limit": "two"}, "limit"), ({"cursor": "bogus!"}, "cursor")):
+        refused(stack.api.simulate_get(participants, headers=admin.headers, params=params),
+                422, field)
+
+
 def test_each_call_needs_its_permission_and_another_account_s_records_are_not_found(
         stack: Stack):
     admin, other = stack.create_account(seats=10), stack.create_account(seats=10)

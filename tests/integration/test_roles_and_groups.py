@@ -9,11 +9,12 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import func, select, text, update
 
 from provisioning.access.policy import MEMBER_PERMISSIONS
 from provisioning.core.db import session_scope
-from provisioning.members.models import MemberStatus
+from provisioning.mail.models import OutboxEmail
+from provisioning.members.models import Invitation, MemberStatus
 from tests.conftest import AdminAccount, Stack
 from tests.support.members import active_member, fresh_email, set_status
 from tests.support.processes import wait_until
@@ -158,6 +159,53 @@ def test_a_users_manage_role_neither_makes_nor_changes_admins_nor_widens_a_role(
     # The admin does all of it.
     assert stack.api.simulate_patch(f"{users}/{second_admin}", headers=admin.headers,
                                     json={"role": "member"}).status_code == 200
+
+
+def _invitation_and_emails(member_id: int, email: str) -> tuple[tuple[Any, ...], int]:
+    """The member's invitation as a resend would change it, and the emails queued to them."""
+    with session_scope() as session:
+        invitation = session.scalars(select(Invitation).where(
+            Invitation.membership_id == member_id)).one()
+        emails = session.scalar(select(func.count()).select_from(OutboxEmail)
+                                .where(OutboxEmail.recipient == email))
+        return ((invitation.token_hash, invitation.sends, invitation.last_sent_at,
+                 invitation.resends_in_window), emails or 0)
+
+
+def _resend_allowed_now(member_id: int) -> None:
+    """As if the least interval between two sends had passed."""
+    with session_scope() as session:
+        session.execute(update(Invitation).where(Invitation.membership_id == member_id)
+                        .values(last_sent_at=None))
+
+
+def test_a_users_manage_role_resends_no_admin_s_invitation(stack: Stack):
+    admin = stack.create_account(seats=20)
+    stack.api.simulate_post(f"/v1/accounts/{admin.id}/roles", headers=admin.headers, json={
+        "name": "Resenders", "permissions": ["users.manage", *MEMBER_PERMISSIONS]})
+    _, _, as_ops = active_member(stack, admin, role="Resenders")
+    users = f"/v1/accounts/{admin.id}/users"
+    admin_email, member_email = fresh_email("admin"), fresh_email()
+    pending_admin = stack.invite(admin, email=admin_email, role="admin").json["id"]
+    pending_member = stack.invite(admin, email=member_email).json["id"]
+    for member_id in (pending_admin, pending_member):
+        _resend_allowed_now(member_id)
+    before = _invitation_and_emails(pending_admin, admin_email)
+
+    refused = problem(stack.api.simulate_post(f"{users}/{pending_admin}/invitation/resend",
+                                              headers=as_ops), 403, "cannot_change_admin")
+    assert "administrator" in refused["detail"]
+    # Nothing changed: the same link, no send counted, no email queued, no audit entry.
+    assert _invitation_and_emails(pending_admin, admin_email) == before
+    assert "member.invitation_resend" not in audit_actions(stack, admin, "member")
+    # A plain member's invitation it resends; an admin resends an admin's.
+    assert stack.api.simulate_post(f"{users}/{pending_member}/invitation/resend",
+                                   headers=as_ops).status_code == 200
+    resent = stack.api.simulate_post(f"{users}/{pending_admin}/invitation/resend",
+                                     headers=admin.headers)
+    assert resent.status_code == 200, resent.text
+    (token_hash, sends, _, _), emails = _invitation_and_emails(pending_admin, admin_email)
+    assert token_hash != before[0][0] and sends == before[0][1] + 1 and emails == before[1] + 1
 
 
 def test_groups_are_created_renamed_and_deleted_moving_their_members(stack: Stack):

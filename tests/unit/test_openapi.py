@@ -209,3 +209,13 @@ def test_lists_are_pages_of_items_and_a_next_cursor(served_document: dict[str, A
     assert {"id", "kind", "status", "total", "done", "summary", "errors_url", "error"} <= set(
         schemas["Job"]["required"])
     assert set(schemas["Problem"]["required"]) >= {"type", "title", "status", "detail", "errors"}
+
+
+def test_the_participants_of_a_record_are_paged_like_every_other_list(
+        served_document: dict[str, Any]) -> None:
+    for kind in ("leads", "customers"):
+        listed = served_document["paths"][
+            f"/v1/accounts/{{account_id}}/{kind}/{{record_id}}/participants"]["get"]
+        assert {parameter["name"] for parameter in listed["parameters"]} == {"cursor", "limit"}
+        assert listed["responses"]["200"]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ParticipantPage"}
