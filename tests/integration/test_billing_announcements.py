@@ -91,7 +91,7 @@ def test_an_invite_past_the_seats_tells_each_admin_once_in_their_language(
     with session_scope() as session:
         event = session.scalars(select(BillingEvent).where(
             BillingEvent.account_id == admin.id, BillingEvent.kind == "seats_added")).one()
-        context = event_context(event.kind, event.quantity, event.details)
+        context = event_context(event.kind, event.quantity, event.details, now=utcnow())
     assert (context["seats_added"], context["seats_total"]) == (1, 5)
 
     def told(address: str, language: str) -> list[dict[str, Any]]:
