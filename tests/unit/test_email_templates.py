@@ -446,3 +446,7 @@ def test_trial_ending_says_the_day_the_trial_ends_or_ended_and_no_count_of_days(
     for email in (ending, ended):
         assert not re.search(r"\b3\b", email.subject + email.text + email.html)
     assert "https://app.example.test/settings/billing" in ended.text
+    # an email queued before its context said whether the trial had ended
+    queued_before = {name: value for name, value in SAMPLE_CONTEXTS["trial_ending"].items()
+                     if name != "trial_ended"}
+    assert render_email("trial_ending", language, queued_before) == ending
