@@ -106,7 +106,7 @@ def announce(session: Session, *, limit: int = 1_000) -> Announced:
         select(EVENTS.c.id, EVENTS.c.account_id, EVENTS.c.kind, EVENTS.c.quantity,
                EVENTS.c.details, EVENTS.c.created_at)
         .where(EVENTS.c.id.in_(claimed)).order_by(EVENTS.c.id)).all()
-    emails = _emails(connection, [row for row in events if row.kind in EMAILS], config)
+    emails = _emails(connection, [row for row in events if row.kind in EMAILS], config, now)
     if emails:
         queue_emails(session, emails)
     webhooks = 0
@@ -158,7 +158,7 @@ def admins_of(connection: Connection, account_ids: Sequence[int], config: Settin
     return admins
 
 
-def _emails(connection: Connection, events: Sequence[Any], config: Settings
+def _emails(connection: Connection, events: Sequence[Any], config: Settings, now: datetime
             ) -> list[Email]:
     if not events:
         return []
@@ -167,7 +167,7 @@ def _emails(connection: Connection, events: Sequence[Any], config: Settings
     names = {account_id: name for account_id, name in connection.execute(
         select(Account.id, Account.name).where(Account.id.in_(account_ids)))}
     emails: list[Email] = []
-    for row, said in _contexts(events):
+    for row, said in _contexts(events, now):
         context = {"account_name": names.get(row.account_id, ""),
                    "product_name": config.product_name,
                    "billing_url": config.public_url + BILLING_PATH, **said}
@@ -179,13 +179,13 @@ def _emails(connection: Connection, events: Sequence[Any], config: Settings
     return emails
 
 
-def _contexts(events: Sequence[Any]) -> list[tuple[Any, dict[str, Any]]]:
+def _contexts(events: Sequence[Any], now: datetime) -> list[tuple[Any, dict[str, Any]]]:
     """What each event's email says; an account's seat purchases of this run are told once,
     the seats added and the charges summed, the total the last one reached."""
     told: list[tuple[Any, dict[str, Any]]] = []
     purchases: dict[int, dict[str, Any]] = {}  # an account's seat purchase already told
     for row in events:  # in the order written
-        said = event_context(row.kind, row.quantity, row.details or {})
+        said = event_context(row.kind, row.quantity, row.details or {}, now=now)
         if said is None:
             # One malformed event must not hold back the others: it goes to the webhook only.
             log.warning("billing event %s (%s) lacks what its email needs; no email sent",
@@ -203,9 +203,11 @@ def _contexts(events: Sequence[Any]) -> list[tuple[Any, dict[str, Any]]]:
     return told
 
 
-def event_context(kind: str, quantity: int, details: dict[str, Any]) -> dict[str, Any] | None:
-    """What an event's email says, from the event's details (money stays in cents: the
-    template formats it in the reader's language); None if the details cannot say it."""
+def event_context(kind: str, quantity: int, details: dict[str, Any], *, now: datetime
+                  ) -> dict[str, Any] | None:
+    """What an event's email says, from the event's details, as of ``now`` (money stays in
+    cents: the template formats it in the reader's language); None if the details cannot
+    say it."""
     try:
         if kind == "seats_added":
             total = int(details["to"])
@@ -215,7 +217,8 @@ def event_context(kind: str, quantity: int, details: dict[str, Any]) -> dict[str
                     "currency": str(details.get("currency") or DEFAULT_CURRENCY)}
         if kind == "trial_ending":
             ends_at = datetime.fromisoformat(str(details["trial_ends_at"]))
-            return {"trial_ends_at": ends_at.isoformat()}
+            # A recalculation that never saw the trial ending records the event once it ended.
+            return {"trial_ends_at": ends_at.isoformat(), "trial_ended": ends_at <= now}
     except (KeyError, TypeError, ValueError):
         return None
     return {}

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 from babel.dates import format_date
 from babel.numbers import format_currency
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from provisioning.accounts.models import Account
+from provisioning.billing import changes
 from provisioning.billing.announcements import announce_billing_events, event_context
-from provisioning.billing.models import BillingEvent, WebhookStatus
+from provisioning.billing.models import BillingEvent, Subscription, WebhookStatus
 from provisioning.billing.webhooks import verify_signature
 from provisioning.core.db import session_scope
 from provisioning.core.models import utcnow
@@ -39,6 +40,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 QUIET = 2  # seconds an account buys no seat before its purchases are told
+ENDING_DAYS = 5  # a trial's end is told this many days ahead (the default is 3)
 
 
 @pytest.fixture(scope="module")
@@ -48,6 +50,7 @@ def stack(make_stack: Any, receiver: Receiver) -> Stack:
                       billing_webhook_retry_max_seconds="1", billing_webhook_sweep_seconds="1",
                       billing_announce_seconds="1", billing_webhook_lease_seconds=str(LEASE),
                       billing_seats_quiet_seconds=str(QUIET),
+                      billing_trial_ending_days=str(ENDING_DAYS),
                       billing_webhook_timeout_seconds="4")
 
 
@@ -88,7 +91,7 @@ def test_an_invite_past_the_seats_tells_each_admin_once_in_their_language(
     with session_scope() as session:
         event = session.scalars(select(BillingEvent).where(
             BillingEvent.account_id == admin.id, BillingEvent.kind == "seats_added")).one()
-        context = event_context(event.kind, event.quantity, event.details)
+        context = event_context(event.kind, event.quantity, event.details, now=utcnow())
     assert (context["seats_added"], context["seats_total"]) == (1, 5)
 
     def told(address: str, language: str) -> list[dict[str, Any]]:
@@ -151,6 +154,32 @@ def test_a_trial_ending_event_tells_each_admin_once_even_when_announced_at_once(
     for address, language in admins.items():
         assert len(told(address, language)) == 1, (address, language)
     assert webhook_row(event_id) is not None
+
+
+def test_a_trial_is_told_the_day_it_ends_whatever_the_notice_or_the_day_it_ended(
+        stack: Stack) -> None:
+    now = utcnow()
+    ends_at = {"ending": now + timedelta(days=ENDING_DAYS, hours=-1),
+               "ended": now - timedelta(days=1)}  # no recalculation saw it ending
+    admins: dict[str, AdminAccount] = {}
+    for trial, end in ends_at.items():
+        admin = stack.create_account(plan="trial")
+        with session_scope() as session:
+            session.execute(update(Subscription).where(Subscription.account_id == admin.id)
+                            .values(trial_ends_at=end, current_period_end=end))
+        changes.recalculate_billing(admin.id)
+        admins[trial] = admin
+
+    wait_until(lambda: all(subjects_to(stack, admin.email) for admin in admins.values()),
+               timeout=60, message="each admin's trial email")
+    told = {"ending": "ends", "ended": "ended"}
+    for trial, admin in admins.items():
+        [message] = stack.sink.messages(to=admin.email)
+        on_day = f"{told[trial]} on {format_date(ends_at[trial].date(), 'long', locale='en')}"
+        assert message["subject"] == f"The trial of {workspace_name(admin)} {on_day}"
+        for part in (message["text"], message["html"]):
+            assert f"Provisioner trial of {workspace_name(admin)} {on_day}." in part
+            assert "3 days" not in part
 
 
 def test_the_webhook_gets_an_event_again_after_two_500s_and_never_after_its_200(

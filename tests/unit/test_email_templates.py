@@ -343,7 +343,7 @@ SAMPLE_CONTEXTS: dict[str, dict[str, object]] = {
     "trial_ending": {"recipient_name": "Ana Souza", "account_name": "Acme Logistics",
                      "product_name": "Provisioner", "billing_url":
                      "https://app.example.test/settings/billing",
-                     "trial_ends_at": "2027-01-07T12:00:00+00:00"},
+                     "trial_ends_at": "2027-01-07T12:00:00+00:00", "trial_ended": False},
     "digest": {"recipient_name": "Ana Souza", "count": 2, "day": "7 January 2027",
                "digest_time": "09:00", "time_zone": "Asia/Jakarta", "product_name": "Provisioner",
                "entries": [{"time": "08:10", "text": "Bruno Lima accepted your invitation"},
@@ -401,3 +401,52 @@ def test_trial_ending_gives_the_day_and_asks_for_a_plan(language: str) -> None:
     for part in (email.text, email.html):
         assert LONG_DATE[language] in part
         assert "https://app.example.test/settings/billing" in part
+
+
+# The trial's end as each language says it, to come and past: the email is sent whenever a
+# recalculation sees the end near (the days before it are a setting) or already past.
+TRIAL_ENDS = {
+    "en": "The Provisioner trial of Acme Logistics ends on January 7, 2027.",
+    "es": "La prueba de Provisioner de Acme Logistics termina el 7 de enero de 2027.",
+    "pt-BR": "O período de teste do Provisioner para Acme Logistics termina em 7 de janeiro de "
+             "2027.",
+    "id": "Masa uji coba Provisioner untuk Acme Logistics berakhir pada 7 Januari 2027.",
+    "tr": "Acme Logistics için Provisioner deneme süresi 7 Ocak 2027 tarihinde bitiyor.",
+    "ru": "7 января 2027 г. закончится пробный период Provisioner для Acme Logistics.",
+}
+TRIAL_ENDED = {
+    "en": ("The trial of Acme Logistics ended on January 7, 2027",
+           "The Provisioner trial of Acme Logistics ended on January 7, 2027."),
+    "es": ("La prueba de Acme Logistics terminó el 7 de enero de 2027",
+           "La prueba de Provisioner de Acme Logistics terminó el 7 de enero de 2027."),
+    "pt-BR": ("O período de teste de Acme Logistics terminou em 7 de janeiro de 2027",
+              "O período de teste do Provisioner para Acme Logistics terminou em 7 de janeiro "
+              "de 2027."),
+    "id": ("Masa uji coba Acme Logistics telah berakhir pada 7 Januari 2027",
+           "Masa uji coba Provisioner untuk Acme Logistics telah berakhir pada 7 Januari 2027."),
+    "tr": ("Acme Logistics deneme süresi 7 Ocak 2027 tarihinde bitti",
+           "Acme Logistics için Provisioner deneme süresi 7 Ocak 2027 tarihinde bitti."),
+    "ru": ("Пробный период Acme Logistics закончился 7 января 2027 г.",
+           "7 января 2027 г. закончился пробный период Provisioner для Acme Logistics."),
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_trial_ending_says_the_day_the_trial_ends_or_ended_and_no_count_of_days(
+        language: str) -> None:
+    ending = render_email("trial_ending", language, SAMPLE_CONTEXTS["trial_ending"])
+    ended = render_email("trial_ending", language,
+                         {**SAMPLE_CONTEXTS["trial_ending"], "trial_ended": True})
+    subject, sentence = TRIAL_ENDED[language]
+
+    assert TRIAL_ENDS[language] in " ".join(ending.text.split())  # as one line, plain spaces
+    assert TRIAL_ENDS[language] in visible_lines(ending.html)
+    assert ended.subject == subject
+    assert sentence in " ".join(ended.text.split()) and sentence in visible_lines(ended.html)
+    for email in (ending, ended):
+        assert not re.search(r"\b3\b", email.subject + email.text + email.html)
+    assert "https://app.example.test/settings/billing" in ended.text
+    # an email queued before its context said whether the trial had ended
+    queued_before = {name: value for name, value in SAMPLE_CONTEXTS["trial_ending"].items()
+                     if name != "trial_ended"}
+    assert render_email("trial_ending", language, queued_before) == ending
