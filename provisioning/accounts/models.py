@@ -19,6 +19,9 @@ from provisioning.core.models import Id, JSONType, UTCDateTime, utcnow
 
 class Account(Base):
     __tablename__ = "accounts"
+    # The billing ledger outlives its account: on SQLite a new account must not reuse the
+    # id of a deleted one (PostgreSQL's sequences never do).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))

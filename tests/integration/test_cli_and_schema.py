@@ -10,9 +10,11 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import pytest
 from alembic import command
 from sqlalchemy import Engine, create_engine, text
 
+from provisioning.core.db import make_engine
 from provisioning.core.migrate import alembic_config, upgrade
 from tests.support.processes import VENV_BIN
 from tests.support.servers import PostgresServer
@@ -34,13 +36,15 @@ def test_migrations_match_the_models_on_postgresql_and_sqlite(postgres: Postgres
 
 def test_the_billing_ledger_outlives_its_account_and_survives_the_migration_both_ways(
         postgres: PostgresServer, tmp_path: Path):
-    """0019 keys seat snapshots by day and drops the ledger's key to accounts: a snapshot and
-    an event written before it are still there after it, after going back, and after an
-    account is deleted (the record of what was charged is kept, as invoices are)."""
+    """0019 keys seat snapshots by day and drops the ledger's key to accounts: a snapshot, an
+    event and its announcement written before it are still there after it, after going
+    back, and after the account is deleted (the record of what was charged is kept, as
+    invoices are). Going back again removes what the deleted account left, announcement
+    included, and every key holds. The engine is the product's (SQLite's keys on)."""
     for url in (postgres.create_database(f"ledger_{uuid.uuid4().hex[:6]}"),
                 f"sqlite:///{tmp_path / 'ledger.sqlite3'}"):
         upgrade(url, "0018")
-        engine = create_engine(url)
+        engine = make_engine(url)
         with engine.begin() as connection:
             connection.execute(text(
                 "INSERT INTO accounts (id, name, default_language, seasonal_seats, created_at) "
@@ -50,10 +54,13 @@ def test_the_billing_ledger_outlives_its_account_and_survives_the_migration_both
                 "seasonal_used, free_members, unused, taken_at) "
                 "VALUES (7, '2026-12-01', 5, 3, 0, 1, 2, CURRENT_TIMESTAMP)"))
             connection.execute(text(
-                "INSERT INTO billing_events (account_id, kind, quantity, details, created_at) "
-                "VALUES (7, 'seats_added', 2, '{}', CURRENT_TIMESTAMP)"))
+                "INSERT INTO billing_events (id, account_id, kind, quantity, details, "
+                "created_at) VALUES (70, 7, 'seats_added', 2, '{}', CURRENT_TIMESTAMP)"))
+            connection.execute(text(
+                "INSERT INTO billing_announcements (event_id, announced_at) "
+                "VALUES (70, CURRENT_TIMESTAMP)"))
 
-        kept = ([(7, date(2026, 12, 1), 3, 2)], [(7, "seats_added", 2)])
+        kept = ([(7, date(2026, 12, 1), 3, 2)], [(7, "seats_added", 2)], [70])
         upgrade(url)
         assert _ledger(engine) == kept
         command.downgrade(alembic_config(url), "0018")
@@ -62,7 +69,51 @@ def test_the_billing_ledger_outlives_its_account_and_survives_the_migration_both
         with engine.begin() as connection:
             connection.execute(text("DELETE FROM accounts WHERE id = 7"))
         assert _ledger(engine) == kept
+        command.downgrade(alembic_config(url), "0018")
+        assert _ledger(engine) == ([], [], [])
+        upgrade(url)
         engine.dispose()
+
+
+def test_on_sqlite_a_migration_that_leaves_a_broken_key_changes_nothing(tmp_path: Path):
+    """SQLite migrates with its keys off, so every key is checked before the migration
+    commits: a row pointing at nothing stops it, and the schema stays where it was."""
+    url = f"sqlite:///{tmp_path / 'broken.sqlite3'}"
+    upgrade(url, "0018")
+    engine = create_engine(url)  # keys off, as an operator's hand edit might be
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO billing_announcements (event_id, announced_at) "
+                                "VALUES (404, CURRENT_TIMESTAMP)"))
+    with pytest.raises(RuntimeError, match="broke foreign keys"):
+        upgrade(url)
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == (
+            "0018")
+        columns = [row[1] for row in connection.execute(text("PRAGMA table_info(seat_snapshots)"))]
+        assert columns[0] == "id"  # 0019 rolled back whole
+    engine.dispose()
+
+
+def test_on_sqlite_a_new_account_never_takes_a_deleted_account_s_id(tmp_path: Path):
+    """The ledger has no cascade: were the newest account deleted and its id given again,
+    the new account would read the old one's billing events."""
+    url = f"sqlite:///{tmp_path / 'ids.sqlite3'}"
+    upgrade(url)
+    engine = make_engine(url)
+    add = text("INSERT INTO accounts (name, default_language, seasonal_seats, created_at) "
+               "VALUES ('A', 'en', 0, CURRENT_TIMESTAMP) RETURNING id")
+    with engine.begin() as connection:
+        first, newest = (connection.execute(add).scalar_one() for _ in range(2))
+        connection.execute(text(
+            "INSERT INTO billing_events (account_id, kind, quantity, details, created_at) "
+            "VALUES (:account, 'seats_added', 2, '{}', CURRENT_TIMESTAMP)"), {"account": newest})
+        connection.execute(text("DELETE FROM accounts WHERE id = :id"), {"id": newest})
+    with engine.begin() as connection:
+        later = connection.execute(add).scalar_one()
+        inherited = connection.execute(text(
+            "SELECT count(*) FROM billing_events WHERE account_id = :id"), {"id": later})
+        assert (later > newest > first, inherited.scalar_one()) == (True, 0)
+    engine.dispose()
 
 
 def _ledger(engine: Engine) -> tuple[list[tuple[Any, ...]], ...]:
@@ -71,8 +122,10 @@ def _ledger(engine: Engine) -> tuple[list[tuple[Any, ...]], ...]:
             "SELECT account_id, taken_on, used, unused FROM seat_snapshots")).all()
         events = connection.execute(text(
             "SELECT account_id, kind, quantity FROM billing_events")).all()
+        announced = connection.execute(text(
+            "SELECT event_id FROM billing_announcements")).scalars().all()
     return ([(row[0], date.fromisoformat(str(row[1])), row[2], row[3]) for row in snapshots],
-            [tuple(row) for row in events])
+            [tuple(row) for row in events], list(announced))
 
 
 def test_create_account_prints_the_account_and_a_working_admin_token(postgres: PostgresServer):
@@ -129,7 +182,7 @@ def test_create_account_takes_seasonal_seats(postgres: PostgresServer):
 
 def test_the_search_keys_of_members_already_there_are_filled(tmp_path: Path):
     """0017 folds the names and emails of the members a database already holds."""
-    from sqlalchemy import create_engine, text
+    from sqlalchemy import text
 
     url = f"sqlite:///{tmp_path / 'keys.sqlite3'}"
     upgrade(url, "0013")

@@ -8,7 +8,9 @@ Billing events and seat snapshots are the record of what an account was charged 
 kept as invoices are: deleting an account no longer deletes them (no foreign key to
 ``accounts``, so no cascade, and no per-row key check when the recalculation writes ten
 thousand of them). A seat snapshot is keyed by ``(taken_on, account_id)``: one index
-instead of a surrogate key and a unique one, in which a day's rows are one range.
+instead of a surrogate key and a unique one, in which a day's rows are one range. On
+SQLite, accounts take AUTOINCREMENT ids, so a new account never reuses a deleted one's id
+(and its ledger); PostgreSQL's sequences never do.
 """
 
 from __future__ import annotations
@@ -83,13 +85,26 @@ def upgrade() -> None:
         with op.batch_alter_table('billing_events', recreate='always',
                                   copy_from=_events(account_key=False)):
             pass
+        # Without the cascade, a new account must never take a deleted one's id (SQLite
+        # gives the highest id again unless told AUTOINCREMENT), or it would read its ledger.
+        with op.batch_alter_table('accounts', recreate='always',
+                                  table_kwargs={'sqlite_autoincrement': True}):
+            pass
     _move_snapshots(keyed_by_day=True)
 
 
 def downgrade() -> None:
+    # The key comes back with its cascade: what the deleted accounts left goes, with what
+    # refers to it (SQLite migrates with its keys off, so nothing cascades by itself).
+    orphans = "SELECT id FROM billing_events WHERE account_id NOT IN (SELECT id FROM accounts)"
+    for table in ('billing_announcements', 'billing_webhooks'):
+        op.execute(f"DELETE FROM {table} WHERE event_id IN ({orphans})")  # noqa: S608
     op.execute("DELETE FROM billing_events WHERE account_id NOT IN (SELECT id FROM accounts)")
     op.execute("DELETE FROM seat_snapshots WHERE account_id NOT IN (SELECT id FROM accounts)")
     with op.batch_alter_table('billing_events', copy_from=_events(account_key=False)) as batch:
         batch.create_foreign_key('billing_events_account_id_fkey', 'accounts',
                                  ['account_id'], ['id'], ondelete='CASCADE')
     _move_snapshots(keyed_by_day=False)
+    if op.get_bind().dialect.name == 'sqlite':
+        with op.batch_alter_table('accounts', recreate='always'):
+            pass
