@@ -28,7 +28,7 @@ run: install
 ## make test: the whole suite against real Redis, PostgreSQL, Celery and the SMTP sink
 test: install lint
 	scripts/system-packages
-	$(BIN)/pytest -n auto --dist loadfile
+	$(BIN)/pytest -n auto --maxprocesses 4 --dist loadfile
 
 ## make bench [BENCH=name]: benchmarks under bench/, each ends with one JSON line
 bench: install

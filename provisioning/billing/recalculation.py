@@ -126,6 +126,9 @@ def _renewals(connection: Connection, now: datetime, scope: list[ColumnElement[b
                Subscription.pending_plan, Subscription.current_period_start,
                Subscription.current_period_end)
         .where(Subscription.current_period_end <= now, Subscription.plan != TRIAL, *scope)
+        # Locked until the roll commits: a seat purchase or a PATCH of these subscriptions
+        # waits for it, instead of being overwritten by the terms read here.
+        .with_for_update()
     ).all()
     price = cache(period_price_cents)  # the catalog is read once a run, not once a renewal
     events: list[dict[str, Any]] = []
@@ -251,7 +254,7 @@ def _snapshot(connection: Connection, today: date, now: datetime,
     notice = now + timedelta(days=settings().billing_unused_notice_days)
     rows = select(COUNTS.c.account_id, literal(SEATS_UNUSED), unused,
                   _json_object(connection, "unused", unused, "seats", COUNTS.c.renewing,
-                               "used", COUNTS.c.used),
+                               "purchased", COUNTS.c.purchased, "used", COUNTS.c.used),
                   literal(now, UTCDateTime()), COUNTS.c.current_period_start).where(
         COUNTS.c.plan != TRIAL, COUNTS.c.renewing > COUNTS.c.used,
         COUNTS.c.current_period_end <= literal(notice, UTCDateTime()))
@@ -297,7 +300,9 @@ def _json_object(connection: Connection, *pairs: Any) -> ColumnElement[Any]:
 
 
 def _iso(connection: Connection, moment: Any) -> ColumnElement[str]:
-    """A UTC moment as ISO 8601 text, as ``datetime.isoformat`` writes it."""
+    """A UTC moment as ISO 8601 text, ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00`` on both
+    databases (``datetime.fromisoformat`` reads it; unlike ``isoformat`` it always writes
+    the microseconds)."""
     if connection.dialect.name == "postgresql":
         return func.to_char(func.timezone("UTC", moment),
                             literal_column("'YYYY-MM-DD\"T\"HH24:MI:SS.US\"+00:00\"'"))

@@ -16,10 +16,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from provisioning.accounts.models import Account
-from provisioning.billing import changes, due
+from provisioning.billing import changes, due, recalculation
 from provisioning.billing.models import BillingEvent, SeatSnapshot, Subscription
 from provisioning.billing.seats import seats_in_use
-from provisioning.core.db import session_scope
+from provisioning.core.db import engine, session_scope
 from provisioning.core.migrate import upgrade
 from provisioning.core.models import utcnow
 from provisioning.members.models import Membership, MemberStatus
@@ -397,6 +397,35 @@ def test_the_recalculation_run_twice_or_by_two_workers_at_once_records_each_even
     assert timedelta(days=29) < end - utcnow() < timedelta(days=30)
 
 
+def test_a_seat_change_that_comes_during_a_renewal_waits_for_it_and_is_kept(stack: Stack):
+    """The renewal reads the subscriptions whose period ended, then rolls them. A PATCH
+    between the two must not be overwritten by the terms read before it: on PostgreSQL the
+    read locks the rows, the PATCH waits for the roll and then applies to the new period."""
+    admin = stack.create_account(plan="base", seats=5)
+    now = utcnow()
+    with session_scope() as session:
+        session.execute(update(Subscription).where(Subscription.account_id == admin.id).values(
+            current_period_end=now - timedelta(hours=1),
+            current_period_start=now - timedelta(days=30, hours=1)))
+    answers: list[Any] = []
+    raise_seats = threading.Thread(target=lambda: answers.append(patch(stack, admin, seats=8)))
+    with engine().connect() as connection, connection.begin():
+        scope = recalculation._scope([admin.id])
+        renewals, rolls = recalculation._renewals(connection, now, scope)
+        raise_seats.start()
+        raise_seats.join(timeout=2)
+        assert raise_seats.is_alive(), "the PATCH went ahead of the renewal's roll"
+        recalculation._record(connection, renewals, now)
+        recalculation._roll(connection, rolls)
+    raise_seats.join(timeout=60)
+    assert answers[0].status_code == 200, answers[0].json
+    with session_scope() as session:
+        seats, end = session.execute(select(Subscription.seats_purchased,
+                                            Subscription.current_period_end)
+                                     .where(Subscription.account_id == admin.id)).one()
+    assert seats == 8 and end > utcnow() + timedelta(days=29)
+
+
 def test_on_sqlite_the_recalculation_records_the_same_events_and_snapshots(
         stack: Stack, tmp_path: Path):
     previous = activate({"PROVISIONING_DATABASE_URL": f"sqlite:///{tmp_path / 'bill.sqlite3'}"})
@@ -454,7 +483,8 @@ def test_unused_seats_are_noticed_once_a_period_while_the_admin_can_still_lower_
     with session_scope() as session:
         event = session.scalars(select(BillingEvent).where(
             BillingEvent.account_id == soon.id)).one()
-        assert (event.quantity, event.details) == (1, {"unused": 1, "seats": 2, "used": 1})
+        assert (event.quantity, event.details) == (1, {"unused": 1, "seats": 2, "purchased": 4,
+                                                       "used": 1})
         snapshot = session.get(SeatSnapshot, (utcnow().date(), early.id))
         assert snapshot is not None and (snapshot.purchased, snapshot.used, snapshot.unused) == (
             4, 1, 3)
