@@ -44,6 +44,14 @@ def log_dir() -> Iterator[Path]:
     yield directory
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_defaults(log_dir: Path) -> None:
+    """Outside a stack, the configuration's defaults point into this run's own directory,
+    not the checkout's `var/`: a wake-up sent after its stack was torn down lands in a
+    throwaway broker, never in the one `make run` reads."""
+    activate({"PROVISIONING_VAR_DIR": str(log_dir / "var")})
+
+
 @pytest.fixture(scope="session")
 def postgres(log_dir: Path) -> Iterator[PostgresServer]:
     server = start_postgres(log_dir)
