@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
 from provisioning.accounts.models import Account
@@ -395,6 +395,21 @@ def test_the_recalculation_run_twice_or_by_two_workers_at_once_records_each_even
         end = session.scalar(select(Subscription.current_period_end)
                              .where(Subscription.account_id == at_once[2]))
     assert timedelta(days=29) < end - utcnow() < timedelta(days=30)
+
+
+def test_the_trial_end_is_recorded_in_utc_whatever_the_session_s_time_zone(stack: Stack):
+    ending = stack.create_account(plan="trial")
+    with session_scope() as session:
+        session.execute(update(Subscription).where(Subscription.account_id == ending.id)
+                        .values(trial_ends_at=utcnow() + timedelta(days=2, microseconds=7)))
+    with engine().connect() as connection, connection.begin():
+        connection.execute(text("SET LOCAL TIME ZONE 'America/Sao_Paulo'"))
+        recalculation.recalculate(connection, utcnow(), [ending.id])
+    trial_end_as_recorded(ending.id)
+    with session_scope() as session:
+        written = session.scalar(select(BillingEvent.details).where(
+            BillingEvent.account_id == ending.id))
+    assert written is not None and written["trial_ends_at"].endswith("+00:00")
 
 
 def test_a_seat_change_that_comes_during_a_renewal_waits_for_it_and_is_kept(stack: Stack):
