@@ -254,7 +254,8 @@ def _snapshot(connection: Connection, today: date, now: datetime,
     notice = now + timedelta(days=settings().billing_unused_notice_days)
     rows = select(COUNTS.c.account_id, literal(SEATS_UNUSED), unused,
                   _json_object(connection, "unused", unused, "seats", COUNTS.c.renewing,
-                               "purchased", COUNTS.c.purchased, "used", COUNTS.c.used),
+                               "purchased", COUNTS.c.purchased, "used", COUNTS.c.used,
+                               "renews_at", _iso(connection, COUNTS.c.current_period_end)),
                   literal(now, UTCDateTime()), COUNTS.c.current_period_start).where(
         COUNTS.c.plan != TRIAL, COUNTS.c.renewing > COUNTS.c.used,
         COUNTS.c.current_period_end <= literal(notice, UTCDateTime()))

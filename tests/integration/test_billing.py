@@ -455,6 +455,12 @@ def test_on_sqlite_the_recalculation_records_the_same_events_and_snapshots(
             assert recorded(accounts) == expected
         trial_end_as_recorded(ending)
         with session_scope() as session:
+            renews_at = session.scalar(select(BillingEvent.details["renews_at"].as_string())
+                                       .where(BillingEvent.account_id == renewing))
+            period_end = session.scalar(select(Subscription.current_period_end)
+                                        .where(Subscription.account_id == renewing))
+        assert renews_at is not None and datetime.fromisoformat(renews_at) == period_end
+        with session_scope() as session:
             snapshots = session.execute(select(
                 SeatSnapshot.account_id, SeatSnapshot.purchased, SeatSnapshot.used,
                 SeatSnapshot.unused).where(SeatSnapshot.taken_on == utcnow().date())).all()
@@ -498,8 +504,12 @@ def test_unused_seats_are_noticed_once_a_period_while_the_admin_can_still_lower_
     with session_scope() as session:
         event = session.scalars(select(BillingEvent).where(
             BillingEvent.account_id == soon.id)).one()
-        assert (event.quantity, event.details) == (1, {"unused": 1, "seats": 2, "purchased": 4,
-                                                       "used": 1})
+        renews_at = session.scalar(select(Subscription.current_period_end)
+                                   .where(Subscription.account_id == soon.id))
+        assert (event.quantity, event.details) == (1, {
+            "unused": 1, "seats": 2, "purchased": 4, "used": 1,
+            "renews_at": event.details["renews_at"]})
+        assert datetime.fromisoformat(event.details["renews_at"]) == renews_at
         snapshot = session.get(SeatSnapshot, (utcnow().date(), early.id))
         assert snapshot is not None and (snapshot.purchased, snapshot.used, snapshot.unused) == (
             4, 1, 3)
