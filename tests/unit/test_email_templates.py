@@ -264,10 +264,16 @@ def test_catalog_translates_every_message_with_the_same_placeholders(language: s
     messages = [message for message in catalog if message.id]
     assert {message.id for message in messages} == template_ids
     for message in messages:
-        assert message.string, f"{language}: {message.id!r} is not translated"
         assert not message.fuzzy, f"{language}: {message.id!r} is fuzzy"
-        placeholders = re.findall(r"%\(\w+\)s", str(message.id))
-        assert sorted(re.findall(r"%\(\w+\)s", str(message.string))) == sorted(placeholders)
+        # A plural message has a form for each of the language's plural forms, all translated.
+        ids = message.id if isinstance(message.id, tuple) else (message.id,)
+        forms = message.string if isinstance(message.string, tuple) else (message.string,)
+        if message.pluralizable:
+            assert len(forms) == catalog.num_plurals, f"{language}: {message.id!r}"
+        placeholders = sorted(re.findall(r"%\(\w+\)s", str(ids[-1])))
+        for form in forms:
+            assert form, f"{language}: {message.id!r} is not translated"
+            assert sorted(re.findall(r"%\(\w+\)s", str(form))) == placeholders
 
 
 def rendered_by_jinja_i18n(template: str, language: str, context: dict[str, object],
