@@ -350,6 +350,10 @@ SAMPLE_CONTEXTS: dict[str, dict[str, object]] = {
                      "product_name": "Provisioner", "billing_url":
                      "https://app.example.test/settings/billing",
                      "trial_ends_at": "2027-01-07T12:00:00+00:00", "trial_ended": False},
+    "seats_unused": {"recipient_name": "Ana Souza", "account_name": "Acme Logistics",
+                     "product_name": "Provisioner", "billing_url":
+                     "https://app.example.test/settings/billing", "unused": 3,
+                     "renews_at": "2027-01-07T00:00:00+00:00"},
     "digest": {"recipient_name": "Ana Souza", "count": 2, "day": "7 January 2027",
                "digest_time": "09:00", "time_zone": "Asia/Jakarta", "product_name": "Provisioner",
                "entries": [{"time": "08:10", "text": "Bruno Lima accepted your invitation"},
@@ -456,3 +460,79 @@ def test_trial_ending_says_the_day_the_trial_ends_or_ended_and_no_count_of_days(
     queued_before = {name: value for name, value in SAMPLE_CONTEXTS["trial_ending"].items()
                      if name != "trial_ended"}
     assert render_email("trial_ending", language, queued_before) == ending
+
+
+# Three of the seats the coming period bills are not used, the period renewing on January 7,
+# 2027, as each language says it (subject, then the body's sentence).
+SEATS_UNUSED = {
+    "en": ("Acme Logistics renews on January 7, 2027 with 3 unused seats",
+           "The Provisioner subscription of Acme Logistics renews on January 7, 2027 with 3 "
+           "seats that nobody uses."),
+    "es": ("Acme Logistics se renueva el 7 de enero de 2027 con 3 licencias sin usar",
+           "La suscripción de Provisioner de Acme Logistics se renueva el 7 de enero de 2027 "
+           "con 3 licencias que nadie usa."),
+    "pt-BR": ("A assinatura de Acme Logistics será renovada em 7 de janeiro de 2027 com 3 "
+              "licenças sem uso",
+              "A assinatura do Provisioner para Acme Logistics será renovada em 7 de janeiro de "
+              "2027 com 3 licenças que ninguém usa."),
+    "id": ("Acme Logistics diperpanjang pada 7 Januari 2027 dengan 3 lisensi yang tidak terpakai",
+           "Langganan Provisioner untuk Acme Logistics diperpanjang pada 7 Januari 2027 dengan "
+           "3 lisensi yang tidak digunakan siapa pun."),
+    "tr": ("Acme Logistics, 7 Ocak 2027 tarihinde 3 kullanılmayan lisansla yenileniyor",
+           "Acme Logistics için Provisioner aboneliği 7 Ocak 2027 tarihinde, kimsenin "
+           "kullanmadığı 3 lisansla yenileniyor."),
+    "ru": ("Acme Logistics: продление 7 января 2027 г., 3 места не используются",
+           "7 января 2027 г. будет продлена подписка Provisioner для Acme Logistics, и в ней 3 "
+           "места, которые никто не использует."),
+}
+# The advice to lower the seats before the renewal, a phrase of it in each language.
+LOWER_SEATS = {
+    "en": "If you lower the seats on the billing page before then",
+    "es": "Si reduces las licencias en la página de facturación antes de esa fecha",
+    "pt-BR": "Se você reduzir as licenças na página de cobrança antes disso",
+    "id": "Jika Anda mengurangi lisensi di halaman penagihan sebelum tanggal itu",
+    "tr": "Lisansları o tarihten önce faturalandırma sayfasından azaltırsanız",
+    "ru": "Если уменьшить число мест на странице оплаты до этой даты",
+}
+# The seat count's words for 1, 2, 5 and 21 unused seats: Russian has three plural forms.
+SEAT_FORMS = {
+    "en": ("1 unused seat", "2 unused seats", "5 unused seats", "21 unused seats"),
+    "es": ("1 licencia sin usar", "2 licencias sin usar", "5 licencias sin usar",
+           "21 licencias sin usar"),
+    "pt-BR": ("1 licença sem uso", "2 licenças sem uso", "5 licenças sem uso",
+              "21 licenças sem uso"),
+    "id": ("1 lisensi", "2 lisensi", "5 lisensi", "21 lisensi"),
+    "tr": ("1 kullanılmayan lisansla", "2 kullanılmayan lisansla", "5 kullanılmayan lisansla",
+           "21 kullanılmayan lisansla"),
+    "ru": ("1 место не используется", "2 места не используются", "5 мест не используется",
+           "21 место не используется"),
+}
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_seats_unused_says_how_many_seats_nobody_uses_the_renewal_day_and_where_to_lower_them(
+        language: str) -> None:
+    email = render_email("seats_unused", language, SAMPLE_CONTEXTS["seats_unused"])
+    subject, sentence = SEATS_UNUSED[language]
+
+    assert email.subject == subject
+    assert sentence in " ".join(email.text.split())  # as one line, plain spaces
+    assert sentence in visible_lines(email.html)
+    for part in (email.text, " ".join(visible_lines(email.html))):
+        assert LOWER_SEATS[language] in part
+    assert "https://app.example.test/settings/billing" in email.text
+    assert 'href="https://app.example.test/settings/billing"' in email.html
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_seats_unused_counts_the_seats_in_the_languages_plural_forms(language: str) -> None:
+    for unused, words in zip((1, 2, 5, 21), SEAT_FORMS[language], strict=True):
+        context = {**SAMPLE_CONTEXTS["seats_unused"], "unused": unused}
+        email = render_email("seats_unused", language, context)
+        assert words in email.subject, (unused, email.subject)
+        # the plural messages are translated at render time: as Jinja's own i18n does it
+        assert email == rendered_by_jinja_i18n("seats_unused", language, context)
+        if language != "en":
+            english = render_email("seats_unused", "en", context)
+            assert email.subject != english.subject and email.text != english.text
+            assert visible_lines(email.html) != visible_lines(english.html)
