@@ -20,7 +20,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import Connection, Table, event, exists, literal, or_, select
@@ -48,7 +48,8 @@ WEBHOOK_TASK = "provisioning.send_billing_webhooks"
 # The email each kind of event sends to the account's admins; other kinds only go to the
 # webhook.
 SEATS_ADDED = "seats_added"
-EMAILS = {SEATS_ADDED: "seats_increased", "trial_ending": "trial_ending"}
+EMAILS = {SEATS_ADDED: "seats_increased", "trial_ending": "trial_ending",
+          "seats_unused": "seats_unused"}
 # Plan prices are in US dollars (SPEC §7); an event may name another currency in its details.
 DEFAULT_CURRENCY = "USD"
 BILLING_PATH = "/settings/billing"  # the console's billing page, where a plan is chosen
@@ -188,8 +189,8 @@ def _contexts(events: Sequence[Any], now: datetime) -> list[tuple[Any, dict[str,
         said = event_context(row.kind, row.quantity, row.details or {}, now=now)
         if said is None:
             # One malformed event must not hold back the others: it goes to the webhook only.
-            log.warning("billing event %s (%s) lacks what its email needs; no email sent",
-                        row.id, row.kind)
+            log.warning("billing event %s (%s) lacks what its email needs or is past what it "
+                        "announces; no email sent", row.id, row.kind)
             continue
         earlier = purchases.get(row.account_id) if row.kind == SEATS_ADDED else None
         if earlier is not None:
@@ -207,7 +208,7 @@ def event_context(kind: str, quantity: int, details: dict[str, Any], *, now: dat
                   ) -> dict[str, Any] | None:
     """What an event's email says, from the event's details, as of ``now`` (money stays in
     cents: the template formats it in the reader's language); None if the details cannot
-    say it."""
+    say it, or if it is too late to say (unused seats announced after their renewal)."""
     try:
         if kind == "seats_added":
             total = int(details["to"])
@@ -219,6 +220,13 @@ def event_context(kind: str, quantity: int, details: dict[str, Any], *, now: dat
             ends_at = datetime.fromisoformat(str(details["trial_ends_at"]))
             # A recalculation that never saw the trial ending records the event once it ended.
             return {"trial_ends_at": ends_at.isoformat(), "trial_ended": ends_at <= now}
+        if kind == "seats_unused":
+            unused = int(details["unused"])
+            renews_at = datetime.fromisoformat(str(details["renews_at"]))
+            # Past the renewal the advice to lower the seats before it is wrong: webhook only.
+            if unused < 1 or renews_at <= now:
+                return None
+            return {"unused": unused, "renews_at": renews_at.astimezone(UTC).isoformat()}
     except (KeyError, TypeError, ValueError):
         return None
     return {}

@@ -1,7 +1,7 @@
-"""Billing events over the real worker: an invite past the purchased seats and a trial about to
-end each tell every admin once, in the admin's language; every event reaches the billing
-webhook signed, retried after failures, once after its 200, also when the worker delivering
-it is killed."""
+"""Billing events over the real worker: an invite past the purchased seats, a trial about to
+end and seats nobody uses before a renewal each tell every admin once, in the admin's
+language; every event reaches the billing webhook signed, retried after failures, once after
+its 200, also when the worker delivering it is killed."""
 
 from __future__ import annotations
 
@@ -153,6 +153,36 @@ def test_a_trial_ending_event_tells_each_admin_once_even_when_announced_at_once(
     assert announce_billing_events().events == 0
     for address, language in admins.items():
         assert len(told(address, language)) == 1, (address, language)
+    assert webhook_row(event_id) is not None
+
+
+def test_seats_nobody_uses_before_a_renewal_are_told_to_each_admin_once_in_their_language(
+        stack: Stack) -> None:
+    admin = stack.create_account(plan="base", seats=12)
+    admins = admins_in_languages(stack, admin)
+    renews_at = utcnow() + timedelta(days=5)
+    event_id = billing_event(admin.id, "seats_unused", {
+        "unused": 7, "seats": 12, "purchased": 12, "used": 5, "renews_at": renews_at.isoformat()})
+
+    def told(address: str, language: str) -> list[dict[str, Any]]:
+        expected = render_email("seats_unused", language, {
+            "unused": 7, "renews_at": renews_at, "recipient_name": "",
+            "account_name": workspace_name(admin), "product_name": "Provisioner",
+            "billing_url": ""}).subject
+        return [message for message in stack.sink.messages(to=address)
+                if message["subject"] == expected]
+
+    wait_until(lambda: all(told(address, language) for address, language in admins.items()),
+               timeout=60, message="every admin's unused seats email")
+    wait_until(lambda: outbox_settled(admin.id), timeout=60, message="the outbox to settle")
+    assert announce_billing_events().events == 0
+    for address, language in admins.items():
+        [message] = told(address, language)
+        day = format_date(renews_at.date(), "long", locale=language.replace("-", "_"))
+        for part in (message["text"], message["html"]):
+            assert day in part and " 7 " in " ".join(part.split()), (address, language)
+            assert "/settings/billing" in part
+    assert "7 unused seats" in told(admin.email, "en")[0]["subject"]
     assert webhook_row(event_id) is not None
 
 
