@@ -34,6 +34,17 @@ def int_param(req: falcon.Request, name: str, default: int | None = None) -> int
         raise InvalidInput([FieldError(name, "Must be a whole number.")]) from None
 
 
+def page_query(req: falcon.Request) -> tuple[str | None, int | None]:
+    """A list's ``cursor`` and ``limit`` from the query string (SPEC §10)."""
+    return req.get_param("cursor"), int_param(req, "limit")
+
+
+def page_body(found: tuple[list[Any], str | None]) -> dict[str, Any]:
+    """A list page's body (SPEC §10): ``{"items": [...], "next_cursor": str|null}``."""
+    items, next_cursor = found
+    return {"items": items, "next_cursor": next_cursor}
+
+
 def bool_param(req: falcon.Request, name: str) -> bool:
     """A switch in the query string (``true``/``false``, ``1``/``0``), off when absent."""
     raw = req.get_param(name)

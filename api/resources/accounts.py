@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import falcon
 
-from api.resources import body, int_param
+from api.resources import body, page_body, page_query
 from provisioning.accounts import audit_log, groups, roles
 
 
@@ -61,8 +61,6 @@ class Group:
 
 class Audit:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        items, next_cursor = audit_log.list_audit(
-            req.context.session, req.context.actor, account_id, req.get_param("cursor"),
-            int_param(req, "limit"),
-            {name: req.get_param(name) for name in audit_log.FILTERS})
-        resp.media = {"items": items, "next_cursor": next_cursor}
+        resp.media = page_body(audit_log.list_audit(
+            req.context.session, req.context.actor, account_id, *page_query(req),
+            {name: req.get_param(name) for name in audit_log.FILTERS}))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from api.resources import body, int_param
+from api.resources import body, page_body, page_query
 from provisioning.billing import account, changes
 
 
@@ -19,18 +19,14 @@ class Billing:
 
 class BillingEvents:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        items, next_cursor = account.list_events(
-            req.context.session, req.context.actor, account_id, req.get_param("cursor"),
-            int_param(req, "limit"))
-        resp.media = {"items": items, "next_cursor": next_cursor}
+        resp.media = page_body(account.list_events(
+            req.context.session, req.context.actor, account_id, *page_query(req)))
 
 
 class BillingSeats:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        items, next_cursor = account.list_seats(
-            req.context.session, req.context.actor, account_id, req.get_param("cursor"),
-            int_param(req, "limit"))
-        resp.media = {"items": items, "next_cursor": next_cursor}
+        resp.media = page_body(account.list_seats(
+            req.context.session, req.context.actor, account_id, *page_query(req)))
 
 
 class BillingPreview:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import falcon
 
-from api.resources import body, int_param
+from api.resources import body, int_param, page_body, page_query
 from provisioning.crm import notes, participants, records
 
 
@@ -15,10 +15,9 @@ class Records:
         self.kind = kind
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        items, next_cursor = records.list_records(
+        resp.media = page_body(records.list_records(
             req.context.session, req.context.actor, account_id, self.kind,
-            int_param(req, "responsible_id"), req.get_param("cursor"), int_param(req, "limit"))
-        resp.media = {"items": items, "next_cursor": next_cursor}
+            int_param(req, "responsible_id"), *page_query(req)))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         record = records.create_record(req.context.session, req.context.actor, account_id,
@@ -60,10 +59,8 @@ class LeadEntries:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                record_id: int) -> None:
-        items, next_cursor = self.listed(req.context.session, req.context.actor, account_id,
-                                         record_id, req.get_param("cursor"),
-                                         int_param(req, "limit"))
-        resp.media = {"items": items, "next_cursor": next_cursor}
+        resp.media = page_body(self.listed(req.context.session, req.context.actor, account_id,
+                                           record_id, *page_query(req)))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                 record_id: int) -> None:
@@ -80,10 +77,9 @@ class Participants:
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                record_id: int) -> None:
-        items, next_cursor = participants.list_participants(
+        resp.media = page_body(participants.list_participants(
             req.context.session, req.context.actor, account_id, self.kind, record_id,
-            req.get_param("cursor"), int_param(req, "limit"))
-        resp.media = {"items": items, "next_cursor": next_cursor}
+            *page_query(req)))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int,
                 record_id: int) -> None:

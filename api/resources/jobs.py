@@ -7,7 +7,7 @@ from typing import BinaryIO, cast
 
 import falcon
 
-from api.resources import int_param
+from api.resources import int_param, page_body, page_query
 from provisioning.core.errors import FieldError, InvalidInput
 from provisioning.imports import upload
 from provisioning.imports.formats import MEDIA_BY_EXTENSION
@@ -33,10 +33,9 @@ class Imports:
     takes_files = True  # the upload is read under the import's own limit, not the body cap
 
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        items, next_cursor = runs.list_jobs(
+        resp.media = page_body(runs.list_jobs(
             req.context.session, req.context.actor, account_id, KIND,
-            req.get_param("status"), req.get_param("cursor"), int_param(req, "limit"))
-        resp.media = {"items": items, "next_cursor": next_cursor}
+            req.get_param("status"), *page_query(req)))
 
     def on_post(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
         options = ImportOptions.parse(
@@ -92,10 +91,9 @@ class JobCancel:
 
 class AccountJobs:
     def on_get(self, req: falcon.Request, resp: falcon.Response, account_id: int) -> None:
-        items, next_cursor = runs.list_jobs(
+        resp.media = page_body(runs.list_jobs(
             req.context.session, req.context.actor, account_id, req.get_param("kind") or None,
-            req.get_param("status"), req.get_param("cursor"), int_param(req, "limit"))
-        resp.media = {"items": items, "next_cursor": next_cursor}
+            req.get_param("status"), *page_query(req)))
 
 
 class JobResults:
