@@ -26,7 +26,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
@@ -39,6 +38,7 @@ sys.path.insert(0, str(REPO_ROOT))
 from psycopg.types.json import Jsonb  # noqa: E402
 from sqlalchemy import create_engine, event, text  # noqa: E402
 
+from tests.support.bench import work_dir  # noqa: E402
 from tests.support.servers import start_postgres  # noqa: E402
 
 TYPES = ("full",) * 14 + ("free",) * 3 + ("seasonal",) * 3  # 70 % full, 15 % free and seasonal
@@ -142,9 +142,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10_000)
     parser.add_argument("--members", type=int, default=100)
     args = parser.parse_args()
-    work = Path(os.environ.get("BENCH_DIR", tempfile.mkdtemp(prefix="provisioner-bench-")))
-    work.mkdir(parents=True, exist_ok=True)
-    os.chmod(work, 0o755)
+    work = work_dir()
     postgres = start_postgres(work)
     try:
         database_url = postgres.create_database("bench_billing")

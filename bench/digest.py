@@ -18,7 +18,6 @@ import json
 import os
 import secrets
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +27,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from sqlalchemy import text  # noqa: E402
 
+from tests.support.bench import work_dir  # noqa: E402
 from tests.support.servers import start_postgres  # noqa: E402
 
 NINE_IN_JAKARTA = datetime(2030, 3, 4, 2, 0, tzinfo=UTC)
@@ -55,8 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=100_000)
     args = parser.parse_args()
-    work = Path(os.environ.get("BENCH_DIR", tempfile.mkdtemp(prefix="provisioner-bench-")))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir()
     postgres = start_postgres(work)
     try:
         os.environ.update({

@@ -29,7 +29,6 @@ import http.client
 import json
 import os
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime
@@ -51,7 +50,7 @@ from sqlalchemy import (  # noqa: E402
     insert,
 )
 
-from tests.support.bench import bench_env, new_account  # noqa: E402
+from tests.support.bench import bench_env, new_account, work_dir  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     ManagedProcess,
     free_port,
@@ -182,9 +181,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--million-rows", type=int, default=1_000_000)
     args = parser.parse_args()
-    work = Path(os.environ.get("BENCH_DIR", tempfile.mkdtemp(prefix="provisioner-bench-")))
-    work.mkdir(parents=True, exist_ok=True)
-    os.chmod(work, 0o755)
+    work = work_dir()
     postgres = start_postgres(work)
     redis = start_redis(work)
     sink = start_mailsink(work)

@@ -41,7 +41,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 
-from tests.support.bench import bench_env  # noqa: E402
+from tests.support.bench import bench_env, work_dir  # noqa: E402
 from tests.support.processes import ManagedProcess, free_port, wait_until  # noqa: E402
 from tests.support.servers import (  # noqa: E402
     MailSink,
@@ -148,9 +148,7 @@ def main() -> None:
     args = parser.parse_args()
     count = args.invitations
 
-    work = Path(os.environ.get("BENCH_DIR", f"/tmp/provisioner-bench-{os.getpid()}"))
-    work.mkdir(parents=True, exist_ok=True)
-    os.chmod(work, 0o755)
+    work = work_dir()
     postgres = start_postgres(work)
     redis = start_redis(work)
     sink = start_mailsink(work)

@@ -27,7 +27,6 @@ import http.client
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -39,7 +38,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from tests.support.bench import bench_env, new_account  # noqa: E402
+from tests.support.bench import bench_env, new_account, work_dir  # noqa: E402
 from tests.support.processes import (  # noqa: E402
     ManagedProcess,
     free_port,
@@ -155,9 +154,7 @@ def main() -> None:
     parser.add_argument("--others", type=int, default=10)
     args = parser.parse_args()
     records = 4 * args.per_kind
-    work = Path(os.environ.get("BENCH_DIR", tempfile.mkdtemp(prefix="provisioner-bench-")))
-    work.mkdir(parents=True, exist_ok=True)
-    os.chmod(work, 0o755)
+    work = work_dir()
     postgres = start_postgres(work)
     redis = start_redis(work)
     sink = start_mailsink(work)

@@ -29,7 +29,6 @@ import os
 import random
 import secrets
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
@@ -41,7 +40,7 @@ sys.path.insert(0, str(REPO_ROOT))
 
 from sqlalchemy import event, select, text  # noqa: E402
 
-from tests.support.bench import new_account  # noqa: E402
+from tests.support.bench import new_account, work_dir  # noqa: E402
 from tests.support.servers import start_postgres  # noqa: E402
 
 FIRST = (("José", "jose"), ("María", "maria"), ("Zoë", "zoe"), ("François", "francois"),
@@ -265,9 +264,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     parser.add_argument("--skip-sqlite", action="store_true")
     args = parser.parse_args()
-    work = Path(os.environ.get("BENCH_DIR", tempfile.mkdtemp(prefix="provisioner-bench-")))
-    work.mkdir(parents=True, exist_ok=True)
-    os.chmod(work, 0o755)
+    work = work_dir()
     os.environ.update({
         "PROVISIONING_BROKER_URL": "redis://127.0.0.1:1/0",  # never reached: nothing is sent
         "PROVISIONING_VAR_DIR": str(work / "var"),

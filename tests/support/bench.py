@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import secrets
+import tempfile
 import uuid
 from pathlib import Path
 
 from tests.support.servers import MailSink, RedisServer
+
+
+def work_dir() -> Path:
+    """Where a bench keeps its servers' logs and files: ``BENCH_DIR``, or a new temporary
+    directory; readable by the ``postgres`` user a root run starts PostgreSQL as."""
+    work = Path(os.environ.get("BENCH_DIR") or tempfile.mkdtemp(prefix="provisioner-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    os.chmod(work, 0o755)
+    return work
 
 
 def bench_env(work: Path, database_url: str, redis: RedisServer, sink: MailSink, api_port: int,
