@@ -23,7 +23,6 @@ from sqlalchemy import (
     Connection,
     Date,
     Table,
-    and_,
     bindparam,
     case,
     column,
@@ -47,7 +46,7 @@ from sqlalchemy.sql.visitors import InternalTraversal
 
 from provisioning.billing.models import BillingEvent, SeatSnapshot, Subscription
 from provisioning.billing.plans import TRIAL, next_period_end, period_price_cents
-from provisioning.billing.seats import HOLDING_STATUSES
+from provisioning.billing.seats import HOLDING_STATUSES, seasonal_window_holds
 from provisioning.core.config import settings
 from provisioning.core.db import Base
 from provisioning.core.models import UTCDateTime
@@ -211,8 +210,7 @@ def _snapshot(connection: Connection, today: date, now: datetime,
     accounts whose period renews within ``billing_unused_notice_days`` holding seats that
     period would bill and they do not use: once a period, while the admin can still lower
     them. Returns accounts counted and events recorded."""
-    in_window = and_(Membership.user_type == UserType.SEASONAL.value,
-                     Membership.seasonal_start <= today, Membership.seasonal_end >= today)
+    in_window = seasonal_window_holds(today)  # the statuses are filtered once, below
     counts = (
         select(Membership.account_id,
                func.count().filter(Membership.user_type == UserType.FULL.value).label("full"),

@@ -68,10 +68,15 @@ def _seasonal_in_window(today: date | BindParameter[date]) -> ColumnElement[bool
         # Not IN: an IN list is rendered into the SQL on every execution, and this rides
         # on the invite path.
         or_(*(Membership.status == status for status in HOLDING_STATUSES)),
-        Membership.user_type == UserType.SEASONAL.value,
-        Membership.seasonal_start <= today,
-        Membership.seasonal_end >= today,
+        seasonal_window_holds(today),
     )
+
+
+def seasonal_window_holds(today: date | BindParameter[date]) -> ColumnElement[bool]:
+    """A seasonal member whose window holds ``today``, whatever its status: R7's window,
+    for a count that filters the statuses once for every rule (the recalculation)."""
+    return and_(Membership.user_type == UserType.SEASONAL.value,
+                Membership.seasonal_start <= today, Membership.seasonal_end >= today)
 
 
 def seats_in_use(session: Session, account_id: int, today: date) -> int:
